@@ -1,0 +1,86 @@
+"""The few exception types clusterctl raises for expected failures, and its exit codes.
+
+Every expected failure is a ``ClusterctlError``: one line that names what failed (a host, a
+file, a process) and a hint for the fix. ``clusterctl.cli`` turns it into that line on stderr
+and the exit code it carries; users never see a traceback for a mistake they made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# Exit codes, documented in README.md ("Exit codes").
+EXIT_OK = 0
+EXIT_FAILED = 1  # an operation failed, or `status` found the cluster degraded
+EXIT_INVALID = 2  # bad inventory, option or argument; nothing was started
+EXIT_SCHEDULER_DOWN = 3  # `status`: the scheduler does not answer
+EXIT_INTERNAL = 70  # a bug in clusterctl; the traceback is in $CLUSTERCTL_HOME/crash.log
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+
+class ClusterctlError(Exception):
+    """An expected failure, shown to the user as one line plus an optional hint."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} (hint: {self.hint})"
+
+
+class InvalidInputError(ClusterctlError):
+    """The inventory, an option or an argument is wrong. Nothing was started."""
+
+    exit_code = EXIT_INVALID
+
+
+class HostError(ClusterctlError):
+    """Something failed on (or on the way to) one host."""
+
+    def __init__(self, host: str, message: str, hint: str | None = None) -> None:
+        super().__init__(f"{host}: {message}", hint)
+        self.host = host
+        self.reason = message
+
+
+class SchedulerUnreachableError(ClusterctlError):
+    """The scheduler did not answer."""
+
+    exit_code = EXIT_SCHEDULER_DOWN
+
+
+class LockedError(ClusterctlError):
+    """Another clusterctl command holds the cluster's lock."""
+
+
+@dataclass(frozen=True)
+class HostOutcome:
+    """What one host's share of a fan-out produced: a value or an error."""
+
+    host: str
+    value: object = None
+    error: ClusterctlError | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.error is None
+
+
+class PartialFailureError(ClusterctlError):
+    """Some hosts of a fan-out failed. Carries every host's outcome, good and bad."""
+
+    def __init__(self, action: str, outcomes: Sequence[HostOutcome]) -> None:
+        self.outcomes = list(outcomes)
+        self.failed = [o for o in self.outcomes if o.error is not None]
+        succeeded = [o.host for o in self.outcomes if o.error is None]
+        reasons = "; ".join(o.error.message for o in self.failed if o.error is not None)
+        message = f"{action} failed on {len(self.failed)} of {len(self.outcomes)} host(s): {reasons}"
+        if succeeded:
+            message += f" (succeeded on {', '.join(succeeded)})"
+        hints = {o.error.hint for o in self.failed if o.error is not None and o.error.hint}
+        super().__init__(message, hints.pop() if len(hints) == 1 else None)

@@ -1,0 +1,437 @@
+"""The inventory: cluster.yaml -> a validated model. The only module that knows the file format.
+
+Every rejection is one ``InvalidInputError`` line naming the file, the line (where the YAML
+parser knows it) and the key path, e.g. ``cluster.yaml:14: workers[1].nthreads: ...``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from clusterctl.errors import InvalidInputError
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+HOSTNAME_PATTERN = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+USER_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+LOCAL_HOST = "localhost"  # the implicit host of `add-worker` without --host
+
+def is_valid_address(value: str) -> bool:
+    """A hostname or an IPv4/IPv6 address: nothing a shell or ssh could read as an option."""
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return bool(HOSTNAME_PATTERN.match(value))
+
+
+def _check_name(value: str, what: str) -> str:
+    if not NAME_PATTERN.match(value):
+        raise ValueError(
+            f"{what} {value!r} is not valid: use letters, digits, '_', '.' and '-', starting with a letter or digit"
+        )
+    return value
+
+
+def _check_env(env: dict[str, str]) -> dict[str, str]:
+    for key, value in env.items():
+        if not ENV_NAME_PATTERN.match(key):
+            raise ValueError(f"environment variable name {key!r} is not valid: use letters, digits and '_'")
+        if "\0" in value:
+            raise ValueError(f"the value of {key} contains a NUL byte")
+    return env
+
+
+def parse_resources(value: Any) -> dict[str, float]:
+    """``{GPU: 2}`` or dask's string form ``"GPU=2 MEMORY=256e9"`` -> ``{"GPU": 2.0, ...}``."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        pairs: dict[str, Any] = {}
+        for item in value.replace(",", " ").split():
+            name, sep, amount = item.partition("=")
+            if not sep:
+                raise ValueError(f"resource {item!r} is not of the form NAME=AMOUNT (e.g. GPU=2)")
+            pairs[name] = amount
+        value = pairs
+    if not isinstance(value, dict):
+        raise ValueError("resources must be a mapping like {GPU: 2} or a string like \"GPU=2 MEMORY=256e9\"")
+    resources: dict[str, float] = {}
+    for name, amount in value.items():
+        if not isinstance(name, str) or not name.isidentifier() or not name.isascii():
+            raise ValueError(f"resource name {name!r} is not an identifier (e.g. GPU, MEMORY)")
+        if isinstance(amount, bool):
+            raise ValueError(f"resource {name} amount must be a number, not {amount!r}")
+        try:
+            number = float(amount)
+        except (TypeError, ValueError):
+            raise ValueError(f"resource {name} amount {amount!r} is not a number") from None
+        if not number >= 0 or number == float("inf"):
+            raise ValueError(f"resource {name} amount must be a finite number >= 0, got {amount!r}")
+        resources[name] = number
+    return resources
+
+
+def format_resources(resources: dict[str, float]) -> str:
+    """The ``--resources`` argument dask parses: ``GPU=2 MEMORY=256000000000``."""
+    return " ".join(f"{name}={_format_number(amount)}" for name, amount in resources.items())
+
+
+def _format_number(amount: float) -> str:
+    return str(int(amount)) if amount.is_integer() else repr(amount)
+
+
+def _check_memory_limit(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"memory_limit must be a size like 4GB, a fraction like 0.5, 'auto' or 0, not {value!r}")
+    text = str(value).strip()
+    if text == "auto":
+        return text
+    try:
+        number = float(text)
+    except ValueError:
+        from dask.utils import parse_bytes  # lazy: dask is not needed to print --help
+
+        try:
+            if parse_bytes(text) < 0:
+                raise ValueError
+        except (ValueError, TypeError):
+            raise ValueError(f"memory_limit {text!r} is not a size like 4GB, a fraction like 0.5, 'auto' or 0") from None
+        return text
+    if number < 0 or number == float("inf"):
+        raise ValueError(f"memory_limit must not be negative, got {text}")
+    return text
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProcessSettings(_Model):
+    """Settings that may be given at the defaults, host and worker-group levels (innermost wins)."""
+
+    python: str | None = Field(None, description="Interpreter that has dask and distributed installed.")
+    env: dict[str, str] = Field(default_factory=dict, description="Environment for the processes, passed literally.")
+    setup: list[str] = Field(
+        default_factory=list, description="Shell lines run before a process starts (e.g. conda activate)."
+    )
+
+    @field_validator("python")
+    @classmethod
+    def _python(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or "\n" in value or "\0" in value):
+            raise ValueError("python must be an interpreter name or path, e.g. python3 or /opt/conda/bin/python")
+        return value
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_values(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: (str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v) for k, v in value.items()}
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_env(value)
+
+
+class HostSettings(ProcessSettings):
+    """How to reach a host. Every key may also be set under ``defaults``."""
+
+    connection: Literal["ssh", "local"] | None = Field(None, description="ssh (the default) or local.")
+    address: str | None = Field(None, description="Hostname or IP to connect to, and that workers use.")
+    user: str | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+    identity_file: str | None = None
+    host_key_policy: Literal["accept-new", "strict"] | None = None
+    run_dir: str | None = Field(None, description="Directory for pid files and logs on the host.")
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None and not is_valid_address(value):
+            raise ValueError(f"address {value!r} is not a hostname or an IP address")
+        return value
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str | None) -> str | None:
+        if value is not None and not USER_PATTERN.match(value):
+            raise ValueError(f"user {value!r} is not a valid user name")
+        return value
+
+    @field_validator("identity_file", "run_dir")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or any(c in value for c in "\n\r\0")):
+            raise ValueError(f"{value!r} is not a usable path")
+        return value
+
+
+class SchedulerSpec(ProcessSettings):
+    host: str = Field(description="Alias from `hosts`, or a bare address.")
+    port: int = Field(8786, ge=1, le=65535)
+    dashboard_address: str | None = Field(":8787", description="Dashboard address like :8787; null turns it off.")
+
+    @field_validator("dashboard_address")
+    @classmethod
+    def _dashboard(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536 or (host and not is_valid_address(host)):
+            raise ValueError(f"dashboard_address {value!r} must look like ':8787' or '127.0.0.1:8787'")
+        return value
+
+
+class WorkerGroup(ProcessSettings):
+    """One `dask worker` invocation: ``nworkers`` processes of ``nthreads`` threads each."""
+
+    name: str | None = Field(None, description="Group name; default <host>-g<index>. Worker names derive from it.")
+    host: str
+    nworkers: int = Field(1, ge=1, le=1024, validation_alias=AliasChoices("nworkers", "nprocs"))
+    nthreads: int = Field(1, ge=1, le=4096)
+    memory_limit: str | None = Field(None, description="Per worker process: 4GB, 0.5 (fraction), auto or 0.")
+    resources: dict[str, float] = Field(default_factory=dict)
+    dashboard: bool = Field(False, description="Start each worker's own dashboard (about 1 s of start-up each).")
+    nanny: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return None if value is None else _check_name(value, "worker group name")
+
+    @field_validator("memory_limit", mode="before")
+    @classmethod
+    def _memory_limit(cls, value: Any) -> str | None:
+        return _check_memory_limit(value)
+
+    @field_validator("resources", mode="before")
+    @classmethod
+    def _resources(cls, value: Any) -> dict[str, float]:
+        return parse_resources(value)
+
+    def worker_names(self) -> list[str]:
+        """The names the scheduler will report: dask appends -0, -1, ... when nworkers > 1."""
+        assert self.name is not None, "names are assigned by Inventory"
+        if self.nworkers == 1:
+            return [self.name]
+        return [f"{self.name}-{i}" for i in range(self.nworkers)]
+
+
+class Inventory(_Model):
+    name: str = Field(description="Cluster name; local state is keyed by it.")
+    defaults: HostSettings = Field(default_factory=HostSettings)
+    hosts: dict[str, HostSettings] = Field(default_factory=dict)
+    scheduler: SchedulerSpec
+    workers: list[WorkerGroup] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _cluster_name(cls, value: str) -> str:
+        return _check_name(value, "cluster name")
+
+    @field_validator("hosts")
+    @classmethod
+    def _aliases(cls, value: dict[str, HostSettings]) -> dict[str, HostSettings]:
+        for alias in value:
+            if not is_valid_address(alias):
+                raise ValueError(f"host alias {alias!r} must be a hostname-like word (letters, digits, '-', '.')")
+        return value
+
+    @model_validator(mode="after")
+    def _name_groups(self) -> Inventory:
+        # Deterministic names, so the scheduler's view maps back to the inventory.
+        for index, group in enumerate(self.workers):
+            if group.name is None:
+                object.__setattr__(group, "name", f"{group.host}-g{index}")
+        return self
+
+    def problems(self) -> list[tuple[list[Any], str]]:
+        """Cross-field mistakes, as (key path, message): unknown hosts, duplicate worker names."""
+        found: list[tuple[list[Any], str]] = []
+        references = [(["scheduler", "host"], self.scheduler.host)]
+        references += [(["workers", i, "host"], group.host) for i, group in enumerate(self.workers)]
+        for loc, host in references:
+            if host not in self.hosts and host != LOCAL_HOST and not is_valid_address(host):
+                known = ", ".join(sorted(self.hosts)) or "none"
+                found.append((loc, f"{host!r} is neither an alias from `hosts` (known: {known}) nor an address"))
+        seen: dict[str, int] = {}
+        for index, group in enumerate(self.workers):
+            for worker in group.worker_names():
+                if worker in seen:
+                    found.append((["workers", index, "name"], f"worker name {worker!r} is already used by "
+                                  f"workers[{seen[worker]}]; give the groups distinct `name`s"))
+                seen.setdefault(worker, index)
+        return found
+
+    def host(self, alias: str) -> HostSettings:
+        """The host's settings with ``defaults`` filled in. A bare address is an SSH host."""
+        own = self.hosts.get(alias)
+        if own is None and alias == LOCAL_HOST:
+            own = HostSettings(connection="local")
+        merged = _merge(self.defaults, own or HostSettings())
+        if merged.connection is None:
+            merged = merged.model_copy(update={"connection": "ssh"})
+        return merged
+
+    def process_settings(self, alias: str, own: ProcessSettings) -> ProcessSettings:
+        """python/env/setup for a process on ``alias``: defaults < host < the process's own."""
+        host = self.host(alias)
+        return ProcessSettings(
+            python=own.python or host.python or "python3",
+            env={**host.env, **own.env},
+            setup=[*host.setup, *own.setup],
+        )
+
+    def all_worker_names(self) -> list[str]:
+        return [name for group in self.workers for name in group.worker_names()]
+
+
+def _merge(base: HostSettings, override: HostSettings) -> HostSettings:
+    values = base.model_dump()
+    for key, value in override.model_dump(exclude_unset=True).items():
+        if key == "env":
+            values["env"] = {**values["env"], **value}
+        elif key == "setup":
+            values["setup"] = [*values["setup"], *value]
+        elif value is not None:
+            values[key] = value
+    return HostSettings(**values)
+
+
+def load_inventory(path: str | Path) -> Inventory:
+    """Read and validate an inventory file; ``InvalidInputError`` with file:line: key.path on failure."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidInputError(f"{path}: no such file", "pass the path of your cluster.yaml, or run `clusterctl init`") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"{path}: cannot read: {exc}") from None
+    return parse_inventory(text, str(path))
+
+
+def parse_inventory(text: str, source: str = "<inventory>") -> Inventory:
+    try:
+        data = yaml.safe_load(text)
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InvalidInputError(f"{where}: malformed YAML: {problem}", "check indentation and quoting") from None
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"{source}: the inventory must be a YAML mapping with name, hosts, scheduler and workers")
+    try:
+        inventory = Inventory.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInputError(_describe(exc, root, source)) from None
+    for loc, message in inventory.problems():
+        raise InvalidInputError(_locate(root, loc, source, message))
+    return inventory
+
+
+def _locate(root: yaml.Node | None, loc: list[Any], source: str, message: str) -> str:
+    line = _line_of(root, loc)
+    where = f"{source}:{line}" if line else source
+    key_path = _format_loc(loc)
+    return f"{where}: {key_path}: {message}" if key_path else f"{where}: {message}"
+
+
+def _describe(exc: ValidationError, root: yaml.Node | None, source: str) -> str:
+    """The first validation error as ``file:line: key.path: message (did you mean ...?)``."""
+    # An unknown key explains the other errors (a misspelt required key), so it comes first.
+    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    error = errors[0]
+    loc = [part for part in error["loc"] if not str(part).startswith("function-")]
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        message = f"unknown key {loc[-1]!r}"
+        suggestion = difflib.get_close_matches(str(loc[-1]), _allowed_keys(loc), n=1)
+        if suggestion:
+            message += f" (did you mean {suggestion[0]!r}?)"
+    elif kind == "missing":
+        message = "this key is required"
+    else:
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if kind not in ("value_error", "assertion_error") and "input" in error:
+            message += f" (got {error['input']!r})"
+    return _locate(root, loc, source, message)
+
+
+def _format_loc(loc: list[Any]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _line_of(root: yaml.Node | None, loc: list[Any]) -> int | None:
+    """The 1-based line of the deepest node on ``loc`` that the YAML source has."""
+    node, line = root, None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == part or (part == "nworkers" and key.value == "nprocs"):
+                    line, node = key.start_mark.line + 1, value
+                    break
+            else:
+                break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    if line is None and root is not None:
+        line = root.start_mark.line + 1
+    return line
+
+
+def _allowed_keys(loc: list[Any]) -> list[str]:
+    """Keys allowed in the mapping that holds ``loc[-1]``, for "did you mean"."""
+    model: type[BaseModel] | None = Inventory
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:
+            continue
+        if model is Inventory and part == "hosts":
+            model = None  # next part is a free-form alias
+            continue
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        model = _model_in(annotation)
+        if model is None and field is not None and part in ("workers",):
+            model = WorkerGroup
+    if model is None:
+        model = HostSettings
+    return list(model.model_fields) + (["nprocs"] if model is WorkerGroup else [])
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
