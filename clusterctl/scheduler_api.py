@@ -1,0 +1,147 @@
+"""Talking to a running scheduler: its view of the cluster, readiness, retire and close.
+
+The only module that imports distributed (lazily, so `clusterctl --help` stays fast). Readiness
+is decided by asking the scheduler which workers it has, never by reading log lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from clusterctl.errors import SchedulerUnreachableError
+
+QUERY_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    name: str
+    address: str
+    host: str
+    nthreads: int
+    memory_limit: int
+    resources: dict[str, float]
+    memory: int | None = None  # bytes in use by the process
+    processing: int = 0  # tasks assigned to it, running or queued
+    in_memory: int = 0  # results it holds
+    status: str = "running"
+
+
+@dataclass(frozen=True)
+class SchedulerView:
+    address: str
+    dashboard_port: int | None
+    started: float | None
+    workers: list[WorkerView] = field(default_factory=list)
+
+    def names(self) -> set[str]:
+        return {w.name for w in self.workers}
+
+
+def _worker_view(address: str, info: dict[str, Any], processing: int) -> WorkerView:
+    metrics = info.get("metrics") or {}
+    counts = metrics.get("task_counts") or {}
+    return WorkerView(
+        name=str(info.get("name", address)),
+        address=address,
+        host=str(info.get("host", "")),
+        nthreads=int(info.get("nthreads", 0)),
+        memory_limit=int(info.get("memory_limit") or 0),
+        resources={k: float(v) for k, v in (info.get("resources") or {}).items()},
+        memory=metrics.get("memory"),
+        processing=processing,
+        in_memory=int(counts.get("memory", 0)),
+        status=str(info.get("status", "running")),
+    )
+
+
+async def _query(address: str, timeout: float, connection_args: dict[str, Any]) -> SchedulerView:
+    from distributed.core import rpc
+
+    async with rpc(address, timeout=timeout, connection_args=connection_args) as scheduler:
+        identity = await scheduler.identity()
+        processing = await scheduler.processing()
+    services = identity.get("services") or {}
+    workers = [
+        _worker_view(addr, info, len(processing.get(addr, ())))
+        for addr, info in sorted((identity.get("workers") or {}).items(), key=lambda kv: str(kv[1].get("name")))
+    ]
+    return SchedulerView(identity.get("address", address), services.get("dashboard"), identity.get("started"), workers)
+
+
+def _run(coroutine_factory: Callable[[], Any], address: str, timeout: float) -> Any:
+    try:
+        return asyncio.run(asyncio.wait_for(coroutine_factory(), timeout + 1))
+    except (OSError, asyncio.TimeoutError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SchedulerUnreachableError(
+            f"scheduler at {address} does not answer: {reason}",
+            "run `clusterctl status --processes` or `clusterctl up` to restart it",
+        ) from None
+
+
+def query(address: str, timeout: float = QUERY_TIMEOUT, connection_args: dict[str, Any] | None = None) -> SchedulerView:
+    """The scheduler's own view in one round trip; ``SchedulerUnreachableError`` if it does not answer."""
+    return _run(lambda: _query(address, timeout, connection_args or {}), address, timeout)
+
+
+def wait_for_workers(
+    address: str,
+    names: set[str],
+    timeout: float,
+    on_poll: Callable[[SchedulerView | None], None],
+    connection_args: dict[str, Any] | None = None,
+    poll_interval: float = 0.25,
+) -> SchedulerView | None:
+    """Poll until the scheduler answers and reports every name in ``names``.
+
+    ``on_poll`` sees each answer (None while the scheduler does not answer yet) and may raise to
+    stop early, e.g. when a process it watches has died. Returns the last view, complete or not.
+    """
+    deadline = time.monotonic() + timeout
+    view: SchedulerView | None = None
+    while True:
+        try:
+            view = query(address, timeout=min(QUERY_TIMEOUT, max(1.0, deadline - time.monotonic())),
+                         connection_args=connection_args)
+        except SchedulerUnreachableError:
+            view = None
+        on_poll(view)
+        if view is not None and names <= view.names():
+            return view
+        if time.monotonic() >= deadline:
+            return view
+        time.sleep(poll_interval)
+
+
+async def _retire_and_close(address: str, timeout: float, connection_args: dict[str, Any]) -> None:
+    from distributed.core import rpc
+
+    async with rpc(address, timeout=timeout, connection_args=connection_args) as scheduler:
+        # Retiring moves results off the workers and closes them and their nannies.
+        await scheduler.retire_workers(close_workers=True, remove=True)
+        try:
+            await scheduler.terminate()
+        except OSError:
+            pass  # the scheduler closes the connection as it goes: that is the answer we want
+
+
+def retire_and_close(address: str, timeout: float = 15.0, connection_args: dict[str, Any] | None = None) -> None:
+    """Ask the scheduler to retire every worker and to close itself."""
+    _run(lambda: _retire_and_close(address, timeout, connection_args or {}), address, timeout)
+
+
+async def _retire(address: str, workers: list[str], timeout: float, connection_args: dict[str, Any]) -> dict:
+    from distributed.core import rpc
+
+    async with rpc(address, timeout=timeout, connection_args=connection_args) as scheduler:
+        return await scheduler.retire_workers(names=workers, close_workers=True, remove=True)
+
+
+def retire(address: str, names: list[str], timeout: float = 30.0, connection_args: dict[str, Any] | None = None) -> dict:
+    """Retire the named workers gracefully: their data moves to other workers first."""
+    return _run(lambda: _retire(address, names, timeout, connection_args or {}), address, timeout)

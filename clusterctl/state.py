@@ -1,0 +1,163 @@
+"""What runs where: one directory per cluster under $CLUSTERCTL_HOME, written atomically.
+
+    $CLUSTERCTL_HOME/
+      current                    name of the cluster `up` touched last
+      locks/<name>.lock          held while a command changes the cluster
+      clusters/<name>/state.json inventory, addresses, every process (role, host, name, pid, log)
+      clusters/<name>/run/       logs and pid files of processes on `connection: local` hosts
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clusterctl import paths
+from clusterctl.errors import ClusterctlError, InvalidInputError, LockedError
+from clusterctl.inventory import NAME_PATTERN, Inventory
+
+STATE_VERSION = 1
+LOCK_WAIT_SECONDS = 3.0
+
+
+@dataclass
+class ProcessRecord:
+    role: str  # "scheduler" or "worker"
+    name: str
+    host: str
+    pid: int
+    start_time: int | None
+    log: str
+    worker_names: list[str] = field(default_factory=list)
+    added: bool = False  # started by `add-worker`, not described by the inventory
+    spec: dict[str, Any] = field(default_factory=dict)  # an added group's settings, to describe it
+
+
+@dataclass
+class ClusterState:
+    name: str
+    inventory: dict[str, Any]  # the validated inventory, as JSON
+    config_path: str | None
+    scheduler_address: str
+    dashboard_url: str | None
+    processes: list[ProcessRecord] = field(default_factory=list)
+    version: int = STATE_VERSION
+
+    def model(self) -> Inventory:
+        return Inventory.model_validate(self.inventory)
+
+    def expected_workers(self) -> dict[str, str]:
+        """Worker name -> host, for every recorded worker process."""
+        return {worker: p.host for p in self.processes if p.role == "worker" for worker in p.worker_names}
+
+    def process(self, name: str) -> ProcessRecord | None:
+        return next((p for p in self.processes if p.name == name), None)
+
+
+def cluster_dir(name: str) -> Path:
+    return paths.home() / "clusters" / name
+
+
+def save(state: ClusterState) -> None:
+    directory = cluster_dir(state.name)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _write_atomically(directory / "state.json", json.dumps(asdict(state), indent=2, sort_keys=True))
+
+
+def load(name: str) -> ClusterState | None:
+    path = cluster_dir(name) / "state.json"
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ClusterctlError(f"cannot read {path}: {exc}", f"remove {path} if the cluster is gone") from None
+    raw["processes"] = [ProcessRecord(**p) for p in raw.get("processes", [])]
+    return ClusterState(**raw)
+
+
+def remove(name: str) -> None:
+    shutil.rmtree(cluster_dir(name), ignore_errors=True)
+    if current() == name:
+        (paths.home() / "current").unlink(missing_ok=True)
+
+
+def set_current(name: str) -> None:
+    _write_atomically(paths.home() / "current", name + "\n")
+
+
+def current() -> str | None:
+    try:
+        name = (paths.home() / "current").read_text().strip()
+    except FileNotFoundError:
+        return None
+    return name if NAME_PATTERN.match(name) else None
+
+
+def known_clusters() -> list[str]:
+    root = paths.home() / "clusters"
+    return sorted(p.name for p in root.iterdir() if (p / "state.json").exists()) if root.exists() else []
+
+
+def resolve_name(cluster: str | None, config: str | None) -> str:
+    """The cluster a command is about: --cluster, else the config's name, else the current one."""
+    if cluster:
+        if not NAME_PATTERN.match(cluster):
+            raise InvalidInputError(f"--cluster {cluster!r} is not a valid cluster name")
+        return cluster
+    if config:
+        from clusterctl.inventory import load_inventory
+
+        return load_inventory(config).name
+    name = current()
+    if name is None:
+        known = known_clusters()
+        hint = f"pass --cluster NAME (known: {', '.join(known)})" if known else "start one with `clusterctl up CONFIG`"
+        raise ClusterctlError("no current cluster", hint)
+    return name
+
+
+@contextlib.contextmanager
+def locked(name: str, wait: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
+    """Hold the cluster's lock; wait briefly for another command, then refuse."""
+    directory = paths.home() / "locks"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    with open(directory / f"{name}.lock", "a+") as handle:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockedError(f"cluster {name!r} is busy: another clusterctl command is changing it",
+                                      "wait for it to finish, then run this again") from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
