@@ -50,6 +50,7 @@ class ClusterState:
     scheduler_address: str
     dashboard_url: str | None
     processes: list[ProcessRecord] = field(default_factory=list)
+    versions: dict[str, Any] = field(default_factory=dict)  # the scheduler host's, for add-worker's preflight
     version: int = STATE_VERSION
 
     def model(self) -> Inventory:

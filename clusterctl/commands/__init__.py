@@ -1,0 +1,1 @@
+"""One module per command. Each is a typed function that returns data for ``render``; no click."""

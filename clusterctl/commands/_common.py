@@ -1,0 +1,243 @@
+"""Pieces the commands share: the progress interface, reports, and the start-and-wait path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from clusterctl import scheduler_api
+from clusterctl.errors import ClusterctlError, HostOutcome
+from clusterctl.fanout import fan_out, values_or_raise
+from clusterctl.hosts import Host
+from clusterctl.launch import ProcessPlan
+from clusterctl.scheduler_api import SchedulerView
+from clusterctl.state import ClusterState, ProcessRecord
+
+LOG_TAIL_LINES = 15
+LIVENESS_CHECK_EVERY = 1.0  # seconds between pid checks while waiting for workers
+
+
+class Progress(Protocol):
+    """How a long command tells the user where it is. ``render`` provides the implementations."""
+
+    def step(self, message: str) -> None: ...
+
+    def waiting(self, ready: list[str], expected: list[str]) -> None: ...
+
+    def done(self) -> None: ...
+
+
+class SilentProgress:
+    def step(self, message: str) -> None:
+        pass
+
+    def waiting(self, ready: list[str], expected: list[str]) -> None:
+        pass
+
+    def done(self) -> None:
+        pass
+
+
+@dataclass
+class WorkerRow:
+    name: str
+    host: str
+    address: str | None
+    nthreads: int | None
+    memory_limit: int | None
+    resources: dict[str, float]
+    memory: int | None = None
+    processing: int = 0
+    in_memory: int = 0
+    state: str = "running"  # running | missing | extra
+
+
+@dataclass
+class ProcessRow:
+    role: str
+    name: str
+    host: str
+    pid: int
+    alive: bool | None  # None: the host could not be asked
+    log: str
+    note: str = ""
+
+
+@dataclass
+class ClusterReport:
+    """What `up`, `status` and `add-worker` show: the scheduler's view mapped onto the inventory."""
+
+    cluster: str
+    scheduler_address: str
+    dashboard: str | None
+    scheduler_answers: bool
+    workers: list[WorkerRow] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    processes: list[ProcessRow] | None = None
+    scheduler_error: str | None = None
+    started: list[str] = field(default_factory=list)  # processes this command started
+    headline: str = ""
+
+    @property
+    def healthy(self) -> bool:
+        return self.scheduler_answers and not self.missing
+
+
+def dashboard_url(view: SchedulerView | None, scheduler_host_address: str) -> str | None:
+    if view is None or view.dashboard_port is None:
+        return None
+    host = f"[{scheduler_host_address}]" if ":" in scheduler_host_address else scheduler_host_address
+    return f"http://{host}:{view.dashboard_port}/status"
+
+
+def build_report(st: ClusterState, view: SchedulerView | None, error: str | None = None) -> ClusterReport:
+    expected = st.expected_workers()
+    inventory_names = {w for p in st.processes if p.role == "worker" and not p.added for w in p.worker_names}
+    seen = {w.name: w for w in view.workers} if view else {}
+    rows = []
+    for worker in (view.workers if view else []):
+        rows.append(WorkerRow(
+            name=worker.name, host=expected.get(worker.name, worker.host), address=worker.address,
+            nthreads=worker.nthreads, memory_limit=worker.memory_limit, resources=worker.resources,
+            memory=worker.memory, processing=worker.processing, in_memory=worker.in_memory,
+            state="running" if worker.name in inventory_names else "extra",
+        ))
+    missing = [name for name in expected if name not in seen] if view else list(expected)
+    for name in missing:
+        rows.append(WorkerRow(name=name, host=expected[name], address=None, nthreads=None, memory_limit=None,
+                              resources={}, state="missing"))
+    return ClusterReport(
+        cluster=st.name,
+        scheduler_address=st.scheduler_address,
+        dashboard=st.dashboard_url,
+        scheduler_answers=view is not None,
+        workers=rows,
+        missing=missing,
+        extra=[w.name for w in rows if w.state == "extra"],
+        scheduler_error=error,
+    )
+
+
+def start_processes(hosts: dict[str, Host], plans: list[ProcessPlan], progress: Progress,
+                    on_started: Callable[[list[ProcessRecord]], None], added: bool = False,
+                    specs: dict[str, dict[str, Any]] | None = None) -> list[ProcessRecord]:
+    """Start every plan on its host, all hosts at once.
+
+    Whatever did start is handed to ``on_started`` (to be recorded) before any failure is
+    raised, so that nothing started becomes unreachable to `down`.
+    """
+    by_host: dict[str, list[ProcessPlan]] = {}
+    for plan in plans:
+        by_host.setdefault(plan.host, []).append(plan)
+    progress.step(f"starting {len(plans)} process(es) on {len(by_host)} host(s)")
+    outcomes = fan_out(by_host, lambda h: hosts[h].start(by_host[h]))
+    by_name = {plan.name: plan for plan in plans}
+    records: list[ProcessRecord] = []
+    failures: list[str] = []
+    for outcome in outcomes:
+        for answer in outcome.value if outcome.succeeded else []:  # type: ignore[union-attr]
+            plan = by_name[answer["name"]]
+            if "error" in answer:
+                failures.append(f"{outcome.host}: {plan.role} {plan.name}: {answer['error']}")
+                continue
+            records.append(ProcessRecord(
+                role=plan.role, name=plan.name, host=outcome.host, pid=answer["pid"],
+                start_time=answer.get("start_time"), log=answer["log"], worker_names=plan.worker_names,
+                added=added, spec=(specs or {}).get(plan.name, {}),
+            ))
+    on_started(records)
+    values_or_raise("start", outcomes)
+    if failures:
+        raise ClusterctlError("; ".join(failures), "set `python:` for that host to an interpreter that exists")
+    return records
+
+
+def wait_until_ready(st: ClusterState, hosts: dict[str, Host], watch: list[ProcessRecord], names: list[str],
+                     timeout: float, progress: Progress,
+                     connection_args: dict[str, Any] | None = None) -> SchedulerView:
+    """Wait until the scheduler reports every name; fail fast, with the log tail, if a process dies."""
+    import time
+
+    last_check = [time.monotonic()]
+
+    def on_poll(view: SchedulerView | None) -> None:
+        progress.waiting(sorted(view.names() & set(names)) if view else [], names)
+        if time.monotonic() - last_check[0] >= LIVENESS_CHECK_EVERY:
+            last_check[0] = time.monotonic()
+            dead = find_dead(hosts, watch)
+            if dead:
+                raise start_failure(hosts, dead[0], "exited during start-up")
+
+    view = scheduler_api.wait_for_workers(st.scheduler_address, set(names), timeout, on_poll, connection_args)
+    if view is not None and set(names) <= view.names():
+        return view
+    if view is None:
+        scheduler = next((r for r in watch if r.role == "scheduler"), None) or st.process("scheduler")
+        if scheduler is not None:
+            raise start_failure(hosts, scheduler, f"did not answer at {st.scheduler_address} within {timeout:g}s")
+        raise ClusterctlError(f"the scheduler at {st.scheduler_address} did not answer within {timeout:g}s",
+                              "check that its host is up, or run `clusterctl up` again")
+    absent = [n for n in names if n not in view.names()]
+    owner = next((r for r in watch if set(absent) & set(r.worker_names)), None)
+    if owner is not None:
+        raise start_failure(hosts, owner, f"did not register worker(s) {', '.join(absent)} within {timeout:g}s")
+    raise ClusterctlError(f"worker(s) {', '.join(absent)} did not register within {timeout:g}s")
+
+
+def find_dead(hosts: dict[str, Host], records: list[ProcessRecord]) -> list[ProcessRecord]:
+    by_host: dict[str, list[ProcessRecord]] = {}
+    for record in records:
+        by_host.setdefault(record.host, []).append(record)
+    outcomes = fan_out(by_host, lambda h: hosts[h].alive([vars(r) for r in by_host[h]]))
+    dead = []
+    for outcome in outcomes:
+        if outcome.succeeded:
+            alive = outcome.value
+            assert isinstance(alive, dict)
+            dead += [r for r in by_host[outcome.host] if not alive.get(r.pid, False)]
+    return dead
+
+
+def start_failure(hosts: dict[str, Host], record: ProcessRecord, what: str) -> ClusterctlError:
+    """``<host>: worker gpu2 (pid 123) exited during start-up``, with the tail of its log."""
+    try:
+        tail = hosts[record.host].tail(record.log, LOG_TAIL_LINES)
+    except ClusterctlError as exc:
+        tail = f"(could not read {record.log}: {exc.message})"
+    reason = _reason_from_log(tail)
+    message = f"{record.host}: {record.role} {record.name} (pid {record.pid}) {what}"
+    if reason:
+        message += f": {reason}"
+    return ClusterctlError(message, f"full log: {record.log} on {record.host}",
+                           details=f"last lines of {record.log}:\n{tail}" if tail else None)
+
+
+def _reason_from_log(tail: str) -> str:
+    """The most telling line of a log tail: the last exception or error line."""
+    for line in reversed(tail.splitlines()):
+        text = line.strip()
+        if text and any(word in text for word in ("Error", "error:", "Exception", "No module named")):
+            return text[:200]
+    return ""
+
+
+def stop_records(hosts: dict[str, Host], records: list[ProcessRecord], grace: float) -> list[HostOutcome]:
+    """Stop processes by pid on their hosts, all hosts at once; each outcome maps pid -> gone."""
+    by_host: dict[str, list[ProcessRecord]] = {}
+    for record in records:
+        by_host.setdefault(record.host, []).append(record)
+    return fan_out(by_host, lambda h: hosts[h].stop([vars(r) for r in by_host[h]], grace))
+
+
+def gone_records(records: list[ProcessRecord], outcomes: list[HostOutcome]) -> set[int]:
+    """ids of the records that are verified gone."""
+    gone: set[int] = set()
+    by_host = {o.host: o for o in outcomes}
+    for record in records:
+        outcome = by_host.get(record.host)
+        if outcome is not None and outcome.succeeded and isinstance(outcome.value, dict) \
+                and outcome.value.get(record.pid):
+            gone.add(id(record))
+    return gone

@@ -1,0 +1,97 @@
+"""`clusterctl add-worker`: grow a running cluster by one `dask worker` invocation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from clusterctl import state
+from clusterctl.commands._common import (
+    ClusterReport,
+    Progress,
+    build_report,
+    start_processes,
+    stop_records,
+    wait_until_ready,
+)
+from clusterctl.commands.preflight import preflight
+from clusterctl.errors import ClusterctlError, InvalidInputError
+from clusterctl.hosts import connect
+from clusterctl.inventory import LOCAL_HOST, WorkerGroup
+from clusterctl.launch import plan_worker_group
+from clusterctl.state import ClusterState, ProcessRecord
+
+DEFAULT_TIMEOUT = 60.0
+
+
+def add_worker(progress: Progress, cluster: str | None = None, config: str | None = None, host: str | None = None,
+               nworkers: int = 1, nthreads: int = 1, memory_limit: str | None = None,
+               resources: str | None = None, name: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+               allow_version_mismatch: bool = False) -> ClusterReport:
+    cluster_name = state.resolve_name(cluster, config)
+    with state.locked(cluster_name):
+        st = state.load(cluster_name)
+        if st is None:
+            raise ClusterctlError(f"cluster {cluster_name!r} is not running", "start it with `clusterctl up CONFIG`")
+        inventory = st.model()
+        alias = host or LOCAL_HOST
+        spec: dict[str, Any] = {"host": alias, "name": name or _next_name(st, alias), "nworkers": nworkers,
+                                "nthreads": nthreads, "memory_limit": memory_limit, "resources": resources}
+        group = _validate(spec)
+        taken = {r.name for r in st.processes} | set(st.expected_workers())
+        clash = [n for n in [group.name, *group.worker_names()] if n in taken]
+        if clash:
+            raise InvalidInputError(f"--name: worker name {clash[0]!r} is already used in cluster {st.name!r}",
+                                    "choose another --name, or leave it out for a generated one")
+        problem = inventory.model_copy(update={"workers": [group]}).problems()
+        if problem:
+            raise InvalidInputError(f"--host: {problem[0][1]}")
+        plan = plan_worker_group(inventory, group, st.scheduler_address)
+        with connect(inventory, [alias]) as hosts:
+            progress.step(f"checking {alias}")
+            preflight(hosts, inventory.scheduler.host, allow_version_mismatch, reference=st.versions or None)
+            started: list[ProcessRecord] = []
+
+            def record(records: list[ProcessRecord]) -> None:
+                started.extend(records)
+                st.processes.extend(records)
+                state.save(st)
+
+            try:
+                start_processes(hosts, [plan], progress, on_started=record, added=True,
+                                specs={plan.name: group.model_dump(mode="json")})
+                progress.step(f"waiting for {', '.join(group.worker_names())} to register")
+                view = wait_until_ready(st, hosts, started, group.worker_names(), timeout, progress)
+            except BaseException:
+                if started:
+                    outcomes = stop_records(hosts, started, 5.0)
+                    gone = {pid for o in outcomes if o.succeeded for pid, ok in o.value.items() if ok}  # type: ignore[union-attr]
+                    st.processes = [r for r in st.processes if not (r in started and r.pid in gone)]
+                    state.save(st)
+                raise
+            finally:
+                progress.done()
+    report = build_report(st, view)
+    report.started = [plan.name]
+    report.headline = f"added {', '.join(group.worker_names())} on {alias}"
+    return report
+
+
+def _next_name(st: ClusterState, alias: str) -> str:
+    taken = {r.name for r in st.processes}
+    index = 1
+    while f"{alias}-add{index}" in taken:
+        index += 1
+    return f"{alias}-add{index}"
+
+
+def _validate(spec: dict[str, Any]) -> WorkerGroup:
+    options = {"name": "--name", "host": "--host", "nworkers": "--nworkers", "nthreads": "--nthreads",
+               "memory_limit": "--memory-limit", "resources": "--resources"}
+    try:
+        return WorkerGroup.model_validate(spec)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        option = options.get(str(error["loc"][0]) if error["loc"] else "", "option")
+        raise InvalidInputError(f"{option}: {str(error['msg']).removeprefix('Value error, ')}") from None

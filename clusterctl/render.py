@@ -1,0 +1,256 @@
+"""The only place that prints: rich tables and live progress for people, JSON for scripts.
+
+Colour and live displays are decided once: off when output is not a terminal or NO_COLOR is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+from clusterctl.commands._common import ClusterReport, WorkerRow
+
+JSON_SCHEMA_VERSION = 1
+
+
+def _console(stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    plain = not stream.isatty() or "NO_COLOR" in os.environ
+    return Console(file=stream, no_color=plain, highlight=False, soft_wrap=plain, emoji=False,
+                   width=None if not plain else 200)
+
+
+def error(message: str, hint: str | None = None, details: str | None = None) -> None:
+    console = _console(stderr=True)
+    console.print(f"[bold red]error:[/] {escape(message)}")
+    if details:
+        console.print(escape(details), style="dim")
+    if hint:
+        console.print(f"[yellow]hint:[/] {escape(hint)}")
+
+
+def warning(message: str) -> None:
+    _console(stderr=True).print(f"[yellow]warning:[/] {escape(message)}")
+
+
+def line(message: str) -> None:
+    _console().print(escape(message))
+
+
+def print_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
+
+
+# --- progress ---------------------------------------------------------------------------------
+
+
+class PlainProgress:
+    """One line per change, on stderr, for logs and pipes."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.last = ""
+        self.started = time.monotonic()
+
+    def _say(self, text: str) -> None:
+        if not self.quiet and text != self.last:
+            self.last = text
+            print(f"[{time.monotonic() - self.started:5.1f}s] {text}", file=sys.stderr, flush=True)
+
+    def step(self, message: str) -> None:
+        self._say(message)
+
+    def waiting(self, ready: list[str], expected: list[str]) -> None:
+        self._say(f"{len(ready)}/{len(expected)} workers registered")
+
+    def done(self) -> None:
+        pass
+
+
+class LiveProgress:
+    """A live status line on a terminal: the step, the workers registered, the time taken."""
+
+    def __init__(self) -> None:
+        self.console = _console(stderr=True)
+        self.live = Live(console=self.console, transient=True, refresh_per_second=8)
+        self.started = time.monotonic()
+        self.text = ""
+        self.live.start()
+
+    def step(self, message: str) -> None:
+        self.text = message
+        self._refresh()
+
+    def waiting(self, ready: list[str], expected: list[str]) -> None:
+        missing = [name for name in expected if name not in ready]
+        self.text = f"{len(ready)}/{len(expected)} workers registered" + (
+            f" (waiting for {', '.join(missing[:4])}{'…' if len(missing) > 4 else ''})" if missing else "")
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self.live.update(f"[cyan]⠿[/] {escape(self.text)} [dim]{time.monotonic() - self.started:.1f}s[/]")
+
+    def done(self) -> None:
+        self.live.stop()
+
+
+def progress(quiet: bool = False, json_output: bool = False) -> PlainProgress | LiveProgress:
+    if not quiet and not json_output and sys.stderr.isatty() and "NO_COLOR" not in os.environ:
+        return LiveProgress()
+    return PlainProgress(quiet=quiet or json_output)
+
+
+# --- cluster reports ------------------------------------------------------------------------------
+
+
+def _bytes(value: int | None) -> str:
+    if not value:
+        return "-"
+    from dask.utils import format_bytes
+
+    return format_bytes(value)
+
+
+def _resources(resources: dict[str, float]) -> str:
+    return " ".join(f"{k}={int(v) if float(v).is_integer() else v}" for k, v in resources.items()) or "-"
+
+
+def report_document(report: ClusterReport) -> dict[str, Any]:
+    """The stable `status --json` document (documented in README.md)."""
+    document: dict[str, Any] = {
+        "schema": JSON_SCHEMA_VERSION,
+        "cluster": report.cluster,
+        "healthy": report.healthy,
+        "scheduler": {
+            "address": report.scheduler_address,
+            "dashboard": report.dashboard,
+            "answers": report.scheduler_answers,
+            "error": report.scheduler_error,
+        },
+        "workers": [_worker_document(w) for w in report.workers if w.state != "missing"],
+        "missing": report.missing,
+        "extra": report.extra,
+    }
+    if report.started:
+        document["started"] = report.started
+    if report.processes is not None:
+        document["processes"] = [asdict(p) for p in report.processes]
+    return document
+
+
+def _worker_document(worker: WorkerRow) -> dict[str, Any]:
+    return {
+        "name": worker.name,
+        "host": worker.host,
+        "address": worker.address,
+        "nthreads": worker.nthreads,
+        "memory_limit": worker.memory_limit,
+        "memory": worker.memory,
+        "resources": worker.resources,
+        "processing": worker.processing,
+        "in_memory": worker.in_memory,
+        "extra": worker.state == "extra",
+    }
+
+
+def cluster_report(report: ClusterReport) -> None:
+    console = _console()
+    if report.headline:
+        console.print(f"[green]✓[/] {escape(report.headline)}")
+    console.print(f"cluster    [bold]{escape(report.cluster)}[/]")
+    state = ("[green]answers[/]" if report.scheduler_answers
+             else f"[red]does not answer[/] ({escape(report.scheduler_error or '')})")
+    console.print(f"scheduler  {escape(report.scheduler_address)}  {state}")
+    console.print(f"dashboard  {escape(report.dashboard or 'off (not running on the scheduler)')}")
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    for column in ("worker", "host", "address", "threads", "memory", "resources", "processing", "in memory"):
+        table.add_column(column, justify="right" if column in ("threads", "processing", "in memory") else "left")
+    for worker in report.workers:
+        style = {"missing": "red", "extra": "cyan"}.get(worker.state)
+        name = worker.name + {"missing": " (missing)", "extra": " (extra)"}.get(worker.state, "")
+        memory = f"{_bytes(worker.memory)} / {_bytes(worker.memory_limit)}" if worker.address else "-"
+        table.add_row(name, worker.host, worker.address or "-", str(worker.nthreads or "-"), memory,
+                      _resources(worker.resources), str(worker.processing) if worker.address else "-",
+                      str(worker.in_memory) if worker.address else "-", style=style)
+    console.print(table)
+    if report.processes is not None:
+        processes = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+        for column in ("process", "role", "host", "pid", "state", "log"):
+            processes.add_column(column)
+        for p in report.processes:
+            alive = {True: "[green]alive[/]", False: "[red]dead[/]", None: "[yellow]host unreachable[/]"}[p.alive]
+            processes.add_row(p.name, p.role, p.host, str(p.pid), alive, escape(p.note or p.log))
+        console.print(processes)
+    if not report.scheduler_answers:
+        console.print("[red]✗ the scheduler does not answer[/]")
+    elif report.missing:
+        console.print(f"[red]✗ {len(report.missing)} expected worker(s) missing:[/] {escape(', '.join(report.missing))}")
+    else:
+        count = len(report.workers)
+        console.print(f"[green]✓ all {count - len(report.extra)} expected worker(s) present[/]"
+                      + (f", {len(report.extra)} extra" if report.extra else ""))
+
+
+def dry_run(result: Any, json_output: bool) -> None:
+    if json_output:
+        print_json({"cluster": result.cluster, "scheduler": {"address": result.scheduler_address},
+                    "commands": result.commands})
+        return
+    console = _console()
+    console.print(f"dry run for cluster [bold]{escape(result.cluster)}[/]: nothing is started")
+    console.print(f"scheduler address {escape(result.scheduler_address)}")
+    for host, lines in result.commands.items():
+        console.print(f"[bold]{escape(host)}[/]")
+        for text in lines:
+            console.print(f"  {escape(text)}", soft_wrap=True)
+
+
+def down_result(result: Any, json_output: bool) -> None:
+    if json_output:
+        print_json({"cluster": result.cluster, "stopped": result.stopped, "already_gone": result.already_gone,
+                    "scheduler_note": result.scheduler_note})
+        return
+    console = _console()
+    if result.already_gone:
+        console.print(f"cluster {escape(result.cluster)} is not running: nothing to do")
+        return
+    if result.scheduler_note:
+        console.print(f"[yellow]note:[/] {escape(result.scheduler_note)}; stopped the processes by pid instead")
+    console.print(f"[green]✓[/] cluster {escape(result.cluster)} is down: "
+                  f"{len(result.stopped)} process(es) stopped and verified gone")
+
+
+def env_exports(values: dict[str, str], json_output: bool) -> None:
+    if json_output:
+        print_json(values)
+        return
+    import shlex
+
+    for key, value in values.items():
+        print(f"export {key}={shlex.quote(value)}")
+
+
+def version_table(report: Any) -> None:
+    """host x package versions, mismatches marked: shown when preflight refuses."""
+    from clusterctl.commands.preflight import COMPARED
+
+    console = _console(stderr=True)
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    table.add_column("host")
+    for package in COMPARED:
+        table.add_column(package)
+    for host, found in report.versions.items():
+        bad = report.mismatched.get(host, [])
+        cells = [f"[red]{escape(str(found.get(p)))}[/]" if p in bad else escape(str(found.get(p))) for p in COMPARED]
+        marker = " (scheduler)" if host == report.reference_host else ""
+        table.add_row(escape(host) + marker, *cells)
+    console.print(table)
