@@ -1,1 +1,20 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.cluster import kill_recorded
+
 pytest_plugins = ["tests.helpers.sshd", "tests.helpers.testbed"]
+
+
+@pytest.fixture(autouse=True)
+def clusterctl_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Every test gets its own CLUSTERCTL_HOME; whatever its clusters recorded is killed by pid after."""
+    home = tmp_path / "clusterctl-home"
+    monkeypatch.setenv("CLUSTERCTL_HOME", str(home))
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    yield home
+    kill_recorded(home)

@@ -18,7 +18,7 @@ from clusterctl.commands._common import (
 from clusterctl.commands.preflight import preflight
 from clusterctl.errors import ClusterctlError, InvalidInputError
 from clusterctl.hosts import connect
-from clusterctl.inventory import LOCAL_HOST, WorkerGroup
+from clusterctl.inventory import LOCAL_HOST, WorkerGroup, is_valid_address
 from clusterctl.launch import plan_worker_group
 from clusterctl.state import ClusterState, ProcessRecord
 
@@ -36,6 +36,10 @@ def add_worker(progress: Progress, cluster: str | None = None, config: str | Non
             raise ClusterctlError(f"cluster {cluster_name!r} is not running", "start it with `clusterctl up CONFIG`")
         inventory = st.model()
         alias = host or LOCAL_HOST
+        if alias not in inventory.hosts and alias != LOCAL_HOST and not is_valid_address(alias):
+            known = ", ".join(sorted(inventory.hosts)) or "none"
+            raise InvalidInputError(f"--host {alias!r} is neither an alias from the inventory (known: {known}) "
+                                    "nor a hostname or IP address")
         spec: dict[str, Any] = {"host": alias, "name": name or _next_name(st, alias), "nworkers": nworkers,
                                 "nthreads": nthreads, "memory_limit": memory_limit, "resources": resources}
         group = _validate(spec)
@@ -44,9 +48,6 @@ def add_worker(progress: Progress, cluster: str | None = None, config: str | Non
         if clash:
             raise InvalidInputError(f"--name: worker name {clash[0]!r} is already used in cluster {st.name!r}",
                                     "choose another --name, or leave it out for a generated one")
-        problem = inventory.model_copy(update={"workers": [group]}).problems()
-        if problem:
-            raise InvalidInputError(f"--host: {problem[0][1]}")
         plan = plan_worker_group(inventory, group, st.scheduler_address)
         with connect(inventory, [alias]) as hosts:
             progress.step(f"checking {alias}")
