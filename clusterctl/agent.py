@@ -13,9 +13,11 @@ kernel has reused for something else is never signalled.
 Keep this file compatible with Python 3.8 and free of third-party imports.
 """
 
+import errno
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,50 +25,61 @@ import time
 PID_SUFFIX = ".pid"
 
 
-def _start_time(pid):
-    """The process's start time in clock ticks since boot, or None where /proc is absent."""
+def _stat(pid):
+    """(state, process group, start time) from /proc, or None where /proc has no such process."""
     try:
         with open("/proc/%d/stat" % pid) as handle:
             stat = handle.read()
     except OSError:
         return None
     # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    return int(stat[stat.rindex(")") + 2 :].split()[19])
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return fields[0], int(fields[2]), int(fields[19])
 
 
-def _leader_is_ours(pid, start_time):
+def _start_time(pid):
+    stat = _stat(pid)
+    return stat[2] if stat else None
+
+
+def _exists(pid):
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return False  # someone else's process now holds this pid
-    return start_time is None or _start_time(pid) in (None, start_time)
-
-
-def _group_alive(pid):
-    try:
-        os.killpg(pid, 0)
         return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False
+    return True
+
+
+def _group_alive(pgid):
+    """Some process of the group still runs. Zombies do not count: they run nothing, and where
+    nobody reaps them (a container's init may not) they would look alive forever."""
+    if not os.path.isdir("/proc/self"):
+        try:
+            os.killpg(pgid, 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _stat(int(entry))
+            if stat is not None and stat[1] == pgid and stat[0] != "Z":
+                return True
+    return False
 
 
 def _alive(pid, start_time):
-    """Ours and running: the leader with its recorded start time, or what is left of its group.
+    """Ours and running: the session we started, leader or what is left of its group.
 
     A process group id is never reused while any member lives, so surviving children of a dead
-    leader are still ours. A live leader with another start time is a stranger reusing the pid.
+    leader are still ours. A live process with another start time holds a reused pid: a stranger.
     """
-    if _leader_is_ours(pid, start_time):
-        return True
-    try:
-        os.kill(pid, 0)
-        return False  # the pid is held by a stranger (leader gone, pid reused)
-    except OSError:
-        pass
+    stat = _stat(pid)
+    if stat is not None and start_time is not None and stat[2] != start_time:
+        return False
+    if stat is None and not os.path.isdir("/proc/self"):
+        return _exists(pid) or _group_alive(pid)
     return _group_alive(pid)
 
 
@@ -124,8 +137,17 @@ def alive(request):
 
 
 def stop(request):
+    """SIGTERM each process group, SIGKILL what is left after the grace period, verify.
+
+    With ``run_dir``, every live process that a pid file there names is stopped too: what a
+    failed or interrupted start left behind is found even when nobody recorded its pid.
+    """
     grace = float(request.get("grace", 10))
-    targets = [p for p in request["processes"] if _alive(p["pid"], p.get("start_time"))]
+    processes = list(request["processes"])
+    if request.get("run_dir"):
+        known = {p["pid"] for p in processes}
+        processes += [p for p in listing(request)["processes"] if p["pid"] not in known]
+    targets = [p for p in processes if _alive(p["pid"], p.get("start_time"))]
     for p in targets:
         _signal(p, signal.SIGTERM)
     deadline = time.monotonic() + grace
@@ -140,7 +162,7 @@ def stop(request):
         _reap_children()
         time.sleep(0.05)
     result = []
-    for p in request["processes"]:
+    for p in processes:
         gone = not _alive(p["pid"], p.get("start_time"))
         if gone and p.get("pid_file"):
             try:
@@ -195,7 +217,7 @@ def versions(request):
         try:
             imported = __import__(module)
             found[module] = getattr(imported, "__version__", None) or ".".join(map(str, getattr(imported, "version", ())))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any import failure is a finding to report
             found[module] = None
             found.setdefault("errors", {})[module] = "%s: %s" % (type(exc).__name__, exc)
     return found
@@ -214,17 +236,108 @@ def tail(request):
     return {"text": "\n".join(text.splitlines()[-lines:])}
 
 
-def cleanup(request):
-    """Remove the run directory's pid files and, when asked, the directory itself if empty."""
-    run_dir = os.path.expanduser(request["run_dir"])
-    removed = []
-    for name in request.get("files", []):
+def read(request):
+    """Pieces of log files, for `clusterctl logs`: the last ``lines`` lines of each file, or, given
+    the ``offset`` a previous call returned, what was appended since.
+
+    With ``whole_lines`` the answer stops after the last newline, so a line a process is still
+    writing is sent once, complete, by a later call. A file that shrank or was replaced (another
+    inode) is read again from its start, and the answer says so with ``restarted``.
+    """
+    max_bytes = int(request.get("max_bytes", 1024 * 1024))
+    return {"files": [_read_one(item, max_bytes) for item in request["files"]]}
+
+
+def _read_one(item, max_bytes):
+    offset = item.get("offset")
+    try:
+        with open(os.path.expanduser(item["path"]), "rb") as handle:
+            info = os.fstat(handle.fileno())
+            restarted = offset is not None and (offset > info.st_size or item.get("inode") not in (None, info.st_ino))
+            start = offset if offset is not None and not restarted else 0
+            if offset is None:  # the last lines: they are within the last max_bytes
+                start = max(0, info.st_size - max_bytes)
+            handle.seek(start)
+            data = handle.read(max(0, min(info.st_size - start, max_bytes)))
+    except OSError as exc:
+        return {"error": exc.strerror or str(exc), "offset": offset, "inode": item.get("inode")}
+    more = len(data) >= max_bytes  # the caller may ask again at once
+    if item.get("whole_lines"):
+        cut = data.rfind(b"\n") + 1
+        if cut or not more:  # a line longer than max_bytes is sent in pieces
+            data = data[:cut]
+    end = start + len(data)
+    if offset is None:
+        lines = data.splitlines(True)
+        if start > 0 and lines:
+            lines = lines[1:]  # we began reading in the middle of this line
+        count = int(item.get("lines") or 0)
+        data = b"".join(lines[-count:]) if count > 0 else b""
+    return {"text": data.decode("utf-8", "replace"), "offset": end, "inode": info.st_ino, "restarted": restarted,
+            "more": more}
+
+
+def listen(request):
+    """Hold a TCP port open for a little while, in the background, for `clusterctl check`.
+
+    Binding here proves the port is free; the listener then lets other hosts prove they can
+    reach it. It runs in its own session with no link to this agent's output, so the transport
+    returns at once, and it exits by itself after ``seconds``; clusterctl stops it earlier with
+    the ``stop`` operation, by the pid and start time returned here.
+    """
+    host, port = request.get("host") or None, int(request["port"])
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        return {"listening": False, "error": "cannot resolve %s: %s" % (host, exc.strerror)}
+    sock = socket.socket(family, kind, proto)
+    try:
+        # As dask's own listener does: a connection still in TIME_WAIT does not make the port busy.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(64)
+    except OSError as exc:
+        sock.close()
+        return {"listening": False, "error": exc.strerror or str(exc), "in_use": exc.errno == errno.EADDRINUSE}
+    sys.stdout.flush()
+    pid = os.fork()
+    if pid == 0:  # the listener
         try:
-            os.unlink(os.path.join(run_dir, name))
-            removed.append(name)
-        except FileNotFoundError:
-            pass
-    return {"removed": removed}
+            os.setsid()
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            _accept_until(sock, time.monotonic() + float(request.get("seconds", 30)))
+        finally:
+            os._exit(0)
+    sock.close()
+    return {"listening": True, "pid": pid, "start_time": _start_time(pid), "address": list(address[:2])}
+
+
+def _accept_until(sock, deadline):
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        sock.settimeout(remaining)
+        try:
+            connection = sock.accept()[0]
+        except OSError:  # includes the timeout
+            break
+        connection.close()
+    sock.close()
+
+
+def connect(request):
+    """Open (and close) a TCP connection from this host: can it reach ``host:port``?"""
+    started = time.monotonic()
+    try:
+        socket.create_connection((request["host"], int(request["port"])), timeout=float(request.get("timeout", 5))).close()
+    except socket.gaierror as exc:
+        return {"connected": False, "error": "cannot resolve %s: %s" % (request["host"], exc.strerror)}
+    except OSError as exc:
+        return {"connected": False, "error": exc.strerror or str(exc) or type(exc).__name__}
+    return {"connected": True, "seconds": round(time.monotonic() - started, 3)}
 
 
 OPERATIONS = {
@@ -234,7 +347,9 @@ OPERATIONS = {
     "list": listing,
     "versions": versions,
     "tail": tail,
-    "cleanup": cleanup,
+    "read": read,
+    "listen": listen,
+    "connect": connect,
 }
 
 

@@ -63,27 +63,30 @@ def cli(ctx: click.Context, quiet: bool) -> None:
 Examples:
   clusterctl up configs/local.yaml
   clusterctl up cluster.yaml --dry-run       print the commands per host, start nothing
+  clusterctl up cluster.yaml --restart       restart everything
   clusterctl up cluster.yaml --json          the status document once every worker is up""")
 @click.argument("config", type=click.Path(dir_okay=False))
 @timeout_option
 @click.option("--dry-run", is_flag=True, help="Print the exact commands per host and start nothing.")
+@click.option("--restart", is_flag=True, help="Stop and start every process, healthy or not.")
 @mismatch_option
 @json_option
 @click.pass_context
-def up(ctx: click.Context, config: str, timeout: float, dry_run: bool, allow_version_mismatch: bool,
+def up(ctx: click.Context, config: str, timeout: float, dry_run: bool, restart: bool, allow_version_mismatch: bool,
        json_output: bool) -> int:
     """Start the scheduler and every worker group of CONFIG, on all hosts at once.
 
-    Waits until the scheduler reports every expected worker. Running it again on a running
-    cluster starts only what is missing. On failure it stops what it started and names the
-    process that did not come up, with the end of its log.
+    Waits until the scheduler reports every expected worker. On a running or half-running
+    cluster it reconciles: healthy processes are left alone, dead or changed ones are started
+    again, workers added with add-worker are kept. On failure it stops what it started and names
+    the process that did not come up, with the end of its log.
     """
     from clusterctl import render
     from clusterctl.commands.up import DryRun
     from clusterctl.commands.up import up as run_up
 
     result = run_up(config, _progress(ctx, json_output), timeout=timeout, dry_run=dry_run,
-                    allow_version_mismatch=allow_version_mismatch)
+                    allow_version_mismatch=allow_version_mismatch, restart=restart)
     if isinstance(result, DryRun):
         render.dry_run(result, json_output)
         return EXIT_OK
@@ -146,11 +149,31 @@ def add_worker(ctx: click.Context, config: str | None, cluster: str | None, host
     return EXIT_OK
 
 
+@cli.command("remove-worker", epilog="""\b
+Examples:
+  clusterctl remove-worker localhost-add1           a worker added with add-worker
+  clusterctl remove-worker gpu2-0                   one worker of a group
+  clusterctl remove-worker tcp://10.0.0.2:40123     by address, as `status` shows it""")
+@click.argument("targets", nargs=-1, required=True, metavar="NAME|ADDRESS...")
+@cluster_option
+@click.option("--config", "config", type=click.Path(dir_okay=False), help="Inventory of the cluster.")
+@json_option
+@click.pass_context
+def remove_worker(ctx: click.Context, targets: tuple[str, ...], cluster: str | None, config: str | None,
+                  json_output: bool) -> int:
+    """Retire workers gracefully (their data moves first), then stop their processes."""
+    from clusterctl import render
+    from clusterctl.commands.remove_worker import remove_worker as run_remove_worker
+
+    render.remove_result(run_remove_worker(_progress(ctx, json_output), list(targets), cluster, config), json_output)
+    return EXIT_OK
+
+
 @cli.command(epilog="""\b
 Examples:
   clusterctl down
   clusterctl down --cluster lab
-  clusterctl down cluster.yaml --grace 30""")
+  clusterctl down cluster.yaml --grace 30   works without local state, from the hosts' pid files""")
 @config_argument
 @cluster_option
 @click.option("--grace", type=click.FloatRange(min=0), default=10.0, show_default=True,
@@ -211,7 +234,7 @@ def run(argv: list[str] | None = None) -> int:
             render.version_table(exc.report)
         render.error(exc.message, exc.hint, exc.details)
         return exc.exit_code
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the last resort: a bug, reported as one
         return _crash(exc)
 
 

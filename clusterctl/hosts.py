@@ -19,6 +19,7 @@ from clusterctl import paths
 from clusterctl.errors import HostError
 from clusterctl.inventory import HostSettings, Inventory
 from clusterctl.launch import ProcessPlan
+from clusterctl.remote_log import log_command
 from clusterctl.transport import Transport, open_transport
 
 AGENT_MARKER = "CLUSTERCTL-AGENT "
@@ -61,7 +62,9 @@ class Host:
         return ["/bin/sh", "-c", script, "clusterctl-agent", *argv]
 
     def call(self, op: str, timeout: float = AGENT_TIMEOUT, **request: Any) -> dict[str, Any]:
-        result = self.transport.run(self.agent_argv({"op": op, **request}), timeout=timeout)
+        argv = self.agent_argv({"op": op, **request})
+        log_command(self.alias, argv)  # `clusterctl -v`
+        result = self.transport.run(argv, timeout=timeout)
         for line in result.stdout.splitlines():
             if line.startswith(AGENT_MARKER):
                 return json.loads(line[len(AGENT_MARKER):])
@@ -91,10 +94,16 @@ class Host:
 
     def stop(self, processes: list[dict[str, Any]], grace: float) -> dict[int, bool]:
         """SIGTERM each process group, SIGKILL after ``grace`` seconds; returns pid -> verified gone."""
-        request = [{"pid": p["pid"], "start_time": p.get("start_time"),
-                    "pid_file": f"{self.run_dir}/{p['name']}.pid"} for p in processes]
-        answer = self.call("stop", timeout=grace + AGENT_TIMEOUT, processes=request, grace=grace)
-        return {p["pid"]: p["gone"] for p in answer["processes"]}
+        return {p["pid"]: p["gone"] for p in self.sweep(processes, grace, include_pid_files=False)}
+
+    def sweep(self, processes: list[dict[str, Any]], grace: float, include_pid_files: bool = True) -> list[dict[str, Any]]:
+        """Stop ``processes`` and, with ``include_pid_files``, whatever the run directory's pid files
+        name; returns each process's record with ``gone`` (verified) added."""
+        request = [{"name": p["name"], "role": p.get("role"), "pid": p["pid"], "start_time": p.get("start_time"),
+                    "log": p.get("log"), "pid_file": f"{self.run_dir}/{p['name']}.pid"} for p in processes]
+        answer = self.call("stop", timeout=grace + AGENT_TIMEOUT, processes=request, grace=grace,
+                           run_dir=self.run_dir if include_pid_files else None)
+        return answer["processes"]
 
     def listing(self) -> list[dict[str, Any]]:
         """What the pid files in this host's run directory say runs here."""

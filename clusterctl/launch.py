@@ -34,6 +34,11 @@ def scheduler_address(listen_host: str, port: int, protocol: str = "tcp") -> str
     return f"{protocol}://{host}:{port}"
 
 
+def address_host(address: str) -> str:
+    """``tcp://10.0.0.1:8786`` -> ``10.0.0.1``; ``tls://[::1]:8786`` -> ``::1``."""
+    return address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+
+
 def scheduler_argv(python: str, listen_host: str, port: int, dashboard_address: str | None) -> list[str]:
     argv = [python, "-m", SCHEDULER_MODULE, "--host", listen_host, "--port", str(port)]
     if dashboard_address is None:

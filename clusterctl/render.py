@@ -214,15 +214,27 @@ def dry_run(result: Any, json_output: bool) -> None:
             console.print(f"  {escape(text)}", soft_wrap=True)
 
 
+def remove_result(result: Any, json_output: bool) -> None:
+    if json_output:
+        print_json(asdict(result))
+        return
+    console = _console()
+    if result.retire_note:
+        console.print(f"[yellow]note:[/] {escape(result.retire_note)}")
+    console.print(f"[green]✓[/] removed {escape(', '.join(result.removed))} from cluster {escape(result.cluster)}"
+                  + (f"; stopped {escape(', '.join(result.stopped))}" if result.stopped else ""))
+
+
 def down_result(result: Any, json_output: bool) -> None:
     if json_output:
-        print_json({"cluster": result.cluster, "stopped": result.stopped, "already_gone": result.already_gone,
-                    "scheduler_note": result.scheduler_note})
+        print_json(asdict(result))
         return
     console = _console()
     if result.already_gone:
         console.print(f"cluster {escape(result.cluster)} is not running: nothing to do")
         return
+    if result.without_state:
+        console.print(f"no local state for {escape(result.cluster)}: found its processes through the hosts' pid files")
     if result.scheduler_note:
         console.print(f"[yellow]note:[/] {escape(result.scheduler_note)}; stopped the processes by pid instead")
     console.print(f"[green]✓[/] cluster {escape(result.cluster)} is down: "

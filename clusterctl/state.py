@@ -39,7 +39,8 @@ class ProcessRecord:
     log: str
     worker_names: list[str] = field(default_factory=list)
     added: bool = False  # started by `add-worker`, not described by the inventory
-    spec: dict[str, Any] = field(default_factory=dict)  # an added group's settings, to describe it
+    spec: dict[str, Any] = field(default_factory=dict)  # an added group's settings, to start it again
+    argv: list[str] = field(default_factory=list)  # what it runs: `up` restarts it when the plan differs
 
 
 @dataclass

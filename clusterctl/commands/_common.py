@@ -121,9 +121,12 @@ def build_report(st: ClusterState, view: SchedulerView | None, error: str | None
 
 
 def start_processes(hosts: dict[str, Host], plans: list[ProcessPlan], progress: Progress,
-                    on_started: Callable[[list[ProcessRecord]], None], added: bool = False,
-                    specs: dict[str, dict[str, Any]] | None = None) -> list[ProcessRecord]:
+                    on_started: Callable[[list[ProcessRecord]], None],
+                    added: dict[str, dict[str, Any]] | None = None) -> list[ProcessRecord]:
     """Start every plan on its host, all hosts at once.
+
+    ``added`` maps the names of groups that `add-worker` added (not the inventory) to their
+    settings, so that `up` can start them again.
 
     Whatever did start is handed to ``on_started`` (to be recorded) before any failure is
     raised, so that nothing started becomes unreachable to `down`.
@@ -145,7 +148,7 @@ def start_processes(hosts: dict[str, Host], plans: list[ProcessPlan], progress: 
             records.append(ProcessRecord(
                 role=plan.role, name=plan.name, host=outcome.host, pid=answer["pid"],
                 start_time=answer.get("start_time"), log=answer["log"], worker_names=plan.worker_names,
-                added=added, spec=(specs or {}).get(plan.name, {}),
+                added=plan.name in (added or {}), spec=(added or {}).get(plan.name, {}), argv=plan.argv,
             ))
     on_started(records)
     values_or_raise("start", outcomes)

@@ -60,8 +60,8 @@ def add_worker(progress: Progress, cluster: str | None = None, config: str | Non
                 state.save(st)
 
             try:
-                start_processes(hosts, [plan], progress, on_started=record, added=True,
-                                specs={plan.name: group.model_dump(mode="json")})
+                start_processes(hosts, [plan], progress, on_started=record,
+                                added={plan.name: group.model_dump(mode="json")})
                 progress.step(f"waiting for {', '.join(group.worker_names())} to register")
                 view = wait_until_ready(st, hosts, started, group.worker_names(), timeout, progress)
             except BaseException:

@@ -1,13 +1,21 @@
-"""`clusterctl down`: retire through the scheduler, stop every recorded pid, verify, forget."""
+"""`clusterctl down`: retire through the scheduler, stop every process by pid, verify, forget.
+
+Processes are found twice over: in the local state, and in the pid files of each host's run
+directory. So `down CONFIG` works with no local state at all (another machine, a deleted
+~/.clusterctl), and a process whose pid never reached the state (an interrupted `up`) is found.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from clusterctl import scheduler_api, state
-from clusterctl.commands._common import Progress, stop_records
+from clusterctl.commands._common import Progress
 from clusterctl.errors import ClusterctlError, SchedulerUnreachableError
+from clusterctl.fanout import fan_out
 from clusterctl.hosts import connect
+from clusterctl.inventory import load_inventory
+from clusterctl.state import ClusterState, ProcessRecord
 
 DEFAULT_GRACE = 10.0
 
@@ -18,6 +26,7 @@ class DownResult:
     stopped: list[str] = field(default_factory=list)  # "<host>: <name> (pid N)"
     already_gone: bool = False
     scheduler_note: str | None = None
+    without_state: bool = False
 
 
 class DownIncompleteError(ClusterctlError):
@@ -28,34 +37,54 @@ def down(progress: Progress, cluster: str | None = None, config: str | None = No
          grace: float = DEFAULT_GRACE) -> DownResult:
     if cluster is None and config is None and state.current() is None:
         return DownResult("(none)", already_gone=True)  # nothing is current: down is harmless
-    name = state.resolve_name(cluster, config)
+    inventory = load_inventory(config) if config else None
+    name = cluster or (inventory.name if inventory else None) or state.resolve_name(None, None)
     with state.locked(name):
         st = state.load(name)
-        if st is None:
+        if st is None and inventory is None:
             return DownResult(name, already_gone=True)
-        result = DownResult(name)
-        progress.step(f"retiring workers and closing the scheduler at {st.scheduler_address}")
-        try:
-            scheduler_api.retire_and_close(st.scheduler_address)
-        except SchedulerUnreachableError as exc:
-            result.scheduler_note = exc.message  # stopping by pid below still cleans up
-        inventory = st.model()
-        progress.step(f"stopping {len(st.processes)} process(es) and verifying they are gone")
-        with connect(inventory, [r.host for r in st.processes]) as hosts:
-            outcomes = stop_records(hosts, st.processes, grace)
+        result = DownResult(name, without_state=st is None)
+        if st is not None:
+            inventory = st.model()
+            progress.step(f"retiring workers and closing the scheduler at {st.scheduler_address}")
+            try:
+                scheduler_api.retire_and_close(st.scheduler_address)
+            except SchedulerUnreachableError as exc:
+                result.scheduler_note = exc.message  # stopping by pid below still cleans up
+        assert inventory is not None
+        records = st.processes if st else []
+        aliases = list(dict.fromkeys([inventory.scheduler.host, *(g.host for g in inventory.workers),
+                                      *(r.host for r in records)]))
+        progress.step(f"stopping the processes on {len(aliases)} host(s) and verifying they are gone")
+        with connect(inventory, aliases) as hosts:
+            outcomes = fan_out(aliases, lambda alias: hosts[alias].sweep(
+                [vars(r) for r in records if r.host == alias], grace))
         progress.done()
-        gone = {(o.host, pid) for o in outcomes if o.succeeded for pid, ok in o.value.items() if ok}  # type: ignore[union-attr]
-        result.stopped = [f"{r.host}: {r.name} (pid {r.pid})" for r in st.processes if (r.host, r.pid) in gone]
-        left = [r for r in st.processes if (r.host, r.pid) not in gone]
-        if not left:
+        return _conclude(name, st, result, records, outcomes)
+
+
+def _conclude(name: str, st: ClusterState | None, result: DownResult, records: list[ProcessRecord],
+              outcomes: list) -> DownResult:
+    failed = {o.host: o.error for o in outcomes if not o.succeeded}
+    left: list[ProcessRecord] = [r for r in records if r.host in failed]
+    stubborn = []
+    for outcome in outcomes:
+        for p in outcome.value or []:
+            if p["gone"] and p.get("signalled"):
+                result.stopped.append(f"{outcome.host}: {p['name']} (pid {p['pid']})")
+            elif not p["gone"]:
+                stubborn.append(f"{outcome.host}: {p['name']} (pid {p['pid']}) still runs after SIGKILL")
+                left += [r for r in records if r.host == outcome.host and r.pid == p["pid"]]
+    if not failed and not stubborn:
+        if st is not None:
             state.remove(name)
-            return result
+        return result
+    if st is not None:
+        # Keep what could not be verified, and the cluster itself, so a later `down` finishes the job.
         st.processes = left
         state.save(st)
-        failures = {o.host: o.error for o in outcomes if not o.succeeded}
-        reasons = "; ".join(
-            f"{r.host}: {r.name} (pid {r.pid}) " + (f"not verified: {failures[r.host].reason}"  # type: ignore[union-attr]
-                                                    if r.host in failures else "still running after SIGKILL")
-            for r in left)
-        raise DownIncompleteError(f"down incomplete: {reasons}",
-                                  "fix the host, then run `clusterctl down` again; it stops what is left")
+    reasons = [f"{host}: not verified: {error.reason if hasattr(error, 'reason') else error}"
+               for host, error in failed.items()] + stubborn
+    done = f" (stopped {len(result.stopped)} other process(es))" if result.stopped else ""
+    raise DownIncompleteError(f"down incomplete: {'; '.join(reasons)}{done}",
+                              "fix the host, then run `clusterctl down` again; it stops what is left")

@@ -1,9 +1,15 @@
-"""`clusterctl up CONFIG`: start the scheduler and every worker group, wait until all register."""
+"""`clusterctl up CONFIG`: make what runs match the inventory, then wait until every worker registers.
+
+On a cluster that is not running this starts everything. On a running or half-running one it
+reconciles: healthy processes are left alone, dead or changed ones are started again, groups no
+longer in the inventory are stopped, and workers added with `add-worker` are kept.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from clusterctl import state
 from clusterctl.commands._common import (
@@ -18,8 +24,8 @@ from clusterctl.commands._common import (
 )
 from clusterctl.commands.preflight import preflight
 from clusterctl.hosts import Host, connect
-from clusterctl.inventory import Inventory, load_inventory
-from clusterctl.launch import ProcessPlan, plan_cluster, scheduler_address
+from clusterctl.inventory import Inventory, WorkerGroup, load_inventory
+from clusterctl.launch import ProcessPlan, address_host, plan_cluster, plan_worker_group, scheduler_address
 from clusterctl.state import ClusterState, ProcessRecord
 
 DEFAULT_TIMEOUT = 60.0
@@ -33,20 +39,41 @@ class DryRun:
     commands: dict[str, list[str]] = field(default_factory=dict)  # host -> shell-equivalent lines
 
 
+@dataclass
+class Reconciliation:
+    """What `up` found and what it will do about it."""
+
+    keep: list[ProcessRecord] = field(default_factory=list)
+    stop: list[ProcessRecord] = field(default_factory=list)
+    start: list[ProcessPlan] = field(default_factory=list)
+    added: dict[str, dict[str, Any]] = field(default_factory=dict)  # add-worker groups to start again
+
+
 def up(config: str, progress: Progress, timeout: float = DEFAULT_TIMEOUT, dry_run: bool = False,
-       allow_version_mismatch: bool = False) -> ClusterReport | DryRun:
+       allow_version_mismatch: bool = False, restart: bool = False) -> ClusterReport | DryRun:
     inventory = load_inventory(config)
-    aliases = [inventory.scheduler.host] + [group.host for group in inventory.workers]
-    with state.locked(inventory.name), connect(inventory, aliases) as hosts:
-        scheduler_host = hosts[inventory.scheduler.host]
-        listen_host = _listen_host(inventory, hosts)
-        plans = plan_cluster(inventory, listen_host)
-        if dry_run:
-            return _dry_run(inventory, hosts, plans, listen_host)
-        progress.step(f"checking {len(hosts)} host(s)")
-        report = preflight(hosts, scheduler_host.alias, allow_version_mismatch)
-        return _start(inventory, config, hosts, plans, listen_host, report.versions.get(scheduler_host.alias, {}),
-                      timeout, progress)
+    with state.locked(inventory.name):
+        previous = state.load(inventory.name)
+        aliases = [inventory.scheduler.host] + [group.host for group in inventory.workers]
+        aliases += [r.host for r in previous.processes] if previous else []
+        with connect(inventory, aliases) as hosts:
+            listen_host = _listen_host(inventory, hosts)
+            plans = plan_cluster(inventory, listen_host)
+            if dry_run:
+                return _dry_run(inventory, hosts, plans, listen_host)
+            progress.step(f"checking {len(hosts)} host(s)")
+            checked = {alias: hosts[alias] for alias in dict.fromkeys(aliases[: 1 + len(inventory.workers)])}
+            report = preflight(checked, inventory.scheduler.host, allow_version_mismatch)
+            st = ClusterState(
+                name=inventory.name,
+                inventory=inventory.model_dump(mode="json"),
+                config_path=str(Path(config).resolve()),
+                scheduler_address=scheduler_address(listen_host, inventory.scheduler.port),
+                dashboard_url=None,
+                versions=report.versions.get(inventory.scheduler.host, {}),
+            )
+            todo = reconcile(inventory, st.scheduler_address, plans, previous, hosts, restart)
+            return _apply(st, hosts, todo, timeout, progress)
 
 
 def _listen_host(inventory: Inventory, hosts: dict[str, Host]) -> str:
@@ -63,64 +90,99 @@ def _dry_run(inventory: Inventory, hosts: dict[str, Host], plans: list[ProcessPl
     return result
 
 
-def _start(inventory: Inventory, config: str, hosts: dict[str, Host], plans: list[ProcessPlan], listen_host: str,
-           versions: dict, timeout: float, progress: Progress) -> ClusterReport:
-    address = scheduler_address(listen_host, inventory.scheduler.port)
-    previous = state.load(inventory.name)
-    st = ClusterState(
-        name=inventory.name,
-        inventory=inventory.model_dump(mode="json", by_alias=False),
-        config_path=str(Path(config).resolve()),
-        scheduler_address=address,
-        dashboard_url=None,
-        versions=versions,
-    )
-    if previous is not None:
-        # Running `up` again starts only what is not running; nothing twice.
-        dead = find_dead(hosts, [r for r in previous.processes if r.host in hosts]) if previous.processes else []
-        st.processes = [r for r in previous.processes if r not in dead]
-        if previous.scheduler_address != address and st.process("scheduler") is not None:
-            st.scheduler_address = previous.scheduler_address
-    running = {r.name for r in st.processes}
-    missing = [plan for plan in plans if plan.name not in running]
+def reconcile(inventory: Inventory, address: str, plans: list[ProcessPlan], previous: ClusterState | None,
+              hosts: dict[str, Host], restart: bool) -> Reconciliation:
+    """Compare the plan with what runs (pid liveness on each host) and decide what to start and stop."""
+    todo = Reconciliation()
+    if previous is None or not previous.processes:
+        todo.start = list(plans)
+        return todo
+    dead = {id(r) for r in find_dead(hosts, previous.processes)}
+    running = {r.name: r for r in previous.processes if id(r) not in dead}
+    wanted = {plan.name: plan for plan in plans}
+    for record in previous.processes:
+        if record.added and record.name not in wanted:
+            group = WorkerGroup.model_validate(record.spec)
+            wanted[record.name] = plan_worker_group(inventory, group, address)
+            todo.added[record.name] = record.spec
+    for name, plan in wanted.items():
+        record = running.get(name)
+        if record is not None and not restart and _unchanged(record, plan):
+            todo.keep.append(record)
+            continue
+        if record is not None:
+            todo.stop.append(record)
+        todo.start.append(plan)
+    todo.stop += [r for name, r in running.items() if name not in wanted]  # groups gone from the inventory
+    return todo
+
+
+def _unchanged(record: ProcessRecord, plan: ProcessPlan) -> bool:
+    return record.host == plan.host and record.worker_names == plan.worker_names and (
+        not record.argv or record.argv == plan.argv)
+
+
+def _apply(st: ClusterState, hosts: dict[str, Host], todo: Reconciliation, timeout: float,
+           progress: Progress) -> ClusterReport:
+    st.processes = list(todo.keep)
     started: list[ProcessRecord] = []
 
     def record(records: list[ProcessRecord]) -> None:
         started.extend(records)
         st.processes.extend(records)
         state.save(st)
-        state.set_current(st.name)
 
     try:
-        if missing:
-            start_processes(hosts, missing, progress, on_started=record)
-        else:
-            state.save(st)
-            state.set_current(st.name)
+        if todo.stop:
+            progress.step(f"stopping {len(todo.stop)} changed or removed process(es)")
+            stop_records(hosts, todo.stop, STOP_GRACE)
+        state.save(st)
+        state.set_current(st.name)
+        if todo.start:
+            start_processes(hosts, todo.start, progress, on_started=record, added=todo.added)
         names = [name for r in st.processes if r.role == "worker" for name in r.worker_names]
         progress.step(f"waiting for the scheduler and {len(names)} worker(s)")
         view = wait_until_ready(st, hosts, started, names, timeout, progress)
     except BaseException:
-        _undo(st, hosts, started, progress)
+        _undo(st, hosts, todo.start, started, progress)
         raise
     finally:
         progress.done()
-    st.dashboard_url = dashboard_url(view, hosts[inventory.scheduler.host].address if listen_host != "127.0.0.1"
-                                     else listen_host)
+    st.dashboard_url = dashboard_url(view, address_host(st.scheduler_address))
     state.save(st)
     report = build_report(st, view)
     report.started = [r.name for r in started]
-    report.headline = (f"started {len(started)} process(es)" if started
-                       else "already running: nothing to start")
+    kept = len(todo.keep)
+    report.headline = (f"started {len(started)} process(es)" + (f", kept {kept} running" if kept else "")
+                       if started else "already running: nothing to start")
     return report
 
 
-def _undo(st: ClusterState, hosts: dict[str, Host], started: list[ProcessRecord], progress: Progress) -> None:
-    """A failed `up` stops what it started, so nothing is left half-started."""
-    if not started:
+def _undo(st: ClusterState, hosts: dict[str, Host], plans: list[ProcessPlan], started: list[ProcessRecord],
+          progress: Progress) -> None:
+    """A failed or interrupted `up` stops what it started, so nothing is left half-started.
+
+    Besides the processes it recorded, it looks for pid files of the processes it meant to start:
+    an interrupt can land after a host started a process but before its pid came back.
+    """
+    names_by_host: dict[str, set[str]] = {}
+    for plan in plans:
+        names_by_host.setdefault(plan.host, set()).add(plan.name)
+    victims = list(started)
+    known = {(r.host, r.pid) for r in started}
+    for alias, names in names_by_host.items():
+        try:
+            listed = hosts[alias].listing()
+        except Exception:  # noqa: BLE001 - best effort while already failing; `down` sweeps pid files too
+            continue
+        for found in listed:
+            if found["name"] in names and found.get("alive") and (alias, found["pid"]) not in known:
+                victims.append(ProcessRecord(role=found.get("role") or "worker", name=found["name"], host=alias,
+                                             pid=found["pid"], start_time=found.get("start_time"), log=found["log"]))
+    if not victims:
         return
-    progress.step(f"stopping the {len(started)} process(es) this attempt started")
-    outcomes = stop_records(hosts, started, STOP_GRACE)
+    progress.step(f"stopping the {len(victims)} process(es) this attempt started")
+    outcomes = stop_records(hosts, victims, STOP_GRACE)
     gone_pids = {(o.host, pid) for o in outcomes if o.succeeded for pid, gone in o.value.items() if gone}  # type: ignore[union-attr]
     st.processes = [r for r in st.processes if (r.host, r.pid) not in gone_pids]
     if st.processes:

@@ -9,6 +9,7 @@ into a one-line ``HostError`` with a hint.
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import shlex
 import socket
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from errno import ECONNREFUSED
+from itertools import pairwise
 from pathlib import Path
 
 import paramiko
@@ -28,11 +30,15 @@ from clusterctl.inventory import HostSettings
 from clusterctl.transport.base import CommandResult
 
 CONNECT_TIMEOUT = 10.0  # seconds for TCP connect, SSH handshake, authentication and opening a channel
+KEEPALIVE_INTERVAL = 30  # seconds, like ServerAliveInterval
 PASSWORD_ENV = "CLUSTERCTL_SSH_PASSWORD"
 # sshd allows 10 sessions per connection (MaxSessions); keep one free for SFTP and one spare.
 MAX_CONCURRENT_RUNS = 8
 _AUTH_HINT = f"check `identity_file:` / IdentityFile, that your key is loaded in ssh-agent, or set {PASSWORD_ENV}"
 _KNOWN_HOSTS_LOCK = threading.Lock()  # transports of several hosts may append at the same time
+# paramiko logs failed handshakes with tracebacks from its own threads; with no handler at all, Python
+# would print them on stderr next to our one-line HostError. Handlers the CLI installs still get them.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True)
@@ -132,14 +138,13 @@ class SSHTransport:
     # -- commands and files ------------------------------------------------------------------
 
     def run(self, argv: list[str], *, stdin: bytes | None = None, timeout: float = 60.0) -> CommandResult:
-        command = shlex.join(argv)  # the one place where an argv becomes a string for the remote shell
         deadline = time.monotonic() + timeout
         result = None
         if self._sessions.acquire(timeout=timeout):
             try:
                 channel = self._open_session()
                 try:
-                    result = self._exchange(channel, command, stdin, deadline)
+                    result = self._exchange(channel, argv, stdin, deadline)
                 finally:
                     channel.close()  # also ends the reader threads of a command that timed out
             except (paramiko.SSHException, EOFError, OSError) as exc:
@@ -150,11 +155,10 @@ class SSHTransport:
             raise HostError(self.host, f"{argv[0]} did not finish within {timeout:g}s")
         return result
 
-    @staticmethod
-    def _exchange(channel: paramiko.Channel, command: str, stdin: bytes | None,
+    def _exchange(self, channel: paramiko.Channel, argv: list[str], stdin: bytes | None,
                   deadline: float) -> CommandResult | None:
-        """Run ``command`` on ``channel``; None if it did not finish by ``deadline``."""
-        channel.exec_command(command)
+        """Run ``argv`` on ``channel``; None if it did not finish by ``deadline``."""
+        channel.exec_command(shlex.join(argv))  # the one place where an argv becomes a string for a shell
         stdout, stderr = bytearray(), bytearray()
         # Both streams are drained at once: an unread stderr would stall stdout when its window fills.
         workers = [threading.Thread(target=_drain, args=(channel.recv, stdout), daemon=True),
@@ -169,8 +173,11 @@ class SSHTransport:
             worker.join(max(0.0, deadline - time.monotonic()))
         if any(w.is_alive() for w in workers) or not channel.status_event.wait(max(0.0, deadline - time.monotonic())):
             return None
-        return CommandResult(channel.recv_exit_status(), stdout.decode(errors="replace"),
-                             stderr.decode(errors="replace"))
+        status = channel.recv_exit_status()
+        transport = channel.get_transport()
+        if status == -1 and not transport.is_active():  # -1 alone means killed by a signal
+            raise HostError(self.host, f"the connection was lost while {argv[0]} ran")
+        return CommandResult(status, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
 
     def put_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
         with self._sftp_lock:
@@ -247,7 +254,7 @@ class SSHTransport:
             sock = paramiko.ProxyCommand(shlex.join(["/bin/sh", "-c", "exec " + first.proxy_command]))
         clients: list[paramiko.SSHClient] = []
         try:
-            for hop, after in zip(hops, [*hops[1:], target], strict=True):
+            for hop, after in pairwise([*hops, target]):
                 clients.append(self._login(hop, sock))
                 sock = self._forward(clients[-1], hop, after)
             clients.append(self._login(target, sock))
@@ -273,7 +280,7 @@ class SSHTransport:
         extra = self._settings.identity_file
         if extra and os.path.isfile(os.path.expanduser(extra)):
             hop = replace(hop, identity_files=(*hop.identity_files, os.path.expanduser(extra)))
-        return replace(hop, proxy_jump=(), is_hop=True)
+        return replace(hop, name=spec.strip(), proxy_jump=(), is_hop=True)  # named as the user wrote it
 
     def _resolve(self, name: str, *, hostname: str | None = None, user: str | None = None,
                  port: int | None = None) -> _Endpoint:
@@ -287,7 +294,8 @@ class SSHTransport:
             text = config_path.read_text() if config_path.is_file() else ""
             options = paramiko.SSHConfig.from_text("\n".join(["Host *", *overrides, text])).lookup(name)
             port_value = int(options.get("port", 22))
-        except (OSError, UnicodeDecodeError, ValueError, paramiko.SSHException) as exc:
+        except (OSError, UnicodeDecodeError, ValueError, ImportError, paramiko.SSHException) as exc:
+            # ImportError: `Match exec` needs the optional `invoke` package.
             raise HostError(self.host, f"cannot use ssh config {config_path}: {_one_line(exc)}",
                             "fix the file, or point CLUSTERCTL_SSH_CONFIG to another one") from None
         jump = options.get("proxyjump")
@@ -335,6 +343,9 @@ class SSHTransport:
         except (OSError, EOFError, paramiko.SSHException) as exc:
             client.close()
             raise self._connect_error(exc, endpoint) from None
+        transport = client.get_transport()
+        assert transport is not None
+        transport.set_keepalive(KEEPALIVE_INTERVAL)  # a long-lived idle connection must survive NAT timeouts
         return client
 
     def _forward(self, hop: paramiko.SSHClient, endpoint: _Endpoint, after: _Endpoint) -> paramiko.Channel:
@@ -368,7 +379,7 @@ class SSHTransport:
             message = (f"the {exc.key.get_name()} host key of {exc.name} ({exc.key.fingerprint}) is not known "
                        f"and host_key_policy is strict")
             hint = (f"check the fingerprint, then add it: ssh-keyscan -p {endpoint.port} {endpoint.hostname} >> "
-                    f"{own_known_hosts}, or run once with `host_key_policy: accept-new`")
+                    f"{shlex.quote(str(own_known_hosts))}, or run once with `host_key_policy: accept-new`")
         elif isinstance(exc, paramiko.BadHostKeyException):
             name = endpoint.known_hosts_name
             holder = next((f for f in (own_known_hosts, Path.home() / ".ssh" / "known_hosts")
@@ -376,7 +387,8 @@ class SSHTransport:
             message = (f"the host key of {name} has CHANGED (server offers {exc.key.fingerprint}, {holder} "
                        f"expects {exc.expected_key.fingerprint}): the host was reinstalled, or someone is "
                        f"intercepting the connection")
-            hint = f"if the change is expected, forget the old key: ssh-keygen -R {shlex.quote(name)} -f {holder}"
+            hint = (f"if the change is expected, forget the old key: ssh-keygen -R {shlex.quote(name)} "
+                    f"-f {shlex.quote(str(holder))}")
         elif isinstance(exc, paramiko.AuthenticationException):
             message, hint = f"authentication failed for user {endpoint.user}", _AUTH_HINT
         elif isinstance(exc, socket.gaierror):
@@ -395,7 +407,8 @@ class SSHTransport:
         elif isinstance(exc, paramiko.ProxyCommandFailure):
             message = f"ProxyCommand failed: {_one_line(exc.error)}"
             hint = f"check ProxyCommand in {paths.ssh_config_file()}"
-        elif isinstance(exc, EOFError) or str(exc).startswith("Error reading SSH protocol banner"):
+        elif (isinstance(exc, EOFError) or str(exc).startswith("Error reading SSH protocol banner")
+              or str(exc) == "No existing session"):  # what paramiko says when the handshake timed out
             message = f"no ssh server answered on {where} (closed, or no SSH banner within {CONNECT_TIMEOUT:g}s)"
             hint = (f"check ProxyCommand in {paths.ssh_config_file()}" if endpoint.proxy_command
                     else "is that port sshd's? check `port:`")

@@ -79,27 +79,33 @@ def recorded_processes(home: Path) -> list[dict[str, Any]]:
     return found
 
 
-def _start_time(pid: int) -> int | None:
+def _stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, process group, start time) of a process, from /proc."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return int(stat[stat.rindex(")") + 2:].split()[19])
+    fields = stat[stat.rindex(")") + 2:].split()
+    return fields[0], int(fields[2]), int(fields[19])
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group: what a recorded session left running."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _stat(int(entry.name))
+            if stat is not None and stat[1] == pgid and stat[0] != "Z":
+                members.append(int(entry.name))
+    return members
 
 
 def is_running(process: dict[str, Any]) -> bool:
-    """The recorded process (or what is left of its process group) still runs."""
-    pid = process["pid"]
-    start = _start_time(pid)
-    if start is not None and process.get("start_time") not in (None, start):
+    """The recorded process, or what is left of its process group, still runs (zombies don't)."""
+    stat = _stat(process["pid"])
+    if stat is not None and process.get("start_time") not in (None, stat[2]):
         return False  # pid reused by a stranger
-    if start is not None and Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z"):
-        return False
-    try:
-        os.killpg(pid, 0)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
+    return bool(group_members(process["pid"]))
 
 
 def kill_recorded(home: Path) -> list[int]:

@@ -1,0 +1,67 @@
+"""`clusterctl -v`: every command clusterctl runs on a host, logged before it runs.
+
+The log shows the argv as a shell would read it, with the agent's source abbreviated and secrets
+masked: the value of every environment variable whose name contains PASSWORD, SECRET, TOKEN or
+KEY becomes ``***``, in the JSON requests sent to the agent and in ``NAME=value`` words of setup
+lines alike. Formatting happens only when the logger is enabled (``-v``), so it costs nothing
+otherwise. ``clusterctl.cli`` attaches the handler; ``clusterctl.render`` prints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shlex
+from typing import Any
+
+logger = logging.getLogger("clusterctl.remote")
+
+MASK = "***"
+SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "KEY")
+AGENT_PLACEHOLDER = "<clusterctl agent.py>"
+# NAME=value, NAME containing a secret word; the value quoted or up to the next blank or ';'.
+_ASSIGNMENT = re.compile(
+    r"\b([A-Za-z_][A-Za-z0-9_]*)=(\"(?:[^\"\\]|\\.)*\"|'[^']*'|[^\s;'\"]+)")
+
+
+def is_secret_name(name: str) -> bool:
+    upper = name.upper()
+    return any(word in upper for word in SECRET_WORDS)
+
+
+def log_command(host: str, argv: list[str]) -> None:
+    """Log ``argv`` about to run on ``host`` (a no-op unless `-v` enabled the logger)."""
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug("%s: %s", host, describe(argv))
+
+
+def describe(argv: list[str]) -> str:
+    """``argv`` as one shell-quoted line, agent source abbreviated and secrets masked."""
+    from clusterctl.hosts import agent_source  # lazy: hosts imports this module
+
+    agent = agent_source()
+    return " ".join(AGENT_PLACEHOLDER if arg == agent else shlex.quote(mask(arg)) for arg in argv)
+
+
+def mask(text: str) -> str:
+    """``text`` with secret values replaced by ``***``: in a JSON document, by key; else NAME=value."""
+    if text.startswith("{"):
+        try:
+            document = json.loads(text)
+        except ValueError:
+            pass
+        else:
+            return json.dumps(_mask_json(document))
+    return _ASSIGNMENT.sub(lambda m: f"{m.group(1)}={MASK}" if is_secret_name(m.group(1)) else m.group(0), text)
+
+
+def _mask_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: (MASK if isinstance(key, str) and is_secret_name(key) and isinstance(item, str)
+                      else _mask_json(item)) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_mask_json(item) for item in value]
+    if isinstance(value, str):
+        return mask(value)  # e.g. setup lines and argv inside a start request
+    return value
