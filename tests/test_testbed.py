@@ -138,7 +138,7 @@ def test_pids_in_sees_a_process_until_it_is_killed(testbed: Testbed) -> None:
     finally:
         process.kill()
         process.wait(timeout=10)
-    assert testbed.pids_in(h3) == []
+    assert testbed.wait_for_no_pids(h3) == []
 
 
 def test_link_down_cuts_a_host_off_and_link_up_restores_it(testbed: Testbed) -> None:
@@ -258,6 +258,13 @@ def test_prune_removes_a_bed_whose_owner_died(testbed: Testbed, tmp_path: Path) 
         bed.destroy()
     assert leftovers(bed.bed_id) == []
     assert testbed.bed_id in {b.bed_id for b in testbed_module.registered_beds()}  # a live owner's bed stays
+
+
+def test_the_bed_explains_why_it_cannot_run_without_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert "needs root" in (testbed_module.unavailable_reason() or "")
+    with pytest.raises(testbed_module.TestbedUnavailableError, match="needs root"):
+        create_testbed(2, Path("/nonexistent"))
 
 
 def _is_gone(pid: int) -> bool:

@@ -37,13 +37,18 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+
+from tests.helpers.sshd import Sshd, make_client_key, start_sshd
+from tests.helpers.sshd import unavailable_reason as sshd_unavailable_reason
 
 BED_NETWORK = ipaddress.ip_network("10.213.0.0/16")  # each bed takes one free /24 of it
 FIRST_HOST_OCTET = 10  # host i is 10.213.K.(10 + i)
@@ -80,7 +85,7 @@ class BedHost:
     veth: str  # the root-namespace end of the host's cable; down = unplugged
     run_dir: Path
     sshd_dir: Path
-    sshd: Any = None  # tests.helpers.sshd.Sshd while running under this process
+    sshd: Sshd | None = None  # while started by this process
     sshd_pid: int | None = None  # survives a save/load, unlike `sshd`
 
     @property
@@ -91,6 +96,8 @@ class BedHost:
 
 @dataclass
 class Testbed:
+    """A built bed: its hosts, the bridge they hang on, the client key every sshd trusts."""
+
     __test__ = False  # not a pytest test class
 
     bed_id: str
@@ -175,11 +182,21 @@ class Testbed:
         )
 
     def popen_in(self, host: BedHost | str, argv: Sequence[str]) -> subprocess.Popen[str]:
-        """Start ``argv`` in the background inside the host; stdout (with stderr) is a text pipe."""
-        return subprocess.Popen(
-            ["ip", "netns", "exec", self.host(host).netns, *argv],
+        """Start ``argv`` in the background inside the host; stdout (with stderr) is a text pipe.
+
+        Returns once the process is in the host's namespace, so ``pids_in`` sees it at once.
+        """
+        host = self.host(host)
+        process = subprocess.Popen(
+            ["ip", "netns", "exec", host.netns, *argv],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
+        key = _namespace_key(host.netns)
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        # `ip` enters the namespace just before it execs argv; until then it is in ours.
+        while _namespace_key_of(process.pid) != key and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return process
 
     def pids_in(self, host: BedHost | str) -> list[int]:
         """Processes living in the host's network namespace, except its sshd and sshd's own session processes."""
@@ -300,7 +317,7 @@ class Testbed:
             if host.sshd is not None:
                 try:
                     host.sshd.stop()
-                except Exception as exc:  # the namespace sweep below still kills it
+                except (OSError, subprocess.SubprocessError) as exc:  # the namespace sweep below still kills it
                     problems.append(f"{host.alias}: stopping sshd: {exc}")
                 host.sshd = None
             key = _namespace_key(host.netns)
@@ -353,8 +370,6 @@ def create_testbed(n: int, workdir: Path, *, owner_pid: int | None = None) -> Te
         raise TestbedUnavailableError(reason)
     if not 1 <= n <= MAX_HOSTS:
         raise TestbedError(f"a test bed has 1 to {MAX_HOSTS} hosts, not {n}")
-    from tests.helpers.sshd import make_client_key  # lazy: the bed's CLI `down` does not need it
-
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     REGISTRY_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -409,8 +424,6 @@ def _plug_in(bed: Testbed, host: BedHost, prefixlen: int) -> None:
 
 
 def _start_host_sshd(bed: Testbed, host: BedHost) -> None:
-    from tests.helpers.sshd import start_sshd
-
     assert bed.client_public_key is not None
     existing_key = host.host_key_path if host.host_key_path.exists() else None
     host.sshd = start_sshd(
@@ -641,13 +654,18 @@ def registered_beds() -> list[Testbed]:
 
 
 def prune_stale_beds() -> list[str]:
-    """Destroy the beds whose owning process has died; their ids."""
-    pruned = []
+    """Destroy the beds whose owning process has died; their ids. One bed's failure does not stop the others."""
+    pruned, problems = [], []
     with _registry_lock():
         for bed in registered_beds():
             if bed.is_stale():
-                bed.destroy()
-                pruned.append(bed.bed_id)
+                try:
+                    bed.destroy()
+                    pruned.append(bed.bed_id)
+                except TestbedError as exc:
+                    problems.append(str(exc))
+    if problems:
+        raise TestbedError("; ".join(problems))
     return pruned
 
 
@@ -680,7 +698,7 @@ class _CleanupGuard:
     def _destroy_quietly(self) -> None:
         try:
             self.bed.destroy()
-        except Exception as exc:
+        except (TestbedError, OSError, subprocess.SubprocessError) as exc:
             print(f"warning: {exc}", file=sys.stderr)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -694,40 +712,27 @@ class _CleanupGuard:
 
 
 def _in_main_thread() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 
 # ---- pytest plugin ---------------------------------------------------------------------------------------
 
-try:
-    import pytest
-except ImportError:  # the CLI below works without pytest
-    pytest = None  # type: ignore[assignment]
 
-if pytest is not None:
-
-    @pytest.fixture(scope="session")
-    def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
-        """Four hosts h1..h4 on a private bridge, each with its own sshd; built on first use, removed at the end."""
-        reason = unavailable_reason()
-        if reason:
-            pytest.skip(reason)
-        from tests.helpers import sshd
-
-        reason = sshd.unavailable_reason()
-        if reason:
-            pytest.skip(reason)
-        with contextlib.suppress(TestbedError, OSError):
-            prune_stale_beds()  # left by runs that were killed too hard to clean up
-        bed = create_testbed(FIXTURE_HOSTS, tmp_path_factory.mktemp("testbed"), owner_pid=os.getpid())
-        guard = _CleanupGuard(bed)
-        try:
-            yield bed
-        finally:
-            guard.release()
-            bed.destroy()
+@pytest.fixture(scope="session")
+def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
+    """Four hosts h1..h4 on a private bridge, each with its own sshd; built on first use, removed at the end."""
+    reason = unavailable_reason() or sshd_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with contextlib.suppress(TestbedError, OSError):
+        prune_stale_beds()  # left by runs that were killed too hard to clean up
+    bed = create_testbed(FIXTURE_HOSTS, tmp_path_factory.mktemp("testbed"), owner_pid=os.getpid())
+    guard = _CleanupGuard(bed)
+    try:
+        yield bed
+    finally:
+        guard.release()
+        bed.destroy()
 
 
 # ---- command line ----------------------------------------------------------------------------------------
