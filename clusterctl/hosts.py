@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -128,13 +128,14 @@ class Host:
 
 
 @contextmanager
-def connect(inventory: Inventory, aliases: list[str]) -> Iterator[dict[str, Host]]:
+def connect(inventory: Inventory, aliases: list[str],
+            password_prompt: Callable[[str], str] | None = None) -> Iterator[dict[str, Host]]:
     """Hosts for ``aliases``, each with one lazily connecting transport, all closed on exit."""
     hosts: dict[str, Host] = {}
     try:
         for alias in dict.fromkeys(aliases):
             settings = inventory.host(alias)
-            hosts[alias] = Host(alias, settings, inventory.name, open_transport(alias, settings))
+            hosts[alias] = Host(alias, settings, inventory.name, open_transport(alias, settings, password_prompt))
         yield hosts
     finally:
         for host in hosts.values():

@@ -53,8 +53,16 @@ def print_json(document: Any) -> None:
 # --- progress ---------------------------------------------------------------------------------
 
 
+def _ask_password(host: str) -> str:
+    import getpass
+
+    return getpass.getpass(f"{host} SSH password: ")
+
+
 class PlainProgress:
     """One line per change, on stderr, for logs and pipes."""
+
+    password = staticmethod(_ask_password)
 
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
@@ -78,6 +86,13 @@ class PlainProgress:
 
 class LiveProgress:
     """A live status line on a terminal: the step, the workers registered, the time taken."""
+
+    def password(self, host: str) -> str:
+        self.live.stop()  # the prompt needs the terminal line
+        try:
+            return _ask_password(host)
+        finally:
+            self.live.start()
 
     def __init__(self) -> None:
         self.console = _console(stderr=True)

@@ -27,6 +27,10 @@ class Progress(Protocol):
 
     def done(self) -> None: ...
 
+    def password(self, host: str) -> str:
+        """Ask the user for ``host``'s SSH password (only called on a terminal)."""
+        ...
+
 
 class SilentProgress:
     def step(self, message: str) -> None:
@@ -37,6 +41,9 @@ class SilentProgress:
 
     def done(self) -> None:
         pass
+
+    def password(self, host: str) -> str:
+        raise ClusterctlError(f"{host}: a password is needed", "set CLUSTERCTL_SSH_PASSWORD or use a key")
 
 
 @dataclass

@@ -49,7 +49,7 @@ def add_worker(progress: Progress, cluster: str | None = None, config: str | Non
             raise InvalidInputError(f"--name: worker name {clash[0]!r} is already used in cluster {st.name!r}",
                                     "choose another --name, or leave it out for a generated one")
         plan = plan_worker_group(inventory, group, st.scheduler_address)
-        with connect(inventory, [alias]) as hosts:
+        with connect(inventory, [alias], progress.password) as hosts:
             progress.step(f"checking {alias}")
             preflight(hosts, inventory.scheduler.host, allow_version_mismatch, reference=st.versions or None)
             started: list[ProcessRecord] = []

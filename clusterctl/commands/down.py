@@ -56,7 +56,7 @@ def down(progress: Progress, cluster: str | None = None, config: str | None = No
         aliases = list(dict.fromkeys([inventory.scheduler.host, *(g.host for g in inventory.workers),
                                       *(r.host for r in records)]))
         progress.step(f"stopping the processes on {len(aliases)} host(s) and verifying they are gone")
-        with connect(inventory, aliases) as hosts:
+        with connect(inventory, aliases, progress.password) as hosts:
             outcomes = fan_out(aliases, lambda alias: hosts[alias].sweep(
                 [vars(r) for r in records if r.host == alias], grace))
         progress.done()

@@ -52,7 +52,7 @@ def remove_worker(progress: Progress, targets: list[str], cluster: str | None = 
                    and set(r.worker_names) <= workers]
         if emptied:
             progress.step(f"stopping {len(emptied)} process(es)")
-            with connect(st.model(), [r.host for r in emptied]) as hosts:
+            with connect(st.model(), [r.host for r in emptied], progress.password) as hosts:
                 outcomes = stop_records(hosts, emptied, STOP_GRACE)
             progress.done()
             gone = {(o.host, pid) for o in outcomes if o.succeeded for pid, ok in o.value.items() if ok}  # type: ignore[union-attr]

@@ -56,7 +56,7 @@ def up(config: str, progress: Progress, timeout: float = DEFAULT_TIMEOUT, dry_ru
         previous = state.load(inventory.name)
         aliases = [inventory.scheduler.host] + [group.host for group in inventory.workers]
         aliases += [r.host for r in previous.processes] if previous else []
-        with connect(inventory, aliases) as hosts:
+        with connect(inventory, aliases, progress.password) as hosts:
             listen_host = _listen_host(inventory, hosts)
             plans = plan_cluster(inventory, listen_host)
             if dry_run:

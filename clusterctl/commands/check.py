@@ -1,0 +1,231 @@
+"""`clusterctl check CONFIG`: the preflight on its own, every check on every host, nothing started.
+
+Per host, in order (a check that cannot run because an earlier one failed is skipped):
+
+    reachable          the transport connects and authenticates, and runs a command
+    python             the host's python runs and imports dask and distributed
+    versions           python/dask/distributed/cloudpickle/msgpack equal the scheduler host's
+    port_free          (scheduler host) the scheduler port can be bound where `up` would listen
+    reaches_scheduler  (worker hosts) a TCP connection to that port succeeds from the host
+
+The last two are one honest experiment: the scheduler host's agent binds the port and leaves a
+listener running in the background (it exits by itself within seconds); each worker host then
+connects to it; finally the listener is stopped by pid and verified gone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clusterctl.commands._common import Progress, SilentProgress
+from clusterctl.commands.preflight import COMPARED
+from clusterctl.commands.up import _listen_host
+from clusterctl.errors import ClusterctlError
+from clusterctl.fanout import fan_out
+from clusterctl.hosts import Host, connect
+from clusterctl.inventory import Inventory, load_inventory
+from clusterctl.launch import scheduler_address
+from clusterctl.remote_log import log_command
+
+CHECKS = ("reachable", "python", "versions", "port_free", "reaches_scheduler")
+CONNECT_TIMEOUT = 5.0  # seconds for a worker host's TCP connect to the scheduler port
+LISTEN_SECONDS = 60.0  # the test listener's own deadline, should clusterctl not stop it
+PROBE_ARGV = ["true"]  # any command proves the connection and the login work
+
+
+@dataclass
+class CheckResult:
+    """One check on one host: passed (True), failed (False) or skipped (None), and why."""
+
+    name: str
+    ok: bool | None
+    reason: str | None = None
+    hint: str | None = None
+
+    @property
+    def status(self) -> str:
+        return {True: "ok", False: "failed", None: "skipped"}[self.ok]
+
+
+@dataclass
+class HostCheck:
+    host: str
+    roles: list[str]
+    address: str | None = None
+    versions: dict[str, Any] = field(default_factory=dict)
+    checks: dict[str, CheckResult] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(result.ok is not False for result in self.checks.values())
+
+    def passed(self, name: str) -> bool:
+        result = self.checks.get(name)
+        return result is not None and result.ok is True
+
+    def record(self, name: str, ok: bool | None, reason: str | None = None, hint: str | None = None) -> None:
+        self.checks[name] = CheckResult(name, ok, reason, hint)
+
+
+@dataclass
+class CheckReport:
+    cluster: str
+    config: str
+    scheduler_host: str
+    scheduler_address: str | None  # where `up` would make the scheduler listen; None if unknown
+    hosts: list[HostCheck] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(host.ok for host in self.hosts)
+
+    @property
+    def failures(self) -> list[tuple[str, CheckResult]]:
+        return [(h.host, r) for h in self.hosts for r in h.checks.values() if r.ok is False]
+
+
+def check(config: str, progress: Progress | None = None, connect_timeout: float = CONNECT_TIMEOUT) -> CheckReport:
+    """Every check on every host of ``config``; raises only for an invalid inventory."""
+    progress = progress or SilentProgress()
+    inventory = load_inventory(config)
+    scheduler_alias = inventory.scheduler.host
+    aliases = list(dict.fromkeys([scheduler_alias, *(group.host for group in inventory.workers)]))
+    rows = {alias: HostCheck(alias, roles=_roles(inventory, alias)) for alias in aliases}
+    report = CheckReport(inventory.name, str(Path(config)), scheduler_alias, None, list(rows.values()))
+    try:
+        with connect(inventory, aliases) as hosts:
+            progress.step(f"checking {len(hosts)} host(s)")
+            fan_out(aliases, lambda alias: _reach_and_ask(hosts[alias], rows[alias]))
+            _compare_versions(rows, scheduler_alias)
+            progress.step(f"checking port {inventory.scheduler.port} on {scheduler_alias}")
+            _check_port(inventory, hosts, rows, report, connect_timeout)
+    finally:
+        progress.done()
+    return report
+
+
+def _roles(inventory: Inventory, alias: str) -> list[str]:
+    roles = ["scheduler"] if alias == inventory.scheduler.host else []
+    return roles + (["worker"] if any(group.host == alias for group in inventory.workers) else [])
+
+
+def _reach_and_ask(host: Host, row: HostCheck) -> None:
+    """reachable, then python: one round trip each."""
+    try:
+        log_command(host.alias, PROBE_ARGV)
+        host.transport.run(PROBE_ARGV, timeout=60.0)
+    except ClusterctlError as exc:
+        row.record("reachable", False, _reason(exc), exc.hint)
+        row.record("python", None, "host not reachable")
+        return
+    row.record("reachable", True)
+    row.address = host.address
+    try:
+        found = host.versions()
+    except ClusterctlError as exc:
+        row.record("python", False, _reason(exc), exc.hint)
+        return
+    row.versions = {package: found.get(package) for package in COMPARED}
+    errors = found.get("errors") or {}
+    broken = [module for module in ("distributed", "dask") if module in errors]
+    if broken:
+        executable = found.get("executable") or "python"
+        row.record("python", False, f"{executable} cannot import {broken[0]}: {errors[broken[0]]}",
+                   f"install dask and distributed there (`{executable} -m pip install distributed`), "
+                   "or set `python:` for this host")
+    else:
+        row.record("python", True)
+
+
+def _compare_versions(rows: dict[str, HostCheck], scheduler_alias: str) -> None:
+    reference = rows[scheduler_alias]
+    for row in rows.values():
+        if not row.passed("python"):
+            row.record("versions", None, "python did not run")
+        elif not reference.passed("python"):
+            row.record("versions", None, f"the scheduler host {scheduler_alias} could not be asked")
+        else:
+            differing = [p for p in COMPARED if row.versions.get(p) != reference.versions.get(p)]
+            if differing:
+                row.record("versions", False, ", ".join(
+                    f"{p} {row.versions.get(p)} (scheduler host: {reference.versions.get(p)})" for p in differing),
+                    "install the same versions everywhere (or start anyway: `up --allow-version-mismatch`)")
+            else:
+                row.record("versions", True)
+
+
+def _check_port(inventory: Inventory, hosts: dict[str, Host], rows: dict[str, HostCheck], report: CheckReport,
+                connect_timeout: float) -> None:
+    """port_free on the scheduler host, then reaches_scheduler from every worker host."""
+    scheduler_row = rows[inventory.scheduler.host]
+    workers = [row for row in rows.values() if "worker" in row.roles]
+    port = inventory.scheduler.port
+    if not scheduler_row.passed("python"):
+        scheduler_row.record("port_free", None, "python did not run on the scheduler host")
+        for row in workers:
+            row.record("reaches_scheduler", None, "the scheduler host could not be checked")
+        return
+    listen_host = _listen_host(inventory, hosts)
+    report.scheduler_address = scheduler_address(listen_host, port)
+    scheduler = hosts[inventory.scheduler.host]
+    try:
+        listening = scheduler.call("listen", host=listen_host, port=port, seconds=LISTEN_SECONDS)
+    except ClusterctlError as exc:
+        listening = {"listening": False, "error": _reason(exc)}
+    if not listening["listening"]:
+        if listening.get("in_use"):
+            scheduler_row.record("port_free", False, f"port {port} is in use on {scheduler.alias}",
+                                 "is the cluster already running (`clusterctl status`)? else stop what holds the "
+                                 "port, or choose another `scheduler.port`")
+        else:
+            scheduler_row.record("port_free", False, f"cannot listen on {listen_host}:{port}: {listening['error']}",
+                                 "set the scheduler host's `address:` to one of its own addresses")
+        for row in workers:
+            row.record("reaches_scheduler", None, f"nothing could listen on port {port}")
+        return
+    scheduler_row.record("port_free", True)
+    try:
+        ready = [row for row in workers if row.passed("python")]
+        for row in workers:
+            if row not in ready:
+                row.record("reaches_scheduler", None, "python did not run")
+        fan_out([row.host for row in ready], lambda alias: _reach_scheduler(hosts[alias], rows[alias], listen_host,
+                                                                            port, connect_timeout))
+    finally:
+        _stop_listener(scheduler, scheduler_row, listening)
+
+
+def _reach_scheduler(host: Host, row: HostCheck, listen_host: str, port: int, timeout: float) -> None:
+    try:
+        answer = host.call("connect", host=listen_host, port=port, timeout=timeout)
+    except ClusterctlError as exc:
+        row.record("reaches_scheduler", False, _reason(exc), exc.hint)
+        return
+    if answer["connected"]:
+        row.record("reaches_scheduler", True)
+    else:
+        where = f"[{listen_host}]:{port}" if ":" in listen_host else f"{listen_host}:{port}"
+        row.record("reaches_scheduler", False, f"cannot connect to {where}: {answer['error']}",
+                   "open the port in the firewall between them, or set the scheduler host's `address:` to one "
+                   "the workers can reach")
+
+
+def _stop_listener(scheduler: Host, row: HostCheck, listening: dict[str, Any]) -> None:
+    """Leave nothing behind: stop the test listener by pid (and start time) and verify it is gone."""
+    process = {"pid": listening["pid"], "start_time": listening.get("start_time")}
+    try:
+        gone = scheduler.call("stop", processes=[process], grace=2.0)["processes"][0]["gone"]
+    except ClusterctlError as exc:
+        gone, why = False, _reason(exc)
+    else:
+        why = "still running after SIGKILL"
+    if not gone:
+        row.record("port_free", False, f"the test listener (pid {process['pid']}) could not be stopped: {why}",
+                   f"it exits by itself within {LISTEN_SECONDS:g}s")
+
+
+def _reason(exc: ClusterctlError) -> str:
+    """The message without the ``host:`` prefix the row already shows."""
+    return getattr(exc, "reason", None) or exc.message
