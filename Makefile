@@ -12,7 +12,7 @@ RUN := PATH="$(BIN):$$PATH" $(BIN)/clusterctl
 $(BIN)/clusterctl: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q -e '.[dashboard]'
 	touch $@
 
 install: $(BIN)/clusterctl

@@ -104,7 +104,8 @@ def start(request):
         argv = spec["argv"]
         if spec.get("setup"):
             # The user's own shell lines, then exec the argv given as "$@": no quoting needed.
-            argv = ["/bin/sh", "-c", "\n".join(spec["setup"]) + '\nexec "$@"', spec["name"], *argv]
+            # `set -e`: a failing setup line stops the start instead of running dask half set up.
+            argv = ["/bin/sh", "-c", "set -e\n" + "\n".join(spec["setup"]) + '\nexec "$@"', spec["name"], *argv]
         with open(log_path, "ab") as log:
             os.chmod(log_path, 0o600)
             log.write(("--- clusterctl: starting %s at %s\n" % (spec["name"], time.strftime("%Y-%m-%dT%H:%M:%S"))).encode())
@@ -223,6 +224,15 @@ def versions(request):
     return found
 
 
+def prepare(request):
+    """Make the run directory and its tls/ directory, private to the user."""
+    run_dir = os.path.expanduser(request["run_dir"])
+    for directory in (run_dir, os.path.join(run_dir, "tls")):
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
+    return {"run_dir": run_dir}
+
+
 def tail(request):
     lines = int(request.get("lines", 20))
     try:
@@ -311,6 +321,12 @@ def listen(request):
         finally:
             os._exit(0)
     sock.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # until it leads its own session, so `stop` finds its group
+        stat = _stat(pid)
+        if stat is None or stat[1] == pid:
+            break
+        time.sleep(0.005)
     return {"listening": True, "pid": pid, "start_time": _start_time(pid), "address": list(address[:2])}
 
 
@@ -346,6 +362,7 @@ OPERATIONS = {
     "stop": stop,
     "list": listing,
     "versions": versions,
+    "prepare": prepare,
     "tail": tail,
     "read": read,
     "listen": listen,

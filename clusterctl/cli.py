@@ -36,6 +36,8 @@ def _report(report: Any, json_output: bool) -> None:
     from clusterctl import render
 
     if json_output:
+        for text in report.warnings:
+            render.warning(text)
         render.print_json(render.report_document(report))
     else:
         render.cluster_report(report)
@@ -43,8 +45,11 @@ def _report(report: Any, json_output: bool) -> None:
 
 @click.group(context_settings=CONTEXT, epilog="""\b
 Examples:
+  clusterctl init                       write a starter cluster.yaml
+  clusterctl check cluster.yaml         is every host ready? (starts nothing)
   clusterctl up configs/local.yaml      start the cluster the inventory describes
   clusterctl status                     what runs, as the scheduler sees it
+  clusterctl logs -f gpu1               follow a worker's log
   clusterctl add-worker --resources GPU=3
   eval $(clusterctl env)                then a plain Client() connects
   clusterctl down                       stop everything, verified
@@ -52,11 +57,17 @@ Examples:
 Run `clusterctl COMMAND --help` for a command's options.""")
 @click.version_option(__version__, "--version", "-V", prog_name="clusterctl")
 @click.option("-q", "--quiet", is_flag=True, help="Print no progress, only results and errors.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Log every command run on a host to stderr (secrets masked).")
 @click.pass_context
-def cli(ctx: click.Context, quiet: bool) -> None:
+def cli(ctx: click.Context, quiet: bool, verbose: bool) -> None:
     """Turn a YAML inventory of machines into a running Dask cluster; show it, grow it, take it down."""
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet
+    if verbose:
+        from clusterctl import render
+
+        render.enable_remote_log()
 
 
 @cli.command(epilog="""\b
@@ -99,19 +110,30 @@ Examples:
   clusterctl status
   clusterctl status --processes        also check every recorded pid on its host
   clusterctl status --json | jq '.workers[].name'
+  clusterctl status --watch            redraw every 2 seconds until Ctrl-C
+  clusterctl status -p --watch=5       with the pids, every 5 seconds
 
 \b
 Exit codes: 0 every expected worker is present, 1 degraded (some missing),
-3 the scheduler does not answer.""")
+3 the scheduler does not answer; with --watch, 130 when stopped with Ctrl-C.""")
 @config_argument
 @cluster_option
 @click.option("--processes", "-p", is_flag=True, help="Also check each recorded pid on its host.")
+@click.option("--watch", "-w", type=click.FloatRange(min=0.2), is_flag=False, flag_value=2.0, default=None,
+              metavar="[SECONDS]", help="Refresh every SECONDS (default 2) until Ctrl-C; with --json, one "
+                                        "document per line.")
 @json_option
-def status(config: str | None, cluster: str | None, processes: bool, json_output: bool) -> int:
+def status(config: str | None, cluster: str | None, processes: bool, watch: float | None, json_output: bool) -> int:
     """Show the cluster as the scheduler sees it: every worker, its resources and its load."""
     from clusterctl.commands.status import status as run_status
     from clusterctl.errors import EXIT_FAILED, EXIT_SCHEDULER_DOWN
 
+    if watch is not None:
+        from clusterctl import render
+        from clusterctl.commands.status import watch as run_watch
+
+        render.watch(run_watch(cluster, config, processes, watch), json_output, watch)
+        return EXIT_OK  # not reached: only Ctrl-C (130) or an error ends it
     report = run_status(cluster, config, processes)
     _report(report, json_output)
     if not report.scheduler_answers:
@@ -207,6 +229,131 @@ def env(config: str | None, cluster: str | None, json_output: bool) -> int:
 
     render.env_exports(run_env(cluster, config), json_output)
     return EXIT_OK
+
+
+# --- the operator's view ----------------------------------------------------------------------
+
+
+def _complete_logs_target(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion for `logs TARGET`: the running cluster's processes, workers and hosts."""
+    from clusterctl import state
+    from clusterctl.commands.logs import targets
+
+    try:
+        recorded = state.load(state.resolve_name(ctx.params.get("cluster"), ctx.params.get("config")))
+    except (ClusterctlError, OSError):
+        return []
+    return [t for t in targets(recorded) if t.startswith(incomplete)] if recorded else []
+
+
+@cli.command(epilog="""\b
+Examples:
+  clusterctl logs                     the last 50 lines of every process, each line [prefixed]
+  clusterctl logs scheduler -n 200
+  clusterctl logs gpu2-0              the `dask worker` process that runs worker gpu2-0
+  clusterctl logs node3 -f            every process on host node3, following until Ctrl-C
+
+\b
+TARGET: `scheduler`, a worker group's process name, a worker name, or a host alias.""")
+@click.argument("target", required=False, shell_complete=_complete_logs_target)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until Ctrl-C.")
+@click.option("--lines", "-n", type=click.IntRange(min=0), default=50, show_default=True, metavar="N",
+              help="Show the last N lines of each log first.")
+@cluster_option
+@click.option("--config", "config", type=click.Path(dir_okay=False), help="Inventory of the cluster.")
+@click.pass_context
+def logs(ctx: click.Context, target: str | None, follow: bool, lines: int, cluster: str | None,
+         config: str | None) -> int:
+    """Show the logs of the scheduler, of workers, or of every process on a host.
+
+    Logs are read on their hosts through the same connection clusterctl uses for everything else;
+    following polls each log twice a second until Ctrl-C (exit 130) or until `down`.
+    """
+    from clusterctl import render
+    from clusterctl.commands.logs import logs as run_logs
+    from clusterctl.errors import EXIT_FAILED
+
+    stream = run_logs(cluster, config, target, lines=lines, follow=follow)
+    render.log_stream(stream, quiet=ctx.obj["quiet"])
+    # Following, an unreadable log is a warning (it may come back); it ends with Ctrl-C or `down`.
+    return EXIT_FAILED if stream.failures and not follow else EXIT_OK
+
+
+@cli.command(epilog="""\b
+Examples:
+  clusterctl check cluster.yaml
+  clusterctl check cluster.yaml --json | jq '.hosts[] | select(.ok | not)'
+
+\b
+Exit codes: 0 every check passed, 1 some check failed, 2 the inventory is invalid.""")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--connect-timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              metavar="SECONDS", help="How long a worker host may take to connect to the scheduler port.")
+@json_option
+@click.pass_context
+def check(ctx: click.Context, config: str, connect_timeout: float, json_output: bool) -> int:
+    """Check every host of CONFIG before `up`, starting nothing: reachable, python and versions right,
+    the scheduler port free on its host and reachable from every worker host."""
+    from clusterctl import render
+    from clusterctl.commands.check import check as run_check
+    from clusterctl.errors import EXIT_FAILED
+
+    report = run_check(config, _progress(ctx, json_output), connect_timeout=connect_timeout)
+    render.check_report(report, json_output)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+@cli.command(epilog="""\b
+Examples:
+  clusterctl init                     write ./cluster.yaml
+  clusterctl init lab.yaml --force    replace lab.yaml
+  clusterctl init - | less            print it instead""")
+@click.argument("path", required=False, default="cluster.yaml", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
+def init(path: str, force: bool) -> int:
+    """Write a commented starter inventory to PATH (default cluster.yaml); it runs on this machine as is."""
+    from clusterctl import render
+    from clusterctl.commands.init import init as run_init
+
+    render.init_result(run_init(path, force=force))
+    return EXIT_OK
+
+
+@cli.command(epilog="""\b
+Examples:
+  clusterctl schema > cluster.schema.json
+  then put this first in cluster.yaml:  # yaml-language-server: $schema=cluster.schema.json""")
+def schema() -> int:
+    """Print the inventory's JSON Schema, for editors that validate and complete cluster.yaml."""
+    from clusterctl import render
+    from clusterctl.commands.schema import schema as run_schema
+
+    render.print_json(run_schema())
+    return EXIT_OK
+
+
+@cli.command(epilog="""\b
+Examples:
+  clusterctl dashboard                  prints http://127.0.0.1:PORT/status; Ctrl-C closes it
+  clusterctl dashboard --cluster lab""")
+@config_argument
+@cluster_option
+def dashboard(config: str | None, cluster: str | None) -> int:
+    """Reach the scheduler's dashboard from this machine, through an SSH tunnel when needed.
+
+    With `dashboard: local` in the inventory the dashboard listens only on the scheduler host's
+    loopback; this command forwards a local port to it until you press Ctrl-C.
+    """
+    import time
+
+    from clusterctl import render
+    from clusterctl.commands.dashboard import dashboard as open_dashboard
+
+    with open_dashboard(cluster, config) as url:
+        render.line(f"dashboard: {url}  (Ctrl-C to close)")
+        sys.stdout.flush()
+        while True:
+            time.sleep(3600)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -58,7 +58,7 @@ class Host:
         argv = [python, "-c", agent_source(), json.dumps(request)]
         if not self.settings.setup:
             return argv
-        script = "\n".join(self.settings.setup) + '\nexec "$@"'
+        script = "set -e\n" + "\n".join(self.settings.setup) + '\nexec "$@"'
         return ["/bin/sh", "-c", script, "clusterctl-agent", *argv]
 
     def call(self, op: str, timeout: float = AGENT_TIMEOUT, **request: Any) -> dict[str, Any]:
@@ -111,6 +111,12 @@ class Host:
 
     def versions(self) -> dict[str, Any]:
         return self.call("versions")
+
+    def upload(self, files: dict[str, bytes]) -> None:
+        """Private files (0600) into the run directory (made 0700, with tls/): ``{"tls/ca.pem": data}``."""
+        self.call("prepare", run_dir=self.run_dir)
+        for relative, data in files.items():
+            self.transport.put_file(f"{self.run_dir}/{relative}", data, 0o600)
 
     def tail(self, path: str, lines: int = 20) -> str:
         return self.call("tail", path=path, lines=lines).get("text", "")

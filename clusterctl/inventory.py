@@ -161,7 +161,7 @@ class HostSettings(ProcessSettings):
     connection: Literal["ssh", "local"] | None = Field(None, description="ssh (the default) or local.")
     address: str | None = Field(None, description="Hostname or IP to connect to, and that workers use.")
     user: str | None = None
-    port: int | None = Field(None, ge=1, le=65535)
+    port: int | None = Field(None, ge=1, le=65535, strict=True)
     identity_file: str | None = None
     host_key_policy: Literal["accept-new", "strict"] | None = None
     run_dir: str | None = Field(None, description="Directory for pid files and logs on the host.")
@@ -190,8 +190,19 @@ class HostSettings(ProcessSettings):
 
 class SchedulerSpec(ProcessSettings):
     host: str = Field(description="Alias from `hosts`, or a bare address.")
-    port: int = Field(8786, ge=1, le=65535)
+    port: int = Field(8786, ge=1, le=65535, strict=True)
     dashboard_address: str | None = Field(":8787", description="Dashboard address like :8787; null turns it off.")
+    dashboard: Literal["public", "local"] = Field(
+        "public", description="local: bind the dashboard to the scheduler host's loopback; reach it with "
+        "`clusterctl dashboard`, through SSH.")
+
+    def dashboard_bind(self) -> str | None:
+        """The --dashboard-address to pass: loopback only when ``dashboard: local``."""
+        if self.dashboard_address is None:
+            return None
+        if self.dashboard == "local":
+            return f"127.0.0.1:{self.dashboard_address.rpartition(':')[2]}"
+        return self.dashboard_address
 
     @field_validator("dashboard_address")
     @classmethod
@@ -209,8 +220,8 @@ class WorkerGroup(ProcessSettings):
 
     name: str | None = Field(None, description="Group name; default <host>-g<index>. Worker names derive from it.")
     host: str
-    nworkers: int = Field(1, ge=1, le=1024, validation_alias=AliasChoices("nworkers", "nprocs"))
-    nthreads: int = Field(1, ge=1, le=4096)
+    nworkers: int = Field(1, ge=1, le=1024, strict=True, validation_alias=AliasChoices("nworkers", "nprocs"))
+    nthreads: int = Field(1, ge=1, le=4096, strict=True)
     memory_limit: str | None = Field(None, description="Per worker process: 4GB, 0.5 (fraction), auto or 0.")
     resources: dict[str, float] = Field(default_factory=dict)
     dashboard: bool = Field(False, description="Start each worker's own dashboard (about 1 s of start-up each).")
@@ -219,6 +230,8 @@ class WorkerGroup(ProcessSettings):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str | None) -> str | None:
+        if value == "scheduler":
+            raise ValueError("'scheduler' is the scheduler's own name: choose another worker group name")
         return None if value is None else _check_name(value, "worker group name")
 
     @field_validator("memory_limit", mode="before")
@@ -239,8 +252,31 @@ class WorkerGroup(ProcessSettings):
         return [f"{self.name}-{i}" for i in range(self.nworkers)]
 
 
+class TlsFilesSpec(_Model):
+    """Your own CA, certificate and key (PEM), used by the scheduler, the workers and the client."""
+
+    ca_file: str
+    cert: str
+    key: str
+
+
+class SecuritySpec(_Model):
+    tls: Literal["auto", "off"] | TlsFilesSpec = Field(
+        "off", description="auto: make a CA and certificates; or your own {ca_file, cert, key}.")
+
+    @field_validator("tls", mode="before")
+    @classmethod
+    def _tls(cls, value: Any) -> Any:
+        return "off" if value in (None, False) else value
+
+    @property
+    def enabled(self) -> bool:
+        return self.tls != "off"
+
+
 class Inventory(_Model):
     name: str = Field(description="Cluster name; local state is keyed by it.")
+    security: SecuritySpec = Field(default_factory=SecuritySpec)
     defaults: HostSettings = Field(default_factory=HostSettings)
     hosts: dict[str, HostSettings] = Field(default_factory=dict)
     scheduler: SchedulerSpec
@@ -264,7 +300,8 @@ class Inventory(_Model):
         # Deterministic names, so the scheduler's view maps back to the inventory.
         for index, group in enumerate(self.workers):
             if group.name is None:
-                object.__setattr__(group, "name", f"{group.host}-g{index}")
+                host = re.sub(r"[^A-Za-z0-9_.-]", "_", group.host)  # an IPv6 address has colons
+                object.__setattr__(group, "name", f"{host}-g{index}")
         return self
 
     def problems(self) -> list[tuple[list[Any], str]]:
@@ -276,6 +313,10 @@ class Inventory(_Model):
             if host not in self.hosts and host != LOCAL_HOST and not is_valid_address(host):
                 known = ", ".join(sorted(self.hosts)) or "none"
                 found.append((loc, f"{host!r} is neither an alias from `hosts` (known: {known}) nor an address"))
+        for index, group in enumerate(self.workers):
+            if not group.nanny and group.nworkers > 1:
+                found.append((["workers", index, "nanny"], "nanny: false works only with nworkers: 1 "
+                              "(dask worker refuses --no-nanny with several processes)"))
         seen: dict[str, int] = {}
         for index, group in enumerate(self.workers):
             for worker in group.worker_names():

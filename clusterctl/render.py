@@ -6,9 +6,11 @@ Colour and live displays are decided once: off when output is not a terminal or 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import asdict
 from typing import Any
 
@@ -150,6 +152,8 @@ def report_document(report: ClusterReport) -> dict[str, Any]:
             "dashboard": report.dashboard,
             "answers": report.scheduler_answers,
             "error": report.scheduler_error,
+            "started": report.scheduler_started,
+            "uptime_seconds": None if report.scheduler_uptime is None else round(report.scheduler_uptime, 1),
         },
         "workers": [_worker_document(w) for w in report.workers if w.state != "missing"],
         "missing": report.missing,
@@ -157,6 +161,8 @@ def report_document(report: ClusterReport) -> dict[str, Any]:
     }
     if report.started:
         document["started"] = report.started
+    if report.warnings:
+        document["warnings"] = report.warnings
     if report.processes is not None:
         document["processes"] = [asdict(p) for p in report.processes]
     return document
@@ -177,13 +183,15 @@ def _worker_document(worker: WorkerRow) -> dict[str, Any]:
     }
 
 
-def cluster_report(report: ClusterReport) -> None:
-    console = _console()
+def cluster_report(report: ClusterReport, console: Console | None = None) -> None:
+    console = console or _console()
     if report.headline:
         console.print(f"[green]✓[/] {escape(report.headline)}")
     console.print(f"cluster    [bold]{escape(report.cluster)}[/]")
     state = ("[green]answers[/]" if report.scheduler_answers
              else f"[red]does not answer[/] ({escape(report.scheduler_error or '')})")
+    if report.scheduler_uptime is not None:
+        state += f", up {duration(report.scheduler_uptime)}"
     console.print(f"scheduler  {escape(report.scheduler_address)}  {state}")
     console.print(f"dashboard  {escape(report.dashboard or 'off (not running on the scheduler)')}")
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
@@ -281,3 +289,170 @@ def version_table(report: Any) -> None:
         marker = " (scheduler)" if host == report.reference_host else ""
         table.add_row(escape(host) + marker, *cells)
     console.print(table)
+
+
+# --- the operator's view: uptime, status --watch, logs, check, init, schema, -v ---------------------
+
+
+def duration(seconds: float) -> str:
+    """``42s``, ``3m 07s``, ``5h 02m``, ``2d 03h``."""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours:02d}h"
+
+
+def _plain(stream: Any) -> bool:
+    return not stream.isatty() or "NO_COLOR" in os.environ
+
+
+def watch(reports: Iterable[ClusterReport], json_output: bool, interval: float) -> None:
+    """`status --watch`: redraw in place on a terminal; else reprint (JSON: one document per line)."""
+    if json_output:
+        for report in reports:
+            sys.stdout.write(json.dumps(report_document(report), default=str) + "\n")
+            sys.stdout.flush()
+        return
+    console = _console()
+    if _plain(sys.stdout):
+        for report in reports:
+            console.print(f"--- {time.strftime('%H:%M:%S')} (every {interval:g}s; Ctrl-C to stop)")
+            cluster_report(report, console)
+            sys.stdout.flush()
+        return
+    from io import StringIO
+
+    from rich.console import Group
+    from rich.text import Text
+
+    with Live(console=console, auto_refresh=False) as live:
+        for report in reports:
+            buffer = Console(file=StringIO(), force_terminal=True, color_system=console.color_system,
+                             width=console.width, highlight=False, emoji=False)
+            cluster_report(report, buffer)
+            header = Text(f"{time.strftime('%H:%M:%S')}  every {interval:g}s, Ctrl-C to stop", style="dim")
+            live.update(Group(header, Text.from_ansi(buffer.file.getvalue())), refresh=True)  # type: ignore[attr-defined]
+
+
+_LOG_STYLES = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta", "bright_green")
+
+
+def log_stream(stream: Any, quiet: bool = False) -> None:
+    """`clusterctl logs`: lines as they come, ``[process]``-prefixed when several logs are shown."""
+    from rich.text import Text
+
+    plain = _plain(sys.stdout)
+    console = _console()
+    width = max((len(p.name) for p in stream.processes), default=0) + 3
+    styles = {p.name: _LOG_STYLES[i % len(_LOG_STYLES)] for i, p in enumerate(stream.processes)}
+    if stream.follow and not quiet:
+        _console(stderr=True).print(f"[dim]following {len(stream.processes)} log(s) of cluster "
+                                    f"{escape(stream.cluster)}; Ctrl-C to stop[/]")
+    for chunk in stream:
+        if chunk.note:
+            (warning if chunk.failed else note)(chunk.note)
+            continue
+        prefix = f"[{chunk.process}]".ljust(width) if stream.prefixed else ""
+        if plain:
+            sys.stdout.write("".join(f"{prefix}{line}\n" for line in chunk.lines))
+        else:
+            for text in chunk.lines:
+                console.print(Text.assemble((prefix, styles.get(chunk.process, "")), text), soft_wrap=True)
+        sys.stdout.flush()
+
+
+def note(message: str) -> None:
+    _console(stderr=True).print(f"[dim]note:[/] {escape(message)}")
+
+
+CHECK_LABELS = {"reachable": "reachable", "python": "python", "versions": "versions", "port_free": "port free",
+                "reaches_scheduler": "reaches scheduler"}
+
+
+def check_document(report: Any) -> dict[str, Any]:
+    """The stable `check --json` document (documented in docs/operator.md)."""
+    return {
+        "schema": JSON_SCHEMA_VERSION,
+        "cluster": report.cluster,
+        "config": report.config,
+        "ok": report.ok,
+        "scheduler": {"host": report.scheduler_host, "address": report.scheduler_address},
+        "hosts": [
+            {
+                "host": host.host,
+                "roles": host.roles,
+                "address": host.address,
+                "ok": host.ok,
+                "versions": host.versions,
+                "checks": {name: {"status": result.status, "reason": result.reason, "hint": result.hint}
+                           for name, result in host.checks.items()},
+            }
+            for host in report.hosts
+        ],
+    }
+
+
+def check_report(report: Any, json_output: bool) -> None:
+    if json_output:
+        print_json(check_document(report))
+        return
+    console = _console()
+    where = f" at {escape(report.scheduler_address)}" if report.scheduler_address else ""
+    console.print(f"cluster [bold]{escape(report.cluster)}[/] ({escape(report.config)}): "
+                  f"scheduler on {escape(report.scheduler_host)}{where}")
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    table.add_column("host")
+    table.add_column("roles")
+    for label in CHECK_LABELS.values():
+        table.add_column(label, justify="center")
+    marks = {"ok": "[green]✓[/]", "failed": "[red]✗[/]", "skipped": "[dim]-[/]"}
+    for host in report.hosts:
+        cells = [marks[host.checks[name].status] if name in host.checks else "" for name in CHECK_LABELS]
+        table.add_row(escape(host.host), ",".join(host.roles), *cells)
+    console.print(table)
+    for host, result in report.failures:
+        console.print(f"[red]✗[/] {escape(host)}: {CHECK_LABELS[result.name]}: {escape(result.reason or '')}")
+        if result.hint:
+            console.print(f"  [yellow]hint:[/] {escape(result.hint)}")
+    failed_hosts = [h for h in report.hosts if not h.ok]
+    if failed_hosts:
+        console.print(f"[red]✗ {len(report.failures)} check(s) failed on {len(failed_hosts)} of "
+                      f"{len(report.hosts)} host(s)[/]")
+    else:
+        console.print(f"[green]✓ all {len(report.hosts)} host(s) passed every check[/]")
+
+
+def init_result(result: Any) -> None:
+    if result.path == "-":
+        sys.stdout.write(result.text)
+        return
+    import shlex
+
+    path = shlex.quote(result.path)
+    _console().print(f"[green]✓[/] wrote {escape(result.path)}{' (replaced)' if result.overwrote else ''}; "
+                     f"next: edit it, then `clusterctl check {escape(path)}` and `clusterctl up {escape(path)}`")
+
+
+class _RemoteLogHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            _console(stderr=True).print(f"[dim]→ {escape(record.getMessage())}[/]", soft_wrap=True)
+        except (OSError, ValueError):
+            self.handleError(record)
+
+
+def enable_remote_log() -> None:
+    """`clusterctl -v`: every remote command on stderr, as ``clusterctl.remote_log`` formats it."""
+    from clusterctl.remote_log import logger
+
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    if not any(isinstance(h, _RemoteLogHandler) for h in logger.handlers):
+        logger.addHandler(_RemoteLogHandler())

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clusterctl.errors import SchedulerUnreachableError
+from clusterctl.tls import TlsFiles, connection_args
 
 QUERY_TIMEOUT = 5.0
 
@@ -59,10 +60,10 @@ def _worker_view(address: str, info: dict[str, Any], processing: int) -> WorkerV
     )
 
 
-async def _query(address: str, timeout: float, connection_args: dict[str, Any]) -> SchedulerView:
+async def _query(address: str, timeout: float, comm_args: dict[str, Any]) -> SchedulerView:
     from distributed.core import rpc
 
-    async with rpc(address, timeout=timeout, connection_args=connection_args) as scheduler:
+    async with rpc(address, timeout=timeout, connection_args=comm_args) as scheduler:
         identity = await scheduler.identity()
         processing = await scheduler.processing()
     services = identity.get("services") or {}
@@ -84,9 +85,9 @@ def _run(coroutine_factory: Callable[[], Any], address: str, timeout: float) -> 
         ) from None
 
 
-def query(address: str, timeout: float = QUERY_TIMEOUT, connection_args: dict[str, Any] | None = None) -> SchedulerView:
+def query(address: str, timeout: float = QUERY_TIMEOUT, tls: TlsFiles | None = None) -> SchedulerView:
     """The scheduler's own view in one round trip; ``SchedulerUnreachableError`` if it does not answer."""
-    return _run(lambda: _query(address, timeout, connection_args or {}), address, timeout)
+    return _run(lambda: _query(address, timeout, connection_args(tls)), address, timeout)
 
 
 def wait_for_workers(
@@ -94,7 +95,7 @@ def wait_for_workers(
     names: set[str],
     timeout: float,
     on_poll: Callable[[SchedulerView | None], None],
-    connection_args: dict[str, Any] | None = None,
+    tls: TlsFiles | None = None,
     poll_interval: float = 0.25,
 ) -> SchedulerView | None:
     """Poll until the scheduler answers and reports every name in ``names``.
@@ -107,7 +108,7 @@ def wait_for_workers(
     while True:
         try:
             view = query(address, timeout=min(QUERY_TIMEOUT, max(1.0, deadline - time.monotonic())),
-                         connection_args=connection_args)
+                         tls=tls)
         except SchedulerUnreachableError:
             view = None
         on_poll(view)
@@ -118,10 +119,10 @@ def wait_for_workers(
         time.sleep(poll_interval)
 
 
-async def _retire_and_close(address: str, timeout: float, connection_args: dict[str, Any]) -> None:
+async def _retire_and_close(address: str, timeout: float, comm_args: dict[str, Any]) -> None:
     from distributed.core import rpc
 
-    async with rpc(address, timeout=timeout, connection_args=connection_args) as scheduler:
+    async with rpc(address, timeout=timeout, connection_args=comm_args) as scheduler:
         # Retiring moves results off the workers and closes them and their nannies.
         await scheduler.retire_workers(close_workers=True, remove=True)
         try:
@@ -130,18 +131,18 @@ async def _retire_and_close(address: str, timeout: float, connection_args: dict[
             pass  # the scheduler closes the connection as it goes: that is the answer we want
 
 
-def retire_and_close(address: str, timeout: float = 15.0, connection_args: dict[str, Any] | None = None) -> None:
+def retire_and_close(address: str, timeout: float = 15.0, tls: TlsFiles | None = None) -> None:
     """Ask the scheduler to retire every worker and to close itself."""
-    _run(lambda: _retire_and_close(address, timeout, connection_args or {}), address, timeout)
+    _run(lambda: _retire_and_close(address, timeout, connection_args(tls)), address, timeout)
 
 
-async def _retire(address: str, workers: list[str], timeout: float, connection_args: dict[str, Any]) -> dict:
+async def _retire(address: str, workers: list[str], timeout: float, comm_args: dict[str, Any]) -> dict:
     from distributed.core import rpc
 
-    async with rpc(address, timeout=timeout, connection_args=connection_args) as scheduler:
+    async with rpc(address, timeout=timeout, connection_args=comm_args) as scheduler:
         return await scheduler.retire_workers(names=workers, close_workers=True, remove=True)
 
 
-def retire(address: str, names: list[str], timeout: float = 30.0, connection_args: dict[str, Any] | None = None) -> dict:
+def retire(address: str, names: list[str], timeout: float = 30.0, tls: TlsFiles | None = None) -> dict:
     """Retire the named workers gracefully: their data moves to other workers first."""
-    return _run(lambda: _retire(address, names, timeout, connection_args or {}), address, timeout)
+    return _run(lambda: _retire(address, names, timeout, connection_args(tls)), address, timeout)

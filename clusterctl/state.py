@@ -24,6 +24,7 @@ from typing import Any
 from clusterctl import paths
 from clusterctl.errors import ClusterctlError, InvalidInputError, LockedError
 from clusterctl.inventory import NAME_PATTERN, Inventory
+from clusterctl.tls import TlsFiles, local_files
 
 STATE_VERSION = 1
 LOCK_WAIT_SECONDS = 3.0
@@ -52,6 +53,7 @@ class ClusterState:
     dashboard_url: str | None
     processes: list[ProcessRecord] = field(default_factory=list)
     versions: dict[str, Any] = field(default_factory=dict)  # the scheduler host's, for add-worker's preflight
+    tls: bool = False  # the cluster speaks TLS; the client's files are in <cluster dir>/tls
     version: int = STATE_VERSION
 
     def model(self) -> Inventory:
@@ -61,6 +63,10 @@ class ClusterState:
         """Worker name -> host, for every recorded worker process."""
         return {worker: p.host for p in self.processes if p.role == "worker" for worker in p.worker_names}
 
+    def client_tls(self) -> TlsFiles | None:
+        """The client's TLS files (in the cluster's state directory), or None without TLS."""
+        return local_files(tls_dir(self.name), "client") if self.tls else None
+
     def process(self, name: str) -> ProcessRecord | None:
         return next((p for p in self.processes if p.name == name), None)
 
@@ -69,9 +75,14 @@ def cluster_dir(name: str) -> Path:
     return paths.home() / "clusters" / name
 
 
+def tls_dir(name: str) -> Path:
+    return cluster_dir(name) / "tls"
+
+
 def save(state: ClusterState) -> None:
     directory = cluster_dir(state.name)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)  # the agent may have made it first, as the parent of the local run dir
     _write_atomically(directory / "state.json", json.dumps(asdict(state), indent=2, sort_keys=True))
 
 
@@ -83,8 +94,12 @@ def load(name: str) -> ClusterState | None:
         return None
     except (OSError, ValueError) as exc:
         raise ClusterctlError(f"cannot read {path}: {exc}", f"remove {path} if the cluster is gone") from None
-    raw["processes"] = [ProcessRecord(**p) for p in raw.get("processes", [])]
-    return ClusterState(**raw)
+    try:
+        raw["processes"] = [ProcessRecord(**p) for p in raw.get("processes", [])]
+        return ClusterState(**raw)
+    except (AttributeError, TypeError, KeyError) as exc:
+        raise ClusterctlError(f"{path} is not a clusterctl state file ({exc})",
+                              f"if the cluster is gone, remove {path.parent}; else run `clusterctl down CONFIG`") from None
 
 
 def remove(name: str) -> None:

@@ -86,10 +86,19 @@ class ClusterReport:
     scheduler_error: str | None = None
     started: list[str] = field(default_factory=list)  # processes this command started
     headline: str = ""
+    warnings: list[str] = field(default_factory=list)
+    scheduler_started: float | None = None  # unix time, from the scheduler's identity
 
     @property
     def healthy(self) -> bool:
         return self.scheduler_answers and not self.missing
+
+    @property
+    def scheduler_uptime(self) -> float | None:
+        """Seconds since the scheduler started (by this machine's clock; never negative)."""
+        import time
+
+        return None if self.scheduler_started is None else max(0.0, time.time() - self.scheduler_started)
 
 
 def dashboard_url(view: SchedulerView | None, scheduler_host_address: str) -> str | None:
@@ -124,6 +133,7 @@ def build_report(st: ClusterState, view: SchedulerView | None, error: str | None
         missing=missing,
         extra=[w.name for w in rows if w.state == "extra"],
         scheduler_error=error,
+        scheduler_started=view.started if view else None,
     )
 
 
@@ -165,8 +175,7 @@ def start_processes(hosts: dict[str, Host], plans: list[ProcessPlan], progress: 
 
 
 def wait_until_ready(st: ClusterState, hosts: dict[str, Host], watch: list[ProcessRecord], names: list[str],
-                     timeout: float, progress: Progress,
-                     connection_args: dict[str, Any] | None = None) -> SchedulerView:
+                     timeout: float, progress: Progress) -> SchedulerView:
     """Wait until the scheduler reports every name; fail fast, with the log tail, if a process dies."""
     import time
 
@@ -180,7 +189,7 @@ def wait_until_ready(st: ClusterState, hosts: dict[str, Host], watch: list[Proce
             if dead:
                 raise start_failure(hosts, dead[0], "exited during start-up")
 
-    view = scheduler_api.wait_for_workers(st.scheduler_address, set(names), timeout, on_poll, connection_args)
+    view = scheduler_api.wait_for_workers(st.scheduler_address, set(names), timeout, on_poll, st.client_tls())
     if view is not None and set(names) <= view.names():
         return view
     if view is None:

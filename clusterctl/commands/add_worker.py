@@ -16,11 +16,13 @@ from clusterctl.commands._common import (
     wait_until_ready,
 )
 from clusterctl.commands.preflight import preflight
+from clusterctl.commands.up import upload_tls
 from clusterctl.errors import ClusterctlError, InvalidInputError
 from clusterctl.hosts import connect
 from clusterctl.inventory import LOCAL_HOST, WorkerGroup, is_valid_address
 from clusterctl.launch import plan_worker_group
 from clusterctl.state import ClusterState, ProcessRecord
+from clusterctl.tls import remote_files
 
 DEFAULT_TIMEOUT = 60.0
 
@@ -48,10 +50,13 @@ def add_worker(progress: Progress, cluster: str | None = None, config: str | Non
         if clash:
             raise InvalidInputError(f"--name: worker name {clash[0]!r} is already used in cluster {st.name!r}",
                                     "choose another --name, or leave it out for a generated one")
-        plan = plan_worker_group(inventory, group, st.scheduler_address)
         with connect(inventory, [alias], progress.password) as hosts:
+            tls_paths = (lambda host, role: remote_files(hosts[host].run_dir, role)) if st.tls else None
+            plan = plan_worker_group(inventory, group, st.scheduler_address, tls_paths)
             progress.step(f"checking {alias}")
             preflight(hosts, inventory.scheduler.host, allow_version_mismatch, reference=st.versions or None)
+            if st.tls:
+                upload_tls(hosts[alias], state.tls_dir(st.name), {"worker"})
             started: list[ProcessRecord] = []
 
             def record(records: list[ProcessRecord]) -> None:

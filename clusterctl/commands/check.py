@@ -31,7 +31,7 @@ from clusterctl.remote_log import log_command
 
 CHECKS = ("reachable", "python", "versions", "port_free", "reaches_scheduler")
 CONNECT_TIMEOUT = 5.0  # seconds for a worker host's TCP connect to the scheduler port
-LISTEN_SECONDS = 60.0  # the test listener's own deadline, should clusterctl not stop it
+LISTEN_SECONDS = 30.0  # the test listener's own deadline (plus the connect timeout), should clusterctl not stop it
 PROBE_ARGV = ["true"]  # any command proves the connection and the login work
 
 
@@ -123,7 +123,7 @@ def _reach_and_ask(host: Host, row: HostCheck) -> None:
     row.record("reachable", True)
     row.address = host.address
     try:
-        found = host.versions()
+        found = host.call("versions")  # nothing created on the host, unlike `up`'s prepare
     except ClusterctlError as exc:
         row.record("python", False, _reason(exc), exc.hint)
         return
@@ -171,7 +171,7 @@ def _check_port(inventory: Inventory, hosts: dict[str, Host], rows: dict[str, Ho
     report.scheduler_address = scheduler_address(listen_host, port)
     scheduler = hosts[inventory.scheduler.host]
     try:
-        listening = scheduler.call("listen", host=listen_host, port=port, seconds=LISTEN_SECONDS)
+        listening = scheduler.call("listen", host=listen_host, port=port, seconds=LISTEN_SECONDS + connect_timeout)
     except ClusterctlError as exc:
         listening = {"listening": False, "error": _reason(exc)}
     if not listening["listening"]:
@@ -194,7 +194,7 @@ def _check_port(inventory: Inventory, hosts: dict[str, Host], rows: dict[str, Ho
         fan_out([row.host for row in ready], lambda alias: _reach_scheduler(hosts[alias], rows[alias], listen_host,
                                                                             port, connect_timeout))
     finally:
-        _stop_listener(scheduler, scheduler_row, listening)
+        _stop_listener(scheduler, scheduler_row, listening, LISTEN_SECONDS + connect_timeout)
 
 
 def _reach_scheduler(host: Host, row: HostCheck, listen_host: str, port: int, timeout: float) -> None:
@@ -212,7 +212,7 @@ def _reach_scheduler(host: Host, row: HostCheck, listen_host: str, port: int, ti
                    "the workers can reach")
 
 
-def _stop_listener(scheduler: Host, row: HostCheck, listening: dict[str, Any]) -> None:
+def _stop_listener(scheduler: Host, row: HostCheck, listening: dict[str, Any], lifetime: float) -> None:
     """Leave nothing behind: stop the test listener by pid (and start time) and verify it is gone."""
     process = {"pid": listening["pid"], "start_time": listening.get("start_time")}
     try:
@@ -223,7 +223,7 @@ def _stop_listener(scheduler: Host, row: HostCheck, listening: dict[str, Any]) -
         why = "still running after SIGKILL"
     if not gone:
         row.record("port_free", False, f"the test listener (pid {process['pid']}) could not be stopped: {why}",
-                   f"it exits by itself within {LISTEN_SECONDS:g}s")
+                   f"it exits by itself within {lifetime:g}s")
 
 
 def _reason(exc: ClusterctlError) -> str:

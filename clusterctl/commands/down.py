@@ -48,7 +48,7 @@ def down(progress: Progress, cluster: str | None = None, config: str | None = No
             inventory = st.model()
             progress.step(f"retiring workers and closing the scheduler at {st.scheduler_address}")
             try:
-                scheduler_api.retire_and_close(st.scheduler_address)
+                scheduler_api.retire_and_close(st.scheduler_address, tls=st.client_tls())
             except SchedulerUnreachableError as exc:
                 result.scheduler_note = exc.message  # stopping by pid below still cleans up
         assert inventory is not None

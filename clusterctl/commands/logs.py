@@ -10,7 +10,7 @@ log by byte offset, again one call per host per round, over the one connection p
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,13 +68,23 @@ class LogStream:
         sources = [_Source(record) for record in self.processes]
         with connect(st.model(), [s.record.host for s in sources]) as hosts:
             chunks, _ = self._read_round(hosts, sources)
-            yield from chunks
+            yield from self._counted(chunks)
             while self.follow:
+                down = state.load(self.cluster) is None  # `down` removed it: nothing more will be written
                 started = time.monotonic()
                 chunks, more = self._read_round(hosts, sources)
-                yield from chunks
+                # The last lines, but no complaints: `down` may have removed a local host's logs too.
+                yield from self._counted(chunk for chunk in chunks if not (down and chunk.failed))
+                if down:
+                    yield LogLines("", "", note=f"cluster {self.cluster!r} was taken down: stopped following")
+                    return
                 if not more:  # else some log had more than one read returns: read again at once
                     time.sleep(max(0.0, self.poll_interval - (time.monotonic() - started)))
+
+    def _counted(self, chunks: Iterable[LogLines]) -> Iterator[LogLines]:
+        for chunk in chunks:
+            self.failures += chunk.failed
+            yield chunk
 
     def _read_round(self, hosts: dict[str, Host], sources: list[_Source]) -> tuple[list[LogLines], bool]:
         """One agent call per host, all hosts at once: what is new, in the order of ``sources``,
@@ -105,7 +115,6 @@ class LogStream:
             if "error" in answer:
                 if answer["error"] != source.last_error:  # while following, say it once, not every round
                     source.last_error = answer["error"]
-                    self.failures += 1
                     chunks.append(LogLines(record.name, record.host, note=answer["error"], failed=True))
                 continue
             if source.last_error is not None:

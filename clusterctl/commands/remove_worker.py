@@ -34,7 +34,7 @@ def remove_worker(progress: Progress, targets: list[str], cluster: str | None = 
         if st is None:
             raise ClusterctlError(f"cluster {name!r} is not running", "start it with `clusterctl up CONFIG`")
         try:
-            view = scheduler_api.query(st.scheduler_address)
+            view = scheduler_api.query(st.scheduler_address, tls=st.client_tls())
             by_address = {w.address: w.name for w in view.workers}
         except SchedulerUnreachableError:
             view, by_address = None, {}
@@ -43,7 +43,7 @@ def remove_worker(progress: Progress, targets: list[str], cluster: str | None = 
         if view is not None:
             progress.step(f"retiring {', '.join(sorted(workers))} (moving their data to other workers)")
             try:
-                scheduler_api.retire(st.scheduler_address, sorted(workers))
+                scheduler_api.retire(st.scheduler_address, sorted(workers), tls=st.client_tls())
             except SchedulerUnreachableError as exc:
                 result.retire_note = exc.message
         else:

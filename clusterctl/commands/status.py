@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+
 from clusterctl import scheduler_api, state
 from clusterctl.commands._common import ClusterReport, ProcessRow, build_report
 from clusterctl.errors import ClusterctlError, SchedulerUnreachableError
@@ -17,7 +20,7 @@ def status(cluster: str | None = None, config: str | None = None, processes: boo
         raise ClusterctlError(f"cluster {name!r} is not running (no state in {state.cluster_dir(name)})",
                               "start it with `clusterctl up CONFIG`")
     try:
-        report = build_report(st, scheduler_api.query(st.scheduler_address))
+        report = build_report(st, scheduler_api.query(st.scheduler_address, tls=st.client_tls()))
     except SchedulerUnreachableError as exc:
         report = build_report(st, None, error=exc.message)
     if processes:
@@ -40,3 +43,12 @@ def check_processes(st: ClusterState) -> list[ProcessRow]:
             rows.append(ProcessRow(record.role, record.name, record.host, record.pid, alive, record.log,
                                    note="" if outcome.succeeded else str(outcome.error)))
     return rows
+
+
+def watch(cluster: str | None = None, config: str | None = None, processes: bool = False,
+          interval: float = 2.0) -> Iterator[ClusterReport]:
+    """A fresh report every ``interval`` seconds, until the caller stops iterating (Ctrl-C)."""
+    while True:
+        started = time.monotonic()
+        yield status(cluster, config, processes)
+        time.sleep(max(0.0, interval - (time.monotonic() - started)))

@@ -7,11 +7,12 @@ longer in the inventory are stopped, and workers added with `add-worker` are kep
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clusterctl import state
+from clusterctl import state, tls
 from clusterctl.commands._common import (
     ClusterReport,
     Progress,
@@ -23,10 +24,12 @@ from clusterctl.commands._common import (
     wait_until_ready,
 )
 from clusterctl.commands.preflight import preflight
+from clusterctl.fanout import fan_out, values_or_raise
 from clusterctl.hosts import Host, connect
-from clusterctl.inventory import Inventory, WorkerGroup, load_inventory
-from clusterctl.launch import ProcessPlan, address_host, plan_cluster, plan_worker_group, scheduler_address
+from clusterctl.inventory import Inventory, TlsFilesSpec, WorkerGroup, load_inventory
+from clusterctl.launch import ProcessPlan, TlsPaths, address_host, plan_cluster, plan_worker_group, scheduler_address
 from clusterctl.state import ClusterState, ProcessRecord
+from clusterctl.tls import remote_files
 
 DEFAULT_TIMEOUT = 60.0
 STOP_GRACE = 5.0
@@ -58,9 +61,12 @@ def up(config: str, progress: Progress, timeout: float = DEFAULT_TIMEOUT, dry_ru
         aliases += [r.host for r in previous.processes] if previous else []
         with connect(inventory, aliases, progress.password) as hosts:
             listen_host = _listen_host(inventory, hosts)
-            plans = plan_cluster(inventory, listen_host)
+            tls_paths = (lambda alias, role: remote_files(hosts[alias].run_dir, role)) \
+                if inventory.security.enabled else None
+            plans = plan_cluster(inventory, listen_host, tls_paths)
+            address = scheduler_address(listen_host, inventory.scheduler.port, "tls" if tls_paths else "tcp")
             if dry_run:
-                return _dry_run(inventory, hosts, plans, listen_host)
+                return _dry_run(inventory, hosts, plans, address)
             progress.step(f"checking {len(hosts)} host(s)")
             checked = {alias: hosts[alias] for alias in dict.fromkeys(aliases[: 1 + len(inventory.workers)])}
             report = preflight(checked, inventory.scheduler.host, allow_version_mismatch)
@@ -68,12 +74,53 @@ def up(config: str, progress: Progress, timeout: float = DEFAULT_TIMEOUT, dry_ru
                 name=inventory.name,
                 inventory=inventory.model_dump(mode="json"),
                 config_path=str(Path(config).resolve()),
-                scheduler_address=scheduler_address(listen_host, inventory.scheduler.port),
+                scheduler_address=address,
                 dashboard_url=None,
                 versions=report.versions.get(inventory.scheduler.host, {}),
+                tls=inventory.security.enabled,
             )
-            todo = reconcile(inventory, st.scheduler_address, plans, previous, hosts, restart)
-            return _apply(st, hosts, todo, timeout, progress)
+            if inventory.security.enabled:
+                progress.step("distributing TLS certificates")
+                provision_tls(inventory, hosts, listen_host)
+            todo = reconcile(inventory, st.scheduler_address, plans, previous, hosts, restart, tls_paths)
+            result = _apply(st, hosts, todo, timeout, progress)
+            if not inventory.security.enabled and not _is_loopback(listen_host):
+                result.warnings.append(
+                    f"TLS is off and the scheduler listens on {listen_host}:{inventory.scheduler.port}: anyone who "
+                    "can reach that port can run code on every worker. Fix: add `security: {tls: auto}` to the "
+                    "inventory and run `clusterctl up --restart`.")
+            return result
+
+
+def provision_tls(inventory: Inventory, hosts: dict[str, Host], listen_host: str) -> None:
+    """Make (or adopt) the cluster's TLS files here, and copy each host the ones its processes need."""
+    directory = state.tls_dir(inventory.name)
+    state.cluster_dir(inventory.name).mkdir(mode=0o700, parents=True, exist_ok=True)
+    spec = inventory.security.tls
+    if isinstance(spec, TlsFilesSpec):
+        tls.adopt(directory, spec.ca_file, spec.cert, spec.key)
+    else:
+        tls.generate(directory, inventory.name, [listen_host, hosts[inventory.scheduler.host].address])
+    roles: dict[str, set[str]] = {inventory.scheduler.host: {"scheduler"}}
+    for group in inventory.workers:
+        roles.setdefault(group.host, set()).add("worker")
+    values_or_raise("copying TLS files", fan_out(roles, lambda alias: upload_tls(hosts[alias], directory, roles[alias])))
+
+
+def upload_tls(host: Host, directory: Path, roles: set[str]) -> None:
+    files = {"tls/ca.pem": (directory / "ca.pem").read_bytes()}
+    for role in roles:
+        local = tls.local_files(directory, role)
+        files[f"tls/{role}.pem"] = Path(local.cert).read_bytes()
+        files[f"tls/{role}-key.pem"] = Path(local.key).read_bytes()
+    host.upload(files)
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
 
 
 def _listen_host(inventory: Inventory, hosts: dict[str, Host]) -> str:
@@ -83,15 +130,15 @@ def _listen_host(inventory: Inventory, hosts: dict[str, Host]) -> str:
     return hosts[inventory.scheduler.host].address
 
 
-def _dry_run(inventory: Inventory, hosts: dict[str, Host], plans: list[ProcessPlan], listen_host: str) -> DryRun:
-    result = DryRun(inventory.name, scheduler_address(listen_host, inventory.scheduler.port))
+def _dry_run(inventory: Inventory, hosts: dict[str, Host], plans: list[ProcessPlan], address: str) -> DryRun:
+    result = DryRun(inventory.name, address)
     for plan in plans:
         result.commands.setdefault(plan.host, []).extend(hosts[plan.host].describe_start([plan]))
     return result
 
 
 def reconcile(inventory: Inventory, address: str, plans: list[ProcessPlan], previous: ClusterState | None,
-              hosts: dict[str, Host], restart: bool) -> Reconciliation:
+              hosts: dict[str, Host], restart: bool, tls_paths: TlsPaths = None) -> Reconciliation:
     """Compare the plan with what runs (pid liveness on each host) and decide what to start and stop."""
     todo = Reconciliation()
     if previous is None or not previous.processes:
@@ -103,7 +150,7 @@ def reconcile(inventory: Inventory, address: str, plans: list[ProcessPlan], prev
     for record in previous.processes:
         if record.added and record.name not in wanted:
             group = WorkerGroup.model_validate(record.spec)
-            wanted[record.name] = plan_worker_group(inventory, group, address)
+            wanted[record.name] = plan_worker_group(inventory, group, address, tls_paths)
             todo.added[record.name] = record.spec
     for name, plan in wanted.items():
         record = running.get(name)

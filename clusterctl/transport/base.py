@@ -52,6 +52,11 @@ class Transport(Protocol):
         """Return the contents of ``path`` on the host; ``HostError`` if it cannot be read."""
         ...
 
+    def open_tunnel(self, remote_host: str, remote_port: int) -> int:
+        """A port on this machine's 127.0.0.1 that leads to ``remote_host:remote_port`` as the host
+        sees it (for SSH, like `ssh -L`); open until ``close()``."""
+        ...
+
     def close(self) -> None:
         """Release the connection. Safe to call twice."""
         ...

@@ -39,6 +39,10 @@ class LocalTransport:
         except OSError as exc:
             raise HostError(self.host, f"cannot read {path}: {exc.strerror}") from None
 
+    def open_tunnel(self, remote_host: str, remote_port: int) -> int:
+        """This machine's own ports need no tunnel."""
+        return remote_port
+
     def close(self) -> None:
         pass
 

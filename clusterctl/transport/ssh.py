@@ -108,6 +108,7 @@ class SSHTransport:
         self._sessions = threading.BoundedSemaphore(MAX_CONCURRENT_RUNS)
         self._clients: list[paramiko.SSHClient] = []  # jump hops first, the target last
         self._sftp: paramiko.SFTPClient | None = None
+        self._tunnels: list[socket.socket] = []
         # Resolve the config now, for `address`; a broken config is reported when we connect.
         self._target: _Endpoint | None = None
         self._config_error: HostError | None = None
@@ -128,6 +129,9 @@ class SSHTransport:
 
     def close(self) -> None:
         with self._lock:
+            for server in self._tunnels:
+                server.close()
+            self._tunnels = []
             if self._sftp is not None:
                 self._sftp.close()
                 self._sftp = None
@@ -200,6 +204,31 @@ class SSHTransport:
                     return handle.read()
             except (OSError, paramiko.SSHException) as exc:
                 raise HostError(self.host, f"cannot read {path}: {_reason(exc)}") from None
+
+    def open_tunnel(self, remote_host: str, remote_port: int) -> int:
+        """Like `ssh -L`: a free port on this machine's 127.0.0.1 whose connections are carried to
+        ``remote_host:remote_port`` as seen from the host. It lasts until ``close()``."""
+        transport = self._client().get_transport()
+        assert transport is not None
+        server = socket.create_server(("127.0.0.1", 0))
+        self._tunnels.append(server)
+
+        def accept() -> None:
+            while True:
+                try:
+                    connection, peer = server.accept()
+                except OSError:
+                    return  # closed
+                try:
+                    channel = transport.open_channel("direct-tcpip", (remote_host, remote_port), peer,
+                                                     timeout=CONNECT_TIMEOUT)
+                except (paramiko.SSHException, OSError):
+                    connection.close()
+                    continue
+                threading.Thread(target=_pump, args=(connection, channel), daemon=True).start()
+
+        threading.Thread(target=accept, daemon=True).start()
+        return server.getsockname()[1]
 
     def _open_session(self) -> paramiko.Channel:
         transport = self._client().get_transport()
@@ -432,6 +461,21 @@ def _load_known_hosts(keys: paramiko.HostKeys, path: Path) -> paramiko.HostKeys:
             for name in entry.hostnames:
                 keys.add(name, entry.key.get_name(), entry.key)
     return keys
+
+
+def _pump(connection: socket.socket, channel: paramiko.Channel) -> None:
+    """Copy bytes both ways between a local socket and an SSH channel until either side closes."""
+    import selectors
+
+    with selectors.DefaultSelector() as selector, connection, channel:
+        selector.register(connection, selectors.EVENT_READ, channel)
+        selector.register(channel, selectors.EVENT_READ, connection)
+        while True:
+            for key, _ in selector.select(timeout=60):
+                data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                if not data:
+                    return
+                key.data.sendall(data)
 
 
 def _drain(read: Callable[[int], bytes], sink: bytearray) -> None:

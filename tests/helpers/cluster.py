@@ -69,14 +69,14 @@ def recorded_processes(home: Path) -> list[dict[str, Any]]:
     for state_file in home.glob("clusters/*/state.json"):
         try:
             found += json.loads(state_file.read_text()).get("processes", [])
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):
             pass
     for pid_file in home.glob("clusters/*/run/*.pid"):
         try:
             found.append(json.loads(pid_file.read_text()))
         except (OSError, ValueError):
             pass
-    return found
+    return [p for p in found if isinstance(p, dict) and isinstance(p.get("pid"), int)]
 
 
 def _stat(pid: int) -> tuple[str, int, int] | None:

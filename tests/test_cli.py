@@ -1,0 +1,142 @@
+"""The command line itself, run as users run it: help for every command, exit codes, lazy imports."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from clusterctl import __version__, state
+from clusterctl.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK
+from clusterctl.state import ClusterState
+from tests.helpers.cluster import REPO, clusterctl, local_inventory
+
+
+@cache
+def listed_commands() -> tuple[str, ...]:
+    """The subcommands in the Commands section of `clusterctl --help`."""
+    result = clusterctl("--help", timeout=60)
+    assert result.exit_code == 0, result.stderr
+    section = result.stdout.split("\nCommands:\n", 1)[1]
+    commands = []
+    for line in section.splitlines():
+        match = re.match(r"^  (\S+)(\s|$)", line)
+        if not match:
+            break  # the end of the indented list
+        commands.append(match.group(1))
+    return tuple(commands)
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def test_help_lists_the_commands_of_the_lecture_story() -> None:
+    assert {"up", "status", "add-worker", "down", "env"} <= set(listed_commands())
+
+
+@pytest.mark.parametrize("command", listed_commands())
+def test_every_command_has_help_with_examples(command: str) -> None:
+    result = clusterctl(command, "--help", timeout=60)
+    assert result.exit_code == EXIT_OK, result.stderr
+    assert result.stdout.startswith(f"Usage: clusterctl {command} ")
+    assert "Examples:" in result.stdout
+    assert f"clusterctl {command}" in result.stdout.split("Examples:", 1)[1]
+
+
+def test_top_level_help_has_examples_and_short_help_works() -> None:
+    long, short = clusterctl("--help"), clusterctl("-h")
+    assert long.exit_code == short.exit_code == EXIT_OK
+    assert long.stdout == short.stdout
+    assert "Examples:" in long.stdout
+
+
+def test_version() -> None:
+    result = clusterctl("--version")
+    assert result.exit_code == EXIT_OK
+    assert result.stdout.strip() == f"clusterctl, version {__version__}"
+
+
+def test_help_does_not_import_distributed_dask_or_paramiko() -> None:
+    code = ("import sys; from clusterctl.cli import run; run(['--help']); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('distributed', 'dask', 'paramiko')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert "Usage: clusterctl" in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_an_unknown_command_exits_2() -> None:
+    result = clusterctl("sprout")
+    assert result.exit_code == EXIT_INVALID
+    assert "No such command 'sprout'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unknown_option_exits_2() -> None:
+    result = clusterctl("status", "--bogus")
+    assert result.exit_code == EXIT_INVALID
+    assert "--bogus" in result.stderr
+
+
+def test_status_without_a_cluster_exits_1_with_one_error_and_a_hint(clusterctl_home: Path) -> None:
+    result = clusterctl("status")
+    assert result.exit_code == EXIT_FAILED
+    assert error_lines(result.stderr) == ["error: no current cluster"]
+    assert [line for line in result.stderr.splitlines() if line.startswith("hint:")] == [
+        "hint: start one with `clusterctl up CONFIG`"]
+    assert result.stdout == ""
+
+
+def test_down_with_nothing_running_exits_0(clusterctl_home: Path) -> None:
+    result = clusterctl("down")
+    assert result.exit_code == EXIT_OK, result.stderr
+    assert error_lines(result.stderr) == []
+    assert not (clusterctl_home / "clusters").exists()
+
+
+def save_cluster(name: str = "lab", address: str = "tcp://10.0.0.1:8786") -> None:
+    state.save(ClusterState(name=name, inventory=local_inventory(name=name), config_path=None,
+                            scheduler_address=address, dashboard_url=None))
+    state.set_current(name)
+
+
+def test_env_prints_one_shell_export(clusterctl_home: Path) -> None:
+    save_cluster()
+    result = clusterctl("env")
+    assert result.exit_code == EXIT_OK, result.stderr
+    assert result.stdout == "export DASK_SCHEDULER_ADDRESS=tcp://10.0.0.1:8786\n"
+
+
+def test_env_output_evaluates_in_a_shell(clusterctl_home: Path) -> None:
+    save_cluster(address="tcp://[::1]:8786")
+    exports = clusterctl("env").stdout
+    shell = subprocess.run(["/bin/sh", "-c", exports + 'printf %s "$DASK_SCHEDULER_ADDRESS"'],
+                           capture_output=True, text=True, timeout=30)
+    assert shell.stdout == "tcp://[::1]:8786"
+
+
+def test_env_json(clusterctl_home: Path) -> None:
+    save_cluster()
+    result = clusterctl("env", "--json")
+    assert result.exit_code == EXIT_OK, result.stderr
+    assert result.json() == {"DASK_SCHEDULER_ADDRESS": "tcp://10.0.0.1:8786"}
+
+
+def test_env_of_a_cluster_that_is_not_running_exits_1(clusterctl_home: Path) -> None:
+    save_cluster()
+    result = clusterctl("env", "--cluster", "other")
+    assert result.exit_code == EXIT_FAILED
+    assert error_lines(result.stderr) == ["error: cluster 'other' is not running"]
+    assert result.stdout == ""
+
+
+def test_hints_only_name_commands_that_exist(tmp_path: Path) -> None:
+    result = clusterctl("up", str(tmp_path / "absent.yaml"))
+    assert result.exit_code == EXIT_INVALID
+    mentioned = set(re.findall(r"`clusterctl ([a-z-]+)", result.stderr))
+    assert mentioned <= set(listed_commands()), mentioned
