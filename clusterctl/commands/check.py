@@ -21,7 +21,7 @@ from typing import Any
 
 from clusterctl.commands._common import Progress, SilentProgress
 from clusterctl.commands.preflight import COMPARED
-from clusterctl.commands.up import _listen_host
+from clusterctl.commands.up import scheduler_listen_host
 from clusterctl.errors import ClusterctlError
 from clusterctl.fanout import fan_out
 from clusterctl.hosts import Host, connect
@@ -167,8 +167,8 @@ def _check_port(inventory: Inventory, hosts: dict[str, Host], rows: dict[str, Ho
         for row in workers:
             row.record("reaches_scheduler", None, "the scheduler host could not be checked")
         return
-    listen_host = _listen_host(inventory, hosts)
-    report.scheduler_address = scheduler_address(listen_host, port)
+    listen_host = scheduler_listen_host(inventory, hosts)
+    report.scheduler_address = scheduler_address(listen_host, port, "tls" if inventory.security.enabled else "tcp")
     scheduler = hosts[inventory.scheduler.host]
     try:
         listening = scheduler.call("listen", host=listen_host, port=port, seconds=LISTEN_SECONDS + connect_timeout)

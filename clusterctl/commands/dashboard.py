@@ -22,7 +22,7 @@ def dashboard(cluster: str | None = None, config: str | None = None) -> Iterator
     if st is None:
         raise ClusterctlError(f"cluster {name!r} is not running", "start it with `clusterctl up CONFIG`")
     view = scheduler_api.query(st.scheduler_address, tls=st.client_tls())
-    if view.dashboard_port is None:
+    if view.dashboard_port is None or st.model().scheduler.dashboard_address is None:
         raise ClusterctlError(f"cluster {name!r} has no dashboard",
                               "set scheduler.dashboard_address (e.g. ':8787') and run `clusterctl up --restart`")
     inventory = st.model()

@@ -60,7 +60,7 @@ def up(config: str, progress: Progress, timeout: float = DEFAULT_TIMEOUT, dry_ru
         aliases = [inventory.scheduler.host] + [group.host for group in inventory.workers]
         aliases += [r.host for r in previous.processes] if previous else []
         with connect(inventory, aliases, progress.password) as hosts:
-            listen_host = _listen_host(inventory, hosts)
+            listen_host = scheduler_listen_host(inventory, hosts)
             tls_paths = (lambda alias, role: remote_files(hosts[alias].run_dir, role)) \
                 if inventory.security.enabled else None
             plans = plan_cluster(inventory, listen_host, tls_paths)
@@ -123,7 +123,7 @@ def _is_loopback(address: str) -> bool:
         return address == "localhost"
 
 
-def _listen_host(inventory: Inventory, hosts: dict[str, Host]) -> str:
+def scheduler_listen_host(inventory: Inventory, hosts: dict[str, Host]) -> str:
     """Where the scheduler listens: its host's address, loopback when every host is this machine."""
     if all(host.settings.connection == "local" for host in hosts.values()):
         return inventory.host(inventory.scheduler.host).address or "127.0.0.1"
@@ -195,7 +195,9 @@ def _apply(st: ClusterState, hosts: dict[str, Host], todo: Reconciliation, timeo
         raise
     finally:
         progress.done()
-    st.dashboard_url = dashboard_url(view, address_host(st.scheduler_address))
+    # distributed registers its HTTP server as "dashboard" even under --no-dashboard.
+    wants_dashboard = st.model().scheduler.dashboard_address is not None
+    st.dashboard_url = dashboard_url(view, address_host(st.scheduler_address)) if wants_dashboard else None
     state.save(st)
     report = build_report(st, view)
     report.started = [r.name for r in started]
