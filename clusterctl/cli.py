@@ -35,9 +35,9 @@ def _progress(ctx: click.Context, json_output: bool = False) -> Any:
 def _report(report: Any, json_output: bool) -> None:
     from clusterctl import render
 
+    for text in report.warnings:
+        render.warning(text)
     if json_output:
-        for text in report.warnings:
-            render.warning(text)
         render.print_json(render.report_document(report))
     else:
         render.cluster_report(report)

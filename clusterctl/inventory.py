@@ -39,11 +39,11 @@ def is_valid_address(value: str) -> bool:
         ipaddress.ip_address(value)
         return True
     except ValueError:
-        return bool(HOSTNAME_PATTERN.match(value))
+        return bool(HOSTNAME_PATTERN.fullmatch(value))
 
 
 def _check_name(value: str, what: str) -> str:
-    if not NAME_PATTERN.match(value):
+    if not NAME_PATTERN.fullmatch(value):
         raise ValueError(
             f"{what} {value!r} is not valid: use letters, digits, '_', '.' and '-', starting with a letter or digit"
         )
@@ -52,7 +52,7 @@ def _check_name(value: str, what: str) -> str:
 
 def _check_env(env: dict[str, str]) -> dict[str, str]:
     for key, value in env.items():
-        if not ENV_NAME_PATTERN.match(key):
+        if not ENV_NAME_PATTERN.fullmatch(key):
             raise ValueError(f"environment variable name {key!r} is not valid: use letters, digits and '_'")
         if "\0" in value:
             raise ValueError(f"the value of {key} contains a NUL byte")
@@ -77,7 +77,7 @@ def parse_resources(value: Any) -> dict[str, float]:
     for name, amount in value.items():
         if not isinstance(name, str) or not name.isidentifier() or not name.isascii():
             raise ValueError(f"resource name {name!r} is not an identifier (e.g. GPU, MEMORY)")
-        if isinstance(amount, bool):
+        if isinstance(amount, bool) or (isinstance(amount, str) and not amount.isascii()):
             raise ValueError(f"resource {name} amount must be a number, not {amount!r}")
         try:
             number = float(amount)
@@ -104,6 +104,8 @@ def _check_memory_limit(value: Any) -> str | None:
     if isinstance(value, bool):
         raise ValueError(f"memory_limit must be a size like 4GB, a fraction like 0.5, 'auto' or 0, not {value!r}")
     text = str(value).strip()
+    if not text.isascii():
+        raise ValueError(f"memory_limit {text!r} must be written in ASCII, like 4GB or 0.5")
     if text == "auto":
         return text
     try:
@@ -117,8 +119,8 @@ def _check_memory_limit(value: Any) -> str | None:
         except (ValueError, TypeError):
             raise ValueError(f"memory_limit {text!r} is not a size like 4GB, a fraction like 0.5, 'auto' or 0") from None
         return text
-    if number < 0 or number == float("inf"):
-        raise ValueError(f"memory_limit must not be negative, got {text}")
+    if not number >= 0 or number == float("inf"):  # `not >=` also refuses NaN
+        raise ValueError(f"memory_limit must be a finite number >= 0, got {text}")
     return text
 
 
@@ -138,7 +140,7 @@ class ProcessSettings(_Model):
     @field_validator("python")
     @classmethod
     def _python(cls, value: str | None) -> str | None:
-        if value is not None and (not value.strip() or "\n" in value or "\0" in value):
+        if value is not None and (not value.strip() or value.startswith("-") or any(c in value for c in "\n\r\0")):
             raise ValueError("python must be an interpreter name or path, e.g. python3 or /opt/conda/bin/python")
         return value
 
@@ -176,7 +178,7 @@ class HostSettings(ProcessSettings):
     @field_validator("user")
     @classmethod
     def _user(cls, value: str | None) -> str | None:
-        if value is not None and not USER_PATTERN.match(value):
+        if value is not None and not USER_PATTERN.fullmatch(value):
             raise ValueError(f"user {value!r} is not a valid user name")
         return value
 
@@ -210,7 +212,8 @@ class SchedulerSpec(ProcessSettings):
         if value is None:
             return None
         host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 < int(port) < 65536 or (host and not is_valid_address(host)):
+        port_ok = port.isascii() and port.isdigit() and 0 < int(port) < 65536
+        if not sep or not port_ok or (host and not is_valid_address(host)):
             raise ValueError(f"dashboard_address {value!r} must look like ':8787' or '127.0.0.1:8787'")
         return value
 
@@ -258,6 +261,13 @@ class TlsFilesSpec(_Model):
     ca_file: str
     cert: str
     key: str
+
+    @field_validator("ca_file", "cert", "key")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.strip() or any(c in value for c in "\n\r\0"):
+            raise ValueError(f"{value!r} is not a usable path")
+        return value
 
 
 class SecuritySpec(_Model):
@@ -403,9 +413,10 @@ def _locate(root: yaml.Node | None, loc: list[Any], source: str, message: str) -
 def _describe(exc: ValidationError, root: yaml.Node | None, source: str) -> str:
     """The first validation error as ``file:line: key.path: message (did you mean ...?)``."""
     # An unknown key explains the other errors (a misspelt required key), so it comes first.
-    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    # Of a union's branches, the deepest error says the most (`tls: {ca_file: ...}` vs `tls: auto`).
+    errors = sorted(exc.errors(), key=lambda e: (e["type"] != "extra_forbidden", -len(e["loc"])))
     error = errors[0]
-    loc = [part for part in error["loc"] if not str(part).startswith("function-")]
+    loc = [part for part in error["loc"] if not _is_branch_tag(part)]
     kind = error["type"]
     if kind == "extra_forbidden":
         message = f"unknown key {loc[-1]!r}"
@@ -419,6 +430,12 @@ def _describe(exc: ValidationError, root: yaml.Node | None, source: str) -> str:
         if kind not in ("value_error", "assertion_error") and "input" in error:
             message += f" (got {error['input']!r})"
     return _locate(root, loc, source, message)
+
+
+def _is_branch_tag(part: Any) -> bool:
+    """pydantic's names for validators and union branches in an error's location."""
+    text = str(part)
+    return text.startswith(("function-", "literal[")) or text in ("TlsFilesSpec", "str", "int", "float")
 
 
 def _format_loc(loc: list[Any]) -> str:

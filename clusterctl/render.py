@@ -150,6 +150,7 @@ def report_document(report: ClusterReport) -> dict[str, Any]:
         "scheduler": {
             "address": report.scheduler_address,
             "dashboard": report.dashboard,
+            "dashboard_note": report.dashboard_note,
             "answers": report.scheduler_answers,
             "error": report.scheduler_error,
             "started": report.scheduler_started,
@@ -193,7 +194,7 @@ def cluster_report(report: ClusterReport, console: Console | None = None) -> Non
     if report.scheduler_uptime is not None:
         state += f", up {duration(report.scheduler_uptime)}"
     console.print(f"scheduler  {escape(report.scheduler_address)}  {state}")
-    console.print(f"dashboard  {escape(report.dashboard or 'off (not running on the scheduler)')}")
+    console.print(f"dashboard  {escape(report.dashboard or report.dashboard_note or 'not running on the scheduler')}")
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     for column in ("worker", "host", "address", "threads", "memory", "resources", "processing", "in memory"):
         table.add_column(column, justify="right" if column in ("threads", "processing", "in memory") else "left")

@@ -77,7 +77,8 @@ async def _query(address: str, timeout: float, comm_args: dict[str, Any]) -> Sch
 def _run(coroutine_factory: Callable[[], Any], address: str, timeout: float) -> Any:
     try:
         return asyncio.run(asyncio.wait_for(coroutine_factory(), timeout + 1))
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (OSError, asyncio.TimeoutError, ValueError) as exc:
+        # ValueError: tornado's "cannot convert to SSL" when something else answers on the port.
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SchedulerUnreachableError(
             f"scheduler at {address} does not answer: {reason}",

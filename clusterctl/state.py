@@ -117,7 +117,7 @@ def current() -> str | None:
         name = (paths.home() / "current").read_text().strip()
     except FileNotFoundError:
         return None
-    return name if NAME_PATTERN.match(name) else None
+    return name if NAME_PATTERN.fullmatch(name) else None
 
 
 def known_clusters() -> list[str]:
@@ -128,7 +128,7 @@ def known_clusters() -> list[str]:
 def resolve_name(cluster: str | None, config: str | None) -> str:
     """The cluster a command is about: --cluster, else the config's name, else the current one."""
     if cluster:
-        if not NAME_PATTERN.match(cluster):
+        if not NAME_PATTERN.fullmatch(cluster):
             raise InvalidInputError(f"--cluster {cluster!r} is not a valid cluster name")
         return cluster
     if config:

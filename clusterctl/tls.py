@@ -13,6 +13,7 @@ import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from clusterctl.errors import InvalidInputError
 
@@ -101,6 +102,18 @@ def generate(directory: Path, cluster: str, names: list[str]) -> None:
         _write_private(Path(files.cert), cert.public_bytes(serialization.Encoding.PEM))
     _write_private(directory / "ca.pem", ca_cert.public_bytes(serialization.Encoding.PEM))
     # The CA key signs nothing after this: keeping it would only be a risk.
+
+
+def check_readable(spec: Any) -> None:
+    """The user's own TLS files exist and look like PEM, before anything is started."""
+    for what in ("ca_file", "cert", "key"):
+        path = getattr(spec, what)
+        try:
+            head = Path(path).expanduser().read_bytes()[:4096]
+        except OSError as exc:
+            raise InvalidInputError(f"security.tls.{what}: cannot read {path}: {exc.strerror}") from None
+        if b"-----BEGIN" not in head:
+            raise InvalidInputError(f"security.tls.{what}: {path} is not a PEM file")
 
 
 def adopt(directory: Path, ca_file: str, cert: str, key: str) -> None:

@@ -190,7 +190,7 @@ REJECTIONS = [
                  id="invalid-group-name"),
     pytest.param(BASE + "    memory_limit: lots\n", f"{SOURCE}:8: workers[0].memory_limit:", "'lots' is not a size",
                  id="bad-memory-limit"),
-    pytest.param(BASE + "    memory_limit: -1\n", f"{SOURCE}:8: workers[0].memory_limit:", "must not be negative",
+    pytest.param(BASE + "    memory_limit: -1\n", f"{SOURCE}:8: workers[0].memory_limit:", "must be a finite number >= 0",
                  id="negative-memory-limit"),
     pytest.param(BASE.replace(SCHEDULER_AT, "  host: me\n  dashboard_address: 'x:y'\nworkers"),
                  f"{SOURCE}:6: scheduler.dashboard_address:", "must look like ':8787'", id="bad-dashboard-address"),

@@ -87,6 +87,7 @@ class ClusterReport:
     started: list[str] = field(default_factory=list)  # processes this command started
     headline: str = ""
     warnings: list[str] = field(default_factory=list)
+    dashboard_note: str | None = None  # why there is no URL: off, or loopback only
     scheduler_started: float | None = None  # unix time, from the scheduler's identity
 
     @property
@@ -99,6 +100,15 @@ class ClusterReport:
         import time
 
         return None if self.scheduler_started is None else max(0.0, time.time() - self.scheduler_started)
+
+
+def _dashboard_note(st: ClusterState) -> str | None:
+    scheduler = st.model().scheduler
+    if scheduler.dashboard_address is None:
+        return "off"
+    if scheduler.dashboard == "local":
+        return f"loopback only on {scheduler.host}: run `clusterctl dashboard`"
+    return None
 
 
 def dashboard_url(view: SchedulerView | None, scheduler_host_address: str) -> str | None:
@@ -128,6 +138,7 @@ def build_report(st: ClusterState, view: SchedulerView | None, error: str | None
         cluster=st.name,
         scheduler_address=st.scheduler_address,
         dashboard=st.dashboard_url,
+        dashboard_note=_dashboard_note(st),
         scheduler_answers=view is not None,
         workers=rows,
         missing=missing,

@@ -38,7 +38,7 @@ def down(progress: Progress, cluster: str | None = None, config: str | None = No
     if cluster is None and config is None and state.current() is None:
         return DownResult("(none)", already_gone=True)  # nothing is current: down is harmless
     inventory = load_inventory(config) if config else None
-    name = cluster or (inventory.name if inventory else None) or state.resolve_name(None, None)
+    name = state.resolve_name(cluster, None) if cluster or not inventory else inventory.name
     with state.locked(name):
         st = state.load(name)
         if st is None and inventory is None:

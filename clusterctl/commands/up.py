@@ -67,6 +67,8 @@ def up(config: str, progress: Progress, timeout: float = DEFAULT_TIMEOUT, dry_ru
             address = scheduler_address(listen_host, inventory.scheduler.port, "tls" if tls_paths else "tcp")
             if dry_run:
                 return _dry_run(inventory, hosts, plans, address)
+            if isinstance(inventory.security.tls, TlsFilesSpec):
+                tls.check_readable(inventory.security.tls)
             progress.step(f"checking {len(hosts)} host(s)")
             checked = {alias: hosts[alias] for alias in dict.fromkeys(aliases[: 1 + len(inventory.workers)])}
             report = preflight(checked, inventory.scheduler.host, allow_version_mismatch)
@@ -196,8 +198,10 @@ def _apply(st: ClusterState, hosts: dict[str, Host], todo: Reconciliation, timeo
     finally:
         progress.done()
     # distributed registers its HTTP server as "dashboard" even under --no-dashboard.
-    wants_dashboard = st.model().scheduler.dashboard_address is not None
-    st.dashboard_url = dashboard_url(view, address_host(st.scheduler_address)) if wants_dashboard else None
+    # A loopback-only dashboard has no URL from here: `clusterctl dashboard` tunnels to it.
+    scheduler = st.model().scheduler
+    wants_url = scheduler.dashboard_address is not None and scheduler.dashboard == "public"
+    st.dashboard_url = dashboard_url(view, address_host(st.scheduler_address)) if wants_url else None
     state.save(st)
     report = build_report(st, view)
     report.started = [r.name for r in started]
