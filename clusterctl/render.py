@@ -261,6 +261,8 @@ def down_result(result: Any, json_output: bool) -> None:
         console.print(f"no local state for {escape(result.cluster)}: found its processes through the hosts' pid files")
     if result.scheduler_note:
         console.print(f"[yellow]note:[/] {escape(result.scheduler_note)}; stopped the processes by pid instead")
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}")
     console.print(f"[green]✓[/] cluster {escape(result.cluster)} is down: "
                   f"{len(result.stopped)} process(es) stopped and verified gone")
 

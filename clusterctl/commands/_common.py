@@ -210,7 +210,7 @@ def wait_until_ready(st: ClusterState, hosts: dict[str, Host], watch: list[Proce
         raise ClusterctlError(f"the scheduler at {st.scheduler_address} did not answer within {timeout:g}s",
                               "check that its host is up, or run `clusterctl up` again")
     absent = [n for n in names if n not in view.names()]
-    owner = next((r for r in watch if set(absent) & set(r.worker_names)), None)
+    owner = next((r for r in [*watch, *st.processes] if set(absent) & set(r.worker_names)), None)
     if owner is not None:
         raise start_failure(hosts, owner, f"did not register worker(s) {', '.join(absent)} within {timeout:g}s")
     raise ClusterctlError(f"worker(s) {', '.join(absent)} did not register within {timeout:g}s")

@@ -27,6 +27,7 @@ class DownResult:
     already_gone: bool = False
     scheduler_note: str | None = None
     without_state: bool = False
+    notes: list[str] = field(default_factory=list)
 
 
 class DownIncompleteError(ClusterctlError):
@@ -46,21 +47,36 @@ def down(progress: Progress, cluster: str | None = None, config: str | None = No
         result = DownResult(name, without_state=st is None)
         if st is not None:
             inventory = st.model()
-            progress.step(f"retiring workers and closing the scheduler at {st.scheduler_address}")
-            try:
-                scheduler_api.retire_and_close(st.scheduler_address, tls=st.client_tls())
-            except SchedulerUnreachableError as exc:
-                result.scheduler_note = exc.message  # stopping by pid below still cleans up
+            if st.process("scheduler") is not None:
+                result.scheduler_note = _retire_and_close(st, progress)
         assert inventory is not None
         records = st.processes if st else []
-        aliases = list(dict.fromkeys([inventory.scheduler.host, *(g.host for g in inventory.workers),
-                                      *(r.host for r in records)]))
+        used = [inventory.scheduler.host, *(g.host for g in inventory.workers), *(r.host for r in records)]
+        # Without state, any host of the inventory may hold a worker that add-worker put there.
+        spare = [alias for alias in inventory.hosts if alias not in used] if st is None else []
+        aliases = list(dict.fromkeys(used + spare))
         progress.step(f"stopping the processes on {len(aliases)} host(s) and verifying they are gone")
         with connect(inventory, aliases, progress.password) as hosts:
             outcomes = fan_out(aliases, lambda alias: hosts[alias].sweep(
                 [vars(r) for r in records if r.host == alias], grace))
         progress.done()
+        unreachable_spares = [o for o in outcomes if o.host in spare and not o.succeeded]
+        result.notes += [f"{o.host}: not checked ({o.error.message if o.error else 'unreachable'}); it runs no "
+                         "process of the inventory" for o in unreachable_spares]
+        outcomes = [o for o in outcomes if o not in unreachable_spares]
         return _conclude(name, st, result, records, outcomes)
+
+
+def _retire_and_close(st: ClusterState, progress: Progress) -> str | None:
+    """Graceful first: ask the scheduler to retire the workers and close. A note if it can't."""
+    progress.step(f"retiring workers and closing the scheduler at {st.scheduler_address}")
+    try:
+        # A quick question first: a dead scheduler would make the retire call wait out its timeout.
+        scheduler_api.query(st.scheduler_address, timeout=2.0, tls=st.client_tls())
+        scheduler_api.retire_and_close(st.scheduler_address, tls=st.client_tls())
+    except SchedulerUnreachableError as exc:
+        return exc.message  # stopping by pid still cleans up
+    return None
 
 
 def _conclude(name: str, st: ClusterState | None, result: DownResult, records: list[ProcessRecord],

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clusterctl import state, tls
+from clusterctl import scheduler_api, state, tls
 from clusterctl.commands._common import (
     ClusterReport,
     Progress,
@@ -24,6 +24,7 @@ from clusterctl.commands._common import (
     wait_until_ready,
 )
 from clusterctl.commands.preflight import preflight
+from clusterctl.errors import SchedulerUnreachableError
 from clusterctl.fanout import fan_out, values_or_raise
 from clusterctl.hosts import Host, connect
 from clusterctl.inventory import Inventory, TlsFilesSpec, WorkerGroup, load_inventory
@@ -141,13 +142,25 @@ def _dry_run(inventory: Inventory, hosts: dict[str, Host], plans: list[ProcessPl
 
 def reconcile(inventory: Inventory, address: str, plans: list[ProcessPlan], previous: ClusterState | None,
               hosts: dict[str, Host], restart: bool, tls_paths: TlsPaths = None) -> Reconciliation:
-    """Compare the plan with what runs (pid liveness on each host) and decide what to start and stop."""
+    """Compare the plan with what runs and decide what to start and stop.
+
+    What runs is what is alive on its host *and* registered with the scheduler: a worker process
+    that lives but that the scheduler has dropped (hung, cut off) is started again. When the
+    scheduler does not answer, pid liveness alone decides, since its workers may be reconnecting.
+    """
     todo = Reconciliation()
     if previous is None or not previous.processes:
         todo.start = list(plans)
         return todo
     dead = {id(r) for r in find_dead(hosts, previous.processes)}
-    running = {r.name: r for r in previous.processes if id(r) not in dead}
+    try:
+        registered: set[str] | None = scheduler_api.query(previous.scheduler_address, timeout=3.0,
+                                                          tls=previous.client_tls()).names()
+    except SchedulerUnreachableError:
+        registered = None
+    alive = {r.name: r for r in previous.processes if id(r) not in dead}
+    healthy = {name for name, r in alive.items()
+               if registered is None or r.role != "worker" or set(r.worker_names) <= registered}
     wanted = {plan.name: plan for plan in plans}
     for record in previous.processes:
         if record.added and record.name not in wanted:
@@ -155,14 +168,14 @@ def reconcile(inventory: Inventory, address: str, plans: list[ProcessPlan], prev
             wanted[record.name] = plan_worker_group(inventory, group, address, tls_paths)
             todo.added[record.name] = record.spec
     for name, plan in wanted.items():
-        record = running.get(name)
-        if record is not None and not restart and _unchanged(record, plan):
+        record = alive.get(name)
+        if record is not None and name in healthy and not restart and _unchanged(record, plan):
             todo.keep.append(record)
             continue
         if record is not None:
-            todo.stop.append(record)
+            todo.stop.append(record)  # changed, restarted, or alive but lost to the scheduler
         todo.start.append(plan)
-    todo.stop += [r for name, r in running.items() if name not in wanted]  # groups gone from the inventory
+    todo.stop += [r for name, r in alive.items() if name not in wanted]  # groups gone from the inventory
     return todo
 
 
@@ -232,12 +245,11 @@ def _undo(st: ClusterState, hosts: dict[str, Host], plans: list[ProcessPlan], st
             if found["name"] in names and found.get("alive") and (alias, found["pid"]) not in known:
                 victims.append(ProcessRecord(role=found.get("role") or "worker", name=found["name"], host=alias,
                                              pid=found["pid"], start_time=found.get("start_time"), log=found["log"]))
-    if not victims:
-        return
-    progress.step(f"stopping the {len(victims)} process(es) this attempt started")
-    outcomes = stop_records(hosts, victims, STOP_GRACE)
-    gone_pids = {(o.host, pid) for o in outcomes if o.succeeded for pid, gone in o.value.items() if gone}  # type: ignore[union-attr]
-    st.processes = [r for r in st.processes if (r.host, r.pid) not in gone_pids]
+    if victims:
+        progress.step(f"stopping the {len(victims)} process(es) this attempt started")
+        outcomes = stop_records(hosts, victims, STOP_GRACE)
+        gone_pids = {(o.host, pid) for o in outcomes if o.succeeded for pid, gone in o.value.items() if gone}  # type: ignore[union-attr]
+        st.processes = [r for r in st.processes if (r.host, r.pid) not in gone_pids]
     if st.processes:
         state.save(st)
     else:
