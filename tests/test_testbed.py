@@ -22,9 +22,12 @@ from tests.helpers.testbed import BedHost, Testbed, TestbedError, create_testbed
 pytestmark = pytest.mark.netns
 
 # argv: address port reply. Prints one line once it listens, then answers each connection with `reply`.
+# SO_REUSEADDR as dask's listeners set it: without it, the connections it closed (TIME_WAIT for a minute)
+# would keep a dask scheduler from binding the same port, e.g. 8786 in tests/test_testbed_cluster.py.
 LISTENER = """
 import socket, sys
 server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 server.bind((sys.argv[1], int(sys.argv[2])))
 server.listen()
 print("listening", flush=True)
