@@ -43,7 +43,7 @@ test: install system-deps
 
 lint: install
 	$(BIN)/python -m pip install -q -e '.[test]'
-	$(BIN)/ruff check clusterctl tests
+	$(BIN)/ruff check clusterctl tests benchmarks examples
 
 bench: install system-deps
 	$(BIN)/python -m pip install -q -e '.[test]'

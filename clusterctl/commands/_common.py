@@ -14,7 +14,8 @@ from clusterctl.launch import ProcessPlan
 from clusterctl.scheduler_api import SchedulerView
 from clusterctl.state import ClusterState, ProcessRecord
 
-LOG_TAIL_LINES = 15
+LOG_TAIL_LINES = 15  # shown to the user
+LOG_SCAN_LINES = 200  # searched for the root cause
 LIVENESS_CHECK_EVERY = 1.0  # seconds between pid checks while waiting for workers
 
 
@@ -187,20 +188,32 @@ def start_processes(hosts: dict[str, Host], plans: list[ProcessPlan], progress: 
 
 def wait_until_ready(st: ClusterState, hosts: dict[str, Host], watch: list[ProcessRecord], names: list[str],
                      timeout: float, progress: Progress) -> SchedulerView:
-    """Wait until the scheduler reports every name; fail fast, with the log tail, if a process dies."""
-    import time
+    """Wait until the scheduler reports every name; fail fast, with the log tail, if a process dies.
 
+    Liveness is checked on the hosts in the background, so a slow host never delays noticing
+    that the scheduler already reports every worker.
+    """
+    import time
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="liveness")
+    check: list[Future[list[ProcessRecord]]] = []
     last_check = [time.monotonic()]
 
     def on_poll(view: SchedulerView | None) -> None:
         progress.waiting(sorted(view.names() & set(names)) if view else [], names)
-        if time.monotonic() - last_check[0] >= LIVENESS_CHECK_EVERY:
-            last_check[0] = time.monotonic()
-            dead = find_dead(hosts, watch)
+        if check and check[0].done():
+            dead = check.pop().result()
             if dead:
                 raise start_failure(hosts, dead[0], "exited during start-up")
+        if watch and not check and time.monotonic() - last_check[0] >= LIVENESS_CHECK_EVERY:
+            last_check[0] = time.monotonic()
+            check.append(checker.submit(find_dead, hosts, watch))
 
-    view = scheduler_api.wait_for_workers(st.scheduler_address, set(names), timeout, on_poll, st.client_tls())
+    try:
+        view = scheduler_api.wait_for_workers(st.scheduler_address, set(names), timeout, on_poll, st.client_tls())
+    finally:
+        checker.shutdown(wait=False, cancel_futures=True)
     if view is not None and set(names) <= view.names():
         return view
     if view is None:
@@ -233,10 +246,11 @@ def find_dead(hosts: dict[str, Host], records: list[ProcessRecord]) -> list[Proc
 def start_failure(hosts: dict[str, Host], record: ProcessRecord, what: str) -> ClusterctlError:
     """``<host>: worker gpu2 (pid 123) exited during start-up``, with the tail of its log."""
     try:
-        tail = hosts[record.host].tail(record.log, LOG_TAIL_LINES)
+        tail = hosts[record.host].tail(record.log, LOG_SCAN_LINES)
     except ClusterctlError as exc:
         tail = f"(could not read {record.log}: {exc.message})"
     reason = _reason_from_log(tail)
+    tail = "\n".join(tail.splitlines()[-LOG_TAIL_LINES:])
     message = f"{record.host}: {record.role} {record.name} (pid {record.pid}) {what}"
     if reason:
         message += f": {reason}"
@@ -244,9 +258,18 @@ def start_failure(hosts: dict[str, Host], record: ProcessRecord, what: str) -> C
                            details=f"last lines of {record.log}:\n{tail}" if tail else None)
 
 
+# Root causes that dask logs well above its final "failed to start" line.
+ROOT_CAUSES = ("Address already in use", "No module named", "Permission denied", "Cannot assign requested address",
+               "command not found", "No such file or directory", "certificate verify failed")
+
+
 def _reason_from_log(tail: str) -> str:
-    """The most telling line of a log tail: the last exception or error line."""
-    for line in reversed(tail.splitlines()):
+    """The most telling line of a log tail: a known root cause, else the last error line."""
+    lines = tail.splitlines()
+    for line in reversed(lines):
+        if any(cause in line for cause in ROOT_CAUSES):
+            return line.strip()[:200]
+    for line in reversed(lines):
         text = line.strip()
         if text and any(word in text for word in ("Error", "error:", "Exception", "No module named")):
             return text[:200]

@@ -84,9 +84,11 @@ def _conclude(name: str, st: ClusterState | None, result: DownResult, records: l
     failed = {o.host: o.error for o in outcomes if not o.succeeded}
     left: list[ProcessRecord] = [r for r in records if r.host in failed]
     stubborn = []
+    recorded = {(r.host, r.pid) for r in records}
     for outcome in outcomes:
         for p in outcome.value or []:
-            if p["gone"] and p.get("signalled"):
+            # Stopped: signalled here, or recorded and gone (many exit when the scheduler closes).
+            if p["gone"] and (p.get("signalled") or (outcome.host, p["pid"]) in recorded):
                 result.stopped.append(f"{outcome.host}: {p['name']} (pid {p['pid']})")
             elif not p["gone"]:
                 stubborn.append(f"{outcome.host}: {p['name']} (pid {p['pid']}) still runs after SIGKILL")

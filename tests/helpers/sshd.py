@@ -54,6 +54,9 @@ def make_client_key(directory: Path, name: str = "id_ed25519") -> tuple[Path, st
     """Generate an ed25519 key pair in ``directory``; return (private key path, public key line)."""
     directory.mkdir(parents=True, exist_ok=True)
     private = directory / name
+    # A key left by an earlier run in the same directory (e.g. `make testbed` again) is replaced.
+    private.unlink(missing_ok=True)
+    private.with_name(name + ".pub").unlink(missing_ok=True)
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(private)], check=True)
     return private, private.with_name(name + ".pub").read_text().strip()
 
