@@ -37,7 +37,7 @@ STATUS_SNAPSHOT = {
     "schema": 1,
     "cluster": "t",
     "healthy": True,
-    "scheduler": {"address": "<str>", "dashboard": "<str|None>", "answers": True, "error": None,
+    "scheduler": {"address": "<str>", "dashboard": "<str|None>", "dashboard_note": "off", "answers": True, "error": None,
                   "started": "<float>", "uptime_seconds": "<float>"},
     "workers": [
         {"name": name, "host": "me", "address": "<str>", "nthreads": 1, "memory_limit": "<int>", "memory": "<int>",
