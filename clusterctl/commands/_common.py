@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from clusterctl import scheduler_api
+from clusterctl import scheduler_api, state
 from clusterctl.errors import ClusterctlError, HostOutcome
 from clusterctl.fanout import fan_out, values_or_raise
 from clusterctl.hosts import Host
@@ -14,6 +14,7 @@ from clusterctl.launch import ProcessPlan
 from clusterctl.scheduler_api import SchedulerView
 from clusterctl.state import ClusterState, ProcessRecord
 
+UNDO_GRACE = 5.0  # seconds between SIGTERM and SIGKILL when a failed start is undone
 LOG_TAIL_LINES = 15  # shown to the user
 LOG_SCAN_LINES = 200  # searched for the root cause
 LIVENESS_CHECK_EVERY = 1.0  # seconds between pid checks while waiting for workers
@@ -186,6 +187,34 @@ def start_processes(hosts: dict[str, Host], plans: list[ProcessPlan], progress: 
     return records
 
 
+def start_and_wait(st: ClusterState, hosts: dict[str, Host], plans: list[ProcessPlan], names: list[str],
+                   timeout: float, progress: Progress,
+                   added: dict[str, dict[str, Any]] | None = None) -> tuple[SchedulerView, list[ProcessRecord]]:
+    """Start ``plans`` and wait until the scheduler reports every worker in ``names``.
+
+    Each process is recorded in the state as soon as its pid is known. On any failure or
+    interrupt, what this call started is stopped again before the error goes up.
+    """
+    started: list[ProcessRecord] = []
+
+    def record(records: list[ProcessRecord]) -> None:
+        started.extend(records)
+        st.processes.extend(records)
+        state.save(st)
+
+    try:
+        if plans:
+            start_processes(hosts, plans, progress, on_started=record, added=added)
+        progress.step(f"waiting for the scheduler and {len(names)} worker(s)")
+        view = wait_until_ready(st, hosts, started, names, timeout, progress)
+    except BaseException:
+        undo_start(st, hosts, plans, started, progress)
+        raise
+    finally:
+        progress.done()
+    return view, started
+
+
 def wait_until_ready(st: ClusterState, hosts: dict[str, Host], watch: list[ProcessRecord], names: list[str],
                      timeout: float, progress: Progress) -> SchedulerView:
     """Wait until the scheduler reports every name; fail fast, with the log tail, if a process dies.
@@ -294,3 +323,35 @@ def gone_records(records: list[ProcessRecord], outcomes: list[HostOutcome]) -> s
                 and outcome.value.get(record.pid):
             gone.add(id(record))
     return gone
+
+
+def undo_start(st: ClusterState, hosts: dict[str, Host], plans: list[ProcessPlan], started: list[ProcessRecord],
+          progress: Progress) -> None:
+    """A failed or interrupted start stops what it started, so nothing is left half-started.
+
+    Besides the processes it recorded, it looks for pid files of the processes it meant to start:
+    an interrupt can land after a host started a process but before its pid came back.
+    """
+    names_by_host: dict[str, set[str]] = {}
+    for plan in plans:
+        names_by_host.setdefault(plan.host, set()).add(plan.name)
+    victims = list(started)
+    known = {(r.host, r.pid) for r in started}
+    for alias, names in names_by_host.items():
+        try:
+            listed = hosts[alias].listing()
+        except Exception:  # noqa: BLE001 - best effort while already failing; `down` sweeps pid files too
+            continue
+        for found in listed:
+            if found["name"] in names and found.get("alive") and (alias, found["pid"]) not in known:
+                victims.append(ProcessRecord(role=found.get("role") or "worker", name=found["name"], host=alias,
+                                             pid=found["pid"], start_time=found.get("start_time"), log=found["log"]))
+    if victims:
+        progress.step(f"stopping the {len(victims)} process(es) this attempt started")
+        outcomes = stop_records(hosts, victims, UNDO_GRACE)
+        gone_pids = {(o.host, pid) for o in outcomes if o.succeeded for pid, gone in o.value.items() if gone}  # type: ignore[union-attr]
+        st.processes = [r for r in st.processes if (r.host, r.pid) not in gone_pids]
+    if st.processes:
+        state.save(st)
+    else:
+        state.remove(st.name)

@@ -7,21 +7,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from clusterctl import state
-from clusterctl.commands._common import (
-    ClusterReport,
-    Progress,
-    build_report,
-    start_processes,
-    stop_records,
-    wait_until_ready,
-)
+from clusterctl.commands._common import ClusterReport, Progress, build_report, start_and_wait
 from clusterctl.commands.preflight import preflight
 from clusterctl.commands.up import upload_tls
 from clusterctl.errors import ClusterctlError, InvalidInputError
 from clusterctl.hosts import connect
 from clusterctl.inventory import LOCAL_HOST, WorkerGroup, is_valid_address
 from clusterctl.launch import plan_worker_group
-from clusterctl.state import ClusterState, ProcessRecord
+from clusterctl.state import ClusterState
 from clusterctl.tls import remote_files
 
 DEFAULT_TIMEOUT = 60.0
@@ -57,27 +50,8 @@ def add_worker(progress: Progress, cluster: str | None = None, config: str | Non
             preflight(hosts, inventory.scheduler.host, allow_version_mismatch, reference=st.versions or None)
             if st.tls:
                 upload_tls(hosts[alias], state.tls_dir(st.name), {"worker"})
-            started: list[ProcessRecord] = []
-
-            def record(records: list[ProcessRecord]) -> None:
-                started.extend(records)
-                st.processes.extend(records)
-                state.save(st)
-
-            try:
-                start_processes(hosts, [plan], progress, on_started=record,
-                                added={plan.name: group.model_dump(mode="json")})
-                progress.step(f"waiting for {', '.join(group.worker_names())} to register")
-                view = wait_until_ready(st, hosts, started, group.worker_names(), timeout, progress)
-            except BaseException:
-                if started:
-                    outcomes = stop_records(hosts, started, 5.0)
-                    gone = {pid for o in outcomes if o.succeeded for pid, ok in o.value.items() if ok}  # type: ignore[union-attr]
-                    st.processes = [r for r in st.processes if not (r in started and r.pid in gone)]
-                    state.save(st)
-                raise
-            finally:
-                progress.done()
+            view, _ = start_and_wait(st, hosts, [plan], group.worker_names(), timeout, progress,
+                                     added={plan.name: group.model_dump(mode="json")})
     report = build_report(st, view)
     report.started = [plan.name]
     report.headline = f"added {', '.join(group.worker_names())} on {alias}"

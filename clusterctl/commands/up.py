@@ -19,9 +19,8 @@ from clusterctl.commands._common import (
     build_report,
     dashboard_url,
     find_dead,
-    start_processes,
+    start_and_wait,
     stop_records,
-    wait_until_ready,
 )
 from clusterctl.commands.preflight import preflight
 from clusterctl.errors import SchedulerUnreachableError
@@ -187,29 +186,14 @@ def _unchanged(record: ProcessRecord, plan: ProcessPlan) -> bool:
 def _apply(st: ClusterState, hosts: dict[str, Host], todo: Reconciliation, timeout: float,
            progress: Progress) -> ClusterReport:
     st.processes = list(todo.keep)
-    started: list[ProcessRecord] = []
-
-    def record(records: list[ProcessRecord]) -> None:
-        started.extend(records)
-        st.processes.extend(records)
-        state.save(st)
-
-    try:
-        if todo.stop:
-            progress.step(f"stopping {len(todo.stop)} changed or removed process(es)")
-            stop_records(hosts, todo.stop, STOP_GRACE)
-        state.save(st)
-        state.set_current(st.name)
-        if todo.start:
-            start_processes(hosts, todo.start, progress, on_started=record, added=todo.added)
-        names = [name for r in st.processes if r.role == "worker" for name in r.worker_names]
-        progress.step(f"waiting for the scheduler and {len(names)} worker(s)")
-        view = wait_until_ready(st, hosts, started, names, timeout, progress)
-    except BaseException:
-        _undo(st, hosts, todo.start, started, progress)
-        raise
-    finally:
-        progress.done()
+    if todo.stop:
+        progress.step(f"stopping {len(todo.stop)} changed or removed process(es)")
+        stop_records(hosts, todo.stop, STOP_GRACE)
+    state.save(st)
+    state.set_current(st.name)
+    names = [name for r in st.processes if r.role == "worker" for name in r.worker_names]
+    names += [name for plan in todo.start for name in plan.worker_names]
+    view, started = start_and_wait(st, hosts, todo.start, names, timeout, progress, added=todo.added)
     # distributed registers its HTTP server as "dashboard" even under --no-dashboard.
     # A loopback-only dashboard has no URL from here: `clusterctl dashboard` tunnels to it.
     scheduler = st.model().scheduler
@@ -222,35 +206,3 @@ def _apply(st: ClusterState, hosts: dict[str, Host], todo: Reconciliation, timeo
     report.headline = (f"started {len(started)} process(es)" + (f", kept {kept} running" if kept else "")
                        if started else "already running: nothing to start")
     return report
-
-
-def _undo(st: ClusterState, hosts: dict[str, Host], plans: list[ProcessPlan], started: list[ProcessRecord],
-          progress: Progress) -> None:
-    """A failed or interrupted `up` stops what it started, so nothing is left half-started.
-
-    Besides the processes it recorded, it looks for pid files of the processes it meant to start:
-    an interrupt can land after a host started a process but before its pid came back.
-    """
-    names_by_host: dict[str, set[str]] = {}
-    for plan in plans:
-        names_by_host.setdefault(plan.host, set()).add(plan.name)
-    victims = list(started)
-    known = {(r.host, r.pid) for r in started}
-    for alias, names in names_by_host.items():
-        try:
-            listed = hosts[alias].listing()
-        except Exception:  # noqa: BLE001 - best effort while already failing; `down` sweeps pid files too
-            continue
-        for found in listed:
-            if found["name"] in names and found.get("alive") and (alias, found["pid"]) not in known:
-                victims.append(ProcessRecord(role=found.get("role") or "worker", name=found["name"], host=alias,
-                                             pid=found["pid"], start_time=found.get("start_time"), log=found["log"]))
-    if victims:
-        progress.step(f"stopping the {len(victims)} process(es) this attempt started")
-        outcomes = stop_records(hosts, victims, STOP_GRACE)
-        gone_pids = {(o.host, pid) for o in outcomes if o.succeeded for pid, gone in o.value.items() if gone}  # type: ignore[union-attr]
-        st.processes = [r for r in st.processes if (r.host, r.pid) not in gone_pids]
-    if st.processes:
-        state.save(st)
-    else:
-        state.remove(st.name)
