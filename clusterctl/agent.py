@@ -1,8 +1,8 @@
 """The host side of clusterctl: a stdlib-only script run by the host's own python.
 
 clusterctl never types process management into a remote shell. It runs this file's source as
-``python -c SOURCE REQUEST_JSON`` through any transport (local or SSH) and reads one JSON line
-back. That keeps one code path for every host, needs nothing installed there but python, and
+``python -c SOURCE`` through any transport (local or SSH), writes a JSON request to its stdin,
+and reads one JSON line back. That keeps one code path for every host, needs nothing installed there but python, and
 passes argv and environment values as data, never through a shell.
 
 Processes are started in their own session, so the process group id equals the pid we record
@@ -371,7 +371,8 @@ OPERATIONS = {
 
 
 def main(argv):
-    request = json.loads(argv[1])
+    # The request comes on stdin (not argv, which every user of the host can read).
+    request = json.loads(argv[1] if len(argv) > 1 else sys.stdin.read())
     answer = OPERATIONS[request["op"]](request)
     sys.stdout.write("CLUSTERCTL-AGENT " + json.dumps(answer) + "\n")
 

@@ -52,19 +52,23 @@ class Host:
     def address(self) -> str:
         return self.transport.address
 
-    def agent_argv(self, request: dict[str, Any]) -> list[str]:
-        """The argv that runs the agent: the host's setup lines first, when it has any."""
+    def agent_argv(self) -> list[str]:
+        """The argv that runs the agent: the host's setup lines first, when it has any.
+
+        The request goes to the agent's stdin, not its argv: env values may be secrets, and
+        a command line is visible to every user of the host (ps, /proc/<pid>/cmdline).
+        """
         python = self.settings.python or "python3"
-        argv = [python, "-c", agent_source(), json.dumps(request)]
+        argv = [python, "-c", agent_source()]
         if not self.settings.setup:
             return argv
         script = "set -e\n" + "\n".join(self.settings.setup) + '\nexec "$@"'
         return ["/bin/sh", "-c", script, "clusterctl-agent", *argv]
 
     def call(self, op: str, timeout: float = AGENT_TIMEOUT, **request: Any) -> dict[str, Any]:
-        argv = self.agent_argv({"op": op, **request})
-        log_command(self.alias, argv)  # `clusterctl -v`
-        result = self.transport.run(argv, timeout=timeout)
+        argv, payload = self.agent_argv(), json.dumps({"op": op, **request})
+        log_command(self.alias, argv, payload)  # `clusterctl -v`
+        result = self.transport.run(argv, stdin=payload.encode(), timeout=timeout)
         for line in result.stdout.splitlines():
             if line.startswith(AGENT_MARKER):
                 return json.loads(line[len(AGENT_MARKER):])

@@ -30,10 +30,11 @@ def is_secret_name(name: str) -> bool:
     return any(word in upper for word in SECRET_WORDS)
 
 
-def log_command(host: str, argv: list[str]) -> None:
-    """Log ``argv`` about to run on ``host`` (a no-op unless `-v` enabled the logger)."""
+def log_command(host: str, argv: list[str], stdin: str | None = None) -> None:
+    """Log ``argv`` about to run on ``host``, with what it reads on stdin (a no-op without `-v`)."""
     if logger.isEnabledFor(logging.DEBUG):
-        logger.debug("%s: %s", host, describe(argv))
+        fed = f" <<< {shlex.quote(mask(stdin))}" if stdin is not None else ""
+        logger.debug("%s: %s%s", host, describe(argv), fed)
 
 
 def describe(argv: list[str]) -> str:

@@ -155,6 +155,33 @@ def test_env_and_argv_arrive_byte_for_byte_and_nothing_is_run_by_a_shell(
     assert host.alive([answer]) == {answer["pid"]: True}
 
 
+class CommandLineRecorder(LocalTransport):
+    """The local transport, noting every command line it runs (what `ps` on the host would show)."""
+
+    def __init__(self) -> None:
+        super().__init__("me")
+        self.command_lines: list[list[str]] = []
+
+    def run(self, argv: list[str], *, stdin: bytes | None = None, timeout: float = 60.0):  # type: ignore[override]
+        self.command_lines.append(list(argv))
+        return super().run(argv, stdin=stdin, timeout=timeout)
+
+
+def test_env_values_never_appear_on_a_command_line(run_dir: Path, started: Started, tmp_path: Path) -> None:
+    recorder = CommandLineRecorder()
+    host = Host("me", HostSettings(connection="local", python=PYTHON, run_dir=str(run_dir), setup=["true"]), "t",
+                recorder)
+    out = tmp_path / "seen.json"
+    secret = "s3cret-token-value"
+    answer = start_one(host, started, plan("w", DUMP_ENV_THEN_SLEEP, str(out), json.dumps(["API_TOKEN"]),
+                                           env={"API_TOKEN": secret}))
+    assert wait_until(out.exists, timeout=15), host.tail(answer["log"])
+    assert json.loads(out.read_text())["env"] == {"API_TOKEN": secret}
+    assert recorder.command_lines and not any(secret in arg for argv in recorder.command_lines for arg in argv)
+    cmdline = Path(f"/proc/{answer['pid']}/cmdline").read_bytes()
+    assert secret.encode() not in cmdline
+
+
 def test_start_writes_pid_files_and_list_reports_them(host: Host, started: Started, run_dir: Path) -> None:
     first, second = started.record(host.start([plan("gpu2", SLEEP), plan("gpu1", SLEEP)]))
 
