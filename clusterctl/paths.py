@@ -10,6 +10,8 @@ def home() -> Path:
     """``$CLUSTERCTL_HOME``, else ``~/.clusterctl``; created with mode 0700."""
     path = Path(os.environ.get("CLUSTERCTL_HOME") or Path.home() / ".clusterctl").expanduser()
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)  # it holds keys and the cluster's certificates: ours alone
     return path
 
 

@@ -60,6 +60,13 @@ def test_save_then_load_gives_back_the_same_state(clusterctl_home: Path) -> None
     assert (clusterctl_home / "clusters" / "lab" / "state.json").is_file()
 
 
+def test_an_existing_home_open_to_others_is_made_private(clusterctl_home: Path) -> None:
+    clusterctl_home.mkdir(mode=0o755)
+    clusterctl_home.chmod(0o755)
+    state.save(make_state())
+    assert mode(clusterctl_home) == 0o700
+
+
 def test_load_of_an_unknown_cluster_is_none(clusterctl_home: Path) -> None:
     assert state.load("never-started") is None
 
