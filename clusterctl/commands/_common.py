@@ -313,16 +313,9 @@ def stop_records(hosts: dict[str, Host], records: list[ProcessRecord], grace: fl
     return fan_out(by_host, lambda h: hosts[h].stop([vars(r) for r in by_host[h]], grace))
 
 
-def gone_records(records: list[ProcessRecord], outcomes: list[HostOutcome]) -> set[int]:
-    """ids of the records that are verified gone."""
-    gone: set[int] = set()
-    by_host = {o.host: o for o in outcomes}
-    for record in records:
-        outcome = by_host.get(record.host)
-        if outcome is not None and outcome.succeeded and isinstance(outcome.value, dict) \
-                and outcome.value.get(record.pid):
-            gone.add(id(record))
-    return gone
+def verified_gone(outcomes: list[HostOutcome]) -> set[tuple[str, int]]:
+    """(host, pid) of every process that ``stop_records`` verified gone."""
+    return {(o.host, pid) for o in outcomes if isinstance(o.value, dict) for pid, gone in o.value.items() if gone}
 
 
 def undo_start(st: ClusterState, hosts: dict[str, Host], plans: list[ProcessPlan], started: list[ProcessRecord],
@@ -349,7 +342,7 @@ def undo_start(st: ClusterState, hosts: dict[str, Host], plans: list[ProcessPlan
     if victims:
         progress.step(f"stopping the {len(victims)} process(es) this attempt started")
         outcomes = stop_records(hosts, victims, UNDO_GRACE)
-        gone_pids = {(o.host, pid) for o in outcomes if o.succeeded for pid, gone in o.value.items() if gone}  # type: ignore[union-attr]
+        gone_pids = verified_gone(outcomes)
         st.processes = [r for r in st.processes if (r.host, r.pid) not in gone_pids]
     if st.processes:
         state.save(st)

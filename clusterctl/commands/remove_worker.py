@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from clusterctl import scheduler_api, state
-from clusterctl.commands._common import Progress, stop_records
+from clusterctl.commands._common import Progress, stop_records, verified_gone
 from clusterctl.errors import ClusterctlError, InvalidInputError, SchedulerUnreachableError
 from clusterctl.hosts import connect
 from clusterctl.state import ProcessRecord
@@ -55,7 +55,7 @@ def remove_worker(progress: Progress, targets: list[str], cluster: str | None = 
             with connect(st.model(), [r.host for r in emptied], progress.password) as hosts:
                 outcomes = stop_records(hosts, emptied, STOP_GRACE)
             progress.done()
-            gone = {(o.host, pid) for o in outcomes if o.succeeded for pid, ok in o.value.items() if ok}  # type: ignore[union-attr]
+            gone = verified_gone(outcomes)
             result.stopped = [f"{r.host}: {r.name} (pid {r.pid})" for r in emptied if (r.host, r.pid) in gone]
             stuck = [r for r in emptied if (r.host, r.pid) not in gone]
         else:
