@@ -367,6 +367,13 @@ def run(argv: list[str] | None = None) -> int:
         return result if isinstance(result, int) else EXIT_OK
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except click.UsageError as exc:
+        # One line, like every other error, instead of click's usage block.
+        from clusterctl import render
+
+        command = exc.ctx.command_path if exc.ctx is not None else "clusterctl"
+        render.error(exc.format_message(), f"see `{command} --help`")
+        return EXIT_INVALID
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code if exc.exit_code else EXIT_INVALID

@@ -75,6 +75,8 @@ def test_an_unknown_command_exits_2() -> None:
     assert result.exit_code == EXIT_INVALID
     assert "No such command 'sprout'" in result.stderr
     assert "Traceback" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        "error: No such command 'sprout'."], "one error line, like every other error"
 
 
 def test_an_unknown_option_exits_2() -> None:
