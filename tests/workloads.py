@@ -6,12 +6,12 @@ way users ship their own code to a cluster. Keep it importable without the test 
 
 from __future__ import annotations
 
-import sysconfig
-from pathlib import Path
-
 import numpy as np
 
-LINES_PER_DOCUMENT = 20
+from examples import word_count
+from examples.word_count import count_words
+
+__all__ = ["count_words", "howmany_within_range", "stdlib_corpus", "trace_of_constant_matrix"]
 
 
 def trace_of_constant_matrix(m: int) -> int:
@@ -24,18 +24,9 @@ def howmany_within_range(row: list[int], minimum: int, maximum: int) -> int:
     return sum(1 for value in row if minimum <= value <= maximum)
 
 
-def count_words(document: str) -> int:
-    return len(document.split())
-
-
 def stdlib_corpus(documents: int = 5000) -> list[str]:
-    """``documents`` texts of ``LINES_PER_DOCUMENT`` lines each, cut from the standard library's
-    top-level modules in name order: a corpus every Python installation ships, no download."""
-    corpus: list[str] = []
-    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        for start in range(0, len(lines), LINES_PER_DOCUMENT):
-            corpus.append("\n".join(lines[start:start + LINES_PER_DOCUMENT]))
-            if len(corpus) == documents:
-                return corpus
-    raise ValueError(f"the standard library yields only {len(corpus)} documents, not {documents}")
+    """The word-count example's corpus (cut from the standard library's source), exactly that long."""
+    corpus = word_count.stdlib_corpus(documents)
+    if len(corpus) != documents:
+        raise ValueError(f"the standard library yields only {len(corpus)} documents, not {documents}")
+    return corpus
