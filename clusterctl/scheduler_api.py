@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clusterctl.errors import SchedulerUnreachableError
-from clusterctl.tls import TlsFiles, connection_args
+from clusterctl.tls import TlsFiles
 
 QUERY_TIMEOUT = 5.0
 
@@ -58,6 +58,17 @@ def _worker_view(address: str, info: dict[str, Any], processing: int) -> WorkerV
         in_memory=int(counts.get("memory", 0)),
         status=str(info.get("status", "running")),
     )
+
+
+def connection_args(files: TlsFiles | None) -> dict:
+    """What distributed's comm layer needs to connect as a client (empty without TLS)."""
+    if files is None:
+        return {}
+    from distributed.security import Security
+
+    security = Security(tls_ca_file=files.ca_file, tls_client_cert=files.cert, tls_client_key=files.key,
+                        require_encryption=True)
+    return security.get_connection_args("client")
 
 
 async def _query(address: str, timeout: float, comm_args: dict[str, Any]) -> SchedulerView:

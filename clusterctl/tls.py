@@ -137,17 +137,6 @@ def adopt(directory: Path, ca_file: str, cert: str, key: str) -> None:
         _write_private(Path(files.key), data["key"])
 
 
-def connection_args(files: TlsFiles | None) -> dict:
-    """What distributed's comm layer needs to connect as a client (empty without TLS)."""
-    if files is None:
-        return {}
-    from distributed.security import Security
-
-    security = Security(tls_ca_file=files.ca_file, tls_client_cert=files.cert, tls_client_key=files.key,
-                        require_encryption=True)
-    return security.get_connection_args("client")
-
-
 def client_environment(files: TlsFiles) -> dict[str, str]:
     """dask config, as environment variables, that makes a plain `Client()` use these files."""
     return {
