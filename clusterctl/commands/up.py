@@ -152,11 +152,14 @@ def reconcile(inventory: Inventory, address: str, plans: list[ProcessPlan], prev
         todo.start = list(plans)
         return todo
     dead = {id(r) for r in find_dead(hosts, previous.processes)}
-    try:
-        registered: set[str] | None = scheduler_api.query(previous.scheduler_address, timeout=3.0,
-                                                          tls=previous.client_tls()).names()
-    except SchedulerUnreachableError:
-        registered = None
+    registered: set[str] | None = None
+    scheduler = previous.process("scheduler")
+    if scheduler is not None and id(scheduler) not in dead:  # a dead one would cost the query's timeout
+        try:
+            registered = scheduler_api.query(previous.scheduler_address, timeout=3.0,
+                                             tls=previous.client_tls()).names()
+        except SchedulerUnreachableError:
+            pass
     alive = {r.name: r for r in previous.processes if id(r) not in dead}
     healthy = {name for name, r in alive.items()
                if registered is None or r.role != "worker" or set(r.worker_names) <= registered}
