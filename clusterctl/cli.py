@@ -367,6 +367,9 @@ def run(argv: list[str] | None = None) -> int:
         return result if isinstance(result, int) else EXIT_OK
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx is not None else "run `clusterctl --help`")
+        return EXIT_OK
     except click.UsageError as exc:
         # One line, like every other error, instead of click's usage block.
         from clusterctl import render

@@ -380,7 +380,7 @@ CHECK_LABELS = {"reachable": "reachable", "python": "python", "versions": "versi
 
 
 def check_document(report: Any) -> dict[str, Any]:
-    """The stable `check --json` document (documented in docs/operator.md)."""
+    """The stable `check --json` document (documented in README.md, "check --json")."""
     return {
         "schema": JSON_SCHEMA_VERSION,
         "cluster": report.cluster,

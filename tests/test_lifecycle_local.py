@@ -4,6 +4,8 @@ up, status, GPU=2 tasks land on GPU=2 workers, a GPU=3 task waits, add-worker, i
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -85,8 +87,6 @@ def test_up_twice_starts_nothing_twice(inventory_file: Path, clusterctl_home: Pa
 
 
 def test_status_exit_codes_follow_health(inventory_file: Path, clusterctl_home: Path) -> None:
-    import os
-    import signal
 
     from tests.helpers.cluster import wait_until
 
@@ -149,3 +149,26 @@ def test_add_worker_rejects_bad_options_before_starting_anything(inventory_file:
         assert expected in result.stderr
     assert len(read_state(clusterctl_home)["processes"]) == 3
     assert clusterctl("down").exit_code == 0
+
+
+def test_down_without_state_closes_a_scheduler_whose_pid_files_went_with_it(
+        inventory_file: Path, clusterctl_home: Path) -> None:
+    """`connection: local` hosts keep pid files under CLUSTERCTL_HOME: deleting it loses them. `down CONFIG`
+    still asks the inventory's scheduler to close, and says it could not verify by pid (exit 1)."""
+    import shutil
+
+    from tests.helpers.cluster import wait_until
+
+    assert clusterctl("up", str(inventory_file)).exit_code == 0
+    processes = read_state(clusterctl_home)["processes"]
+    shutil.rmtree(clusterctl_home)
+    try:
+        down = clusterctl("down", str(inventory_file))
+        assert down.exit_code == 1
+        assert "answered but no pid file names it" in down.stderr and "run_dir" in down.stderr
+        assert wait_until(lambda: not any(is_running(p) for p in processes), timeout=30)
+        assert clusterctl("down", str(inventory_file)).exit_code == 0  # nothing answers any more
+    finally:
+        for process in processes:  # the conftest's safety net lost its state with the home: kill by pid here
+            if is_running(process):
+                os.killpg(process["pid"], signal.SIGKILL)

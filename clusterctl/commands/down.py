@@ -13,8 +13,9 @@ from clusterctl import scheduler_api, state
 from clusterctl.commands._common import Progress
 from clusterctl.errors import ClusterctlError, SchedulerUnreachableError
 from clusterctl.fanout import fan_out
-from clusterctl.hosts import connect
-from clusterctl.inventory import load_inventory
+from clusterctl.hosts import Host, connect
+from clusterctl.inventory import Inventory, load_inventory
+from clusterctl.launch import scheduler_address
 from clusterctl.state import ClusterState, ProcessRecord
 
 DEFAULT_GRACE = 10.0
@@ -28,6 +29,7 @@ class DownResult:
     scheduler_note: str | None = None
     without_state: bool = False
     notes: list[str] = field(default_factory=list)
+    unrecorded_scheduler: str | None = None  # without state: a scheduler answered there, found by no pid file
 
 
 class DownIncompleteError(ClusterctlError):
@@ -57,6 +59,8 @@ def down(progress: Progress, cluster: str | None = None, config: str | None = No
         aliases = list(dict.fromkeys(used + spare))
         progress.step(f"stopping the processes on {len(aliases)} host(s) and verifying they are gone")
         with connect(inventory, aliases, progress.password) as hosts:
+            if st is None:
+                result.unrecorded_scheduler = _close_unrecorded_scheduler(inventory, hosts, progress)
             outcomes = fan_out(aliases, lambda alias: hosts[alias].sweep(
                 [vars(r) for r in records if r.host == alias], grace))
         progress.done()
@@ -65,6 +69,28 @@ def down(progress: Progress, cluster: str | None = None, config: str | None = No
                          "process of the inventory" for o in unreachable_spares]
         outcomes = [o for o in outcomes if o not in unreachable_spares]
         return _conclude(name, st, result, records, outcomes)
+
+
+def _close_unrecorded_scheduler(inventory: Inventory, hosts: dict[str, Host], progress: Progress) -> str | None:
+    """Without state: a scheduler answering at the inventory's address is asked to close.
+
+    Returns its address when one answered, so that `down` can say it was not found by pid.
+    """
+    from clusterctl.commands.up import scheduler_listen_host
+
+    if inventory.security.enabled:
+        return None  # its client certificates were in the lost state: it cannot be asked
+    try:
+        address = scheduler_address(scheduler_listen_host(inventory, hosts), inventory.scheduler.port)
+        scheduler_api.query(address, timeout=2.0)
+    except ClusterctlError:
+        return None
+    progress.step(f"a scheduler answers at {address}: retiring its workers and closing it")
+    try:
+        scheduler_api.retire_and_close(address)
+    except SchedulerUnreachableError:
+        pass
+    return address
 
 
 def _retire_and_close(st: ClusterState, progress: Progress) -> str | None:
@@ -93,6 +119,11 @@ def _conclude(name: str, st: ClusterState | None, result: DownResult, records: l
             elif not p["gone"]:
                 stubborn.append(f"{outcome.host}: {p['name']} (pid {p['pid']}) still runs after SIGKILL")
                 left += [r for r in records if r.host == outcome.host and r.pid == p["pid"]]
+    if result.unrecorded_scheduler and not any(
+            p.get("role") == "scheduler" for o in outcomes for p in (o.value or [])):
+        stubborn.append(f"the scheduler at {result.unrecorded_scheduler} answered but no pid file names it "
+                        "(was its run directory under a deleted $CLUSTERCTL_HOME?); it was asked to close, "
+                        "its processes are not verified")
     if not failed and not stubborn:
         if st is not None:
             state.remove(name)
@@ -104,5 +135,7 @@ def _conclude(name: str, st: ClusterState | None, result: DownResult, records: l
     reasons = [f"{host}: not verified: {error.reason if hasattr(error, 'reason') else error}"
                for host, error in failed.items()] + stubborn
     done = f" (stopped {len(result.stopped)} other process(es))" if result.stopped else ""
-    raise DownIncompleteError(f"down incomplete: {'; '.join(reasons)}{done}",
-                              "fix the host, then run `clusterctl down` again; it stops what is left")
+    hint = ("fix the host, then run `clusterctl down` again; it stops what is left" if failed or st is not None
+            else "check the scheduler host with `ps`; for `connection: local` hosts, set `run_dir` outside "
+                 "$CLUSTERCTL_HOME so that their pid files outlive it")
+    raise DownIncompleteError(f"down incomplete: {'; '.join(reasons)}{done}", hint)

@@ -17,7 +17,7 @@ STARTER = """\
 #   clusterctl up cluster.yaml       start it; `clusterctl status`, `clusterctl logs`, `clusterctl down`
 #
 # As written it runs everything on this machine. Editors can check this file as you type:
-# `clusterctl schema > cluster.schema.json` (see docs/operator.md for the editor settings).
+# `clusterctl schema > cluster.schema.json` (README.md, "clusterctl schema", shows the editor settings).
 
 # The cluster's name: local state and `--cluster NAME` use it.
 name: mycluster

@@ -1,6 +1,6 @@
 """`clusterctl schema`: the inventory's JSON Schema, generated from the pydantic model.
 
-Editors validate and complete cluster.yaml with it (see docs/operator.md). The model's lenient
+Editors validate and complete cluster.yaml with it (README.md, "clusterctl schema", shows how). The model's lenient
 input forms, which its validators accept but its types do not show, are added here so that an
 editor does not flag a file `clusterctl` accepts: ``resources: "GPU=1"``, ``memory_limit: 0.5``,
 numeric ``env`` values and the ``nprocs`` spelling of ``nworkers``.
