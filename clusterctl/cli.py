@@ -78,7 +78,7 @@ Examples:
   clusterctl up cluster.yaml --json          the status document once every worker is up""")
 @click.argument("config", type=click.Path(dir_okay=False))
 @timeout_option
-@click.option("--dry-run", is_flag=True, help="Print the exact commands per host and start nothing.")
+@click.option("--dry-run", is_flag=True, help="Print each process's exact command line, per host, and start nothing.")
 @click.option("--restart", is_flag=True, help="Stop and start every process, healthy or not.")
 @mismatch_option
 @json_option

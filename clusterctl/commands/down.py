@@ -109,7 +109,7 @@ def _conclude(name: str, st: ClusterState | None, result: DownResult, records: l
               outcomes: list) -> DownResult:
     failed = {o.host: o.error for o in outcomes if not o.succeeded}
     left: list[ProcessRecord] = [r for r in records if r.host in failed]
-    stubborn = []
+    unverified = []
     recorded = {(r.host, r.pid) for r in records}
     for outcome in outcomes:
         for p in outcome.value or []:
@@ -117,14 +117,14 @@ def _conclude(name: str, st: ClusterState | None, result: DownResult, records: l
             if p["gone"] and (p.get("signalled") or (outcome.host, p["pid"]) in recorded):
                 result.stopped.append(f"{outcome.host}: {p['name']} (pid {p['pid']})")
             elif not p["gone"]:
-                stubborn.append(f"{outcome.host}: {p['name']} (pid {p['pid']}) still runs after SIGKILL")
+                unverified.append(f"{outcome.host}: {p['name']} (pid {p['pid']}) still runs after SIGKILL")
                 left += [r for r in records if r.host == outcome.host and r.pid == p["pid"]]
     if result.unrecorded_scheduler and not any(
             p.get("role") == "scheduler" for o in outcomes for p in (o.value or [])):
-        stubborn.append(f"the scheduler at {result.unrecorded_scheduler} answered but no pid file names it "
+        unverified.append(f"the scheduler at {result.unrecorded_scheduler} answered but no pid file names it "
                         "(was its run directory under a deleted $CLUSTERCTL_HOME?); it was asked to close, "
                         "its processes are not verified")
-    if not failed and not stubborn:
+    if not failed and not unverified:
         if st is not None:
             state.remove(name)
         return result
@@ -133,7 +133,7 @@ def _conclude(name: str, st: ClusterState | None, result: DownResult, records: l
         st.processes = left
         state.save(st)
     reasons = [f"{host}: not verified: {error.reason if hasattr(error, 'reason') else error}"
-               for host, error in failed.items()] + stubborn
+               for host, error in failed.items()] + unverified
     done = f" (stopped {len(result.stopped)} other process(es))" if result.stopped else ""
     hint = ("fix the host, then run `clusterctl down` again; it stops what is left" if failed or st is not None
             else "check the scheduler host with `ps`; for `connection: local` hosts, set `run_dir` outside "

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterctl.errors import ClusterctlError, HostOutcome
-from clusterctl.fanout import fan_out
+from clusterctl.errors import ClusterctlError
+from clusterctl.fanout import fan_out, values_or_raise
 from clusterctl.hosts import Host
 
 COMPARED = ("python", "dask", "distributed", "cloudpickle", "msgpack")
@@ -34,16 +34,8 @@ def preflight(hosts: dict[str, Host], reference_host: str, allow_mismatch: bool 
     ``reference`` stands in for the reference host's versions when it is not among ``hosts``
     (add-worker compares with what `up` recorded of the scheduler host).
     """
-    outcomes: list[HostOutcome] = fan_out(hosts, lambda alias: hosts[alias].versions())
-    failed = [o for o in outcomes if not o.succeeded]
-    if failed:
-        from clusterctl.errors import PartialFailureError
-
-        if len(outcomes) == 1 and failed[0].error is not None:
-            raise failed[0].error
-        raise PartialFailureError("preflight", outcomes)
-    report = PreflightReport(reference_host=reference_host,
-                             versions={o.host: o.value for o in outcomes})  # type: ignore[misc]
+    versions = values_or_raise("preflight", fan_out(hosts, lambda alias: hosts[alias].versions()))
+    report = PreflightReport(reference_host=reference_host, versions=versions)  # type: ignore[arg-type]
     for host, found in report.versions.items():
         errors = found.get("errors") or {}
         if "distributed" in errors or "dask" in errors:

@@ -57,9 +57,9 @@ def up(config: str, progress: Progress, timeout: float = DEFAULT_TIMEOUT, dry_ru
     inventory = load_inventory(config)
     with state.locked(inventory.name):
         previous = state.load(inventory.name)
-        aliases = [inventory.scheduler.host] + [group.host for group in inventory.workers]
-        aliases += [r.host for r in previous.processes] if previous else []
-        with connect(inventory, aliases, progress.password) as hosts:
+        described = list(dict.fromkeys([inventory.scheduler.host, *(group.host for group in inventory.workers)]))
+        recorded = [r.host for r in previous.processes] if previous else []  # added workers' hosts too
+        with connect(inventory, described + recorded, progress.password) as hosts:
             listen_host = scheduler_listen_host(inventory, hosts)
             tls_paths = (lambda alias, role: remote_files(hosts[alias].run_dir, role)) \
                 if inventory.security.enabled else None
@@ -70,8 +70,8 @@ def up(config: str, progress: Progress, timeout: float = DEFAULT_TIMEOUT, dry_ru
             if isinstance(inventory.security.tls, TlsFilesSpec):
                 tls.check_readable(inventory.security.tls)
             progress.step(f"checking {len(hosts)} host(s)")
-            checked = {alias: hosts[alias] for alias in dict.fromkeys(aliases[: 1 + len(inventory.workers)])}
-            report = preflight(checked, inventory.scheduler.host, allow_version_mismatch)
+            report = preflight({alias: hosts[alias] for alias in described}, inventory.scheduler.host,
+                               allow_version_mismatch)
             st = ClusterState(
                 name=inventory.name,
                 inventory=inventory.model_dump(mode="json"),
