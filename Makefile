@@ -39,11 +39,14 @@ system-deps:
 
 test: install system-deps
 	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/ruff check clusterctl tests benchmarks examples
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest
 
 lint: install
 	$(BIN)/python -m pip install -q -e '.[test]'
 	$(BIN)/ruff check clusterctl tests benchmarks examples
+	$(BIN)/python -m mypy
 
 bench: install system-deps
 	$(BIN)/python -m pip install -q -e '.[test]'

@@ -83,14 +83,20 @@ def _alive(pid, start_time):
     return _group_alive(pid)
 
 
-def _reap_children():
-    # When the agent itself started a process (local tests that start and stop in one agent
-    # call are rare, but possible), reap it so it does not linger as a zombie.
-    try:
-        while os.waitpid(-1, os.WNOHANG)[0] > 0:
-            pass
-    except ChildProcessError:
-        pass
+def log_path(run_dir, name):
+    return os.path.join(run_dir, name + ".log")
+
+
+def launch_argv(spec):
+    """The argv ``start`` executes for one process request (also what `up --dry-run` shows).
+
+    The user's own setup lines run first in a shell that then execs the argv given as "$@": no
+    quoting needed. `set -e`: a failing setup line stops the start instead of running dask half set up.
+    """
+    argv = list(spec["argv"])
+    if spec.get("setup"):
+        argv = ["/bin/sh", "-c", "set -e\n" + "\n".join(spec["setup"]) + '\nexec "$@"', spec["name"], *argv]
+    return argv
 
 
 def start(request):
@@ -98,16 +104,12 @@ def start(request):
     os.makedirs(run_dir, mode=0o700, exist_ok=True)
     started = []
     for spec in request["processes"]:
-        log_path = os.path.join(run_dir, spec["name"] + ".log")
+        path = log_path(run_dir, spec["name"])
         env = dict(os.environ)
         env.update(spec.get("env") or {})
-        argv = spec["argv"]
-        if spec.get("setup"):
-            # The user's own shell lines, then exec the argv given as "$@": no quoting needed.
-            # `set -e`: a failing setup line stops the start instead of running dask half set up.
-            argv = ["/bin/sh", "-c", "set -e\n" + "\n".join(spec["setup"]) + '\nexec "$@"', spec["name"], *argv]
-        with open(log_path, "ab") as log:
-            os.chmod(log_path, 0o600)
+        argv = launch_argv(spec)
+        with open(path, "ab") as log:
+            os.chmod(path, 0o600)
             log.write(("--- clusterctl: starting %s at %s\n" % (spec["name"], time.strftime("%Y-%m-%dT%H:%M:%S"))).encode())
             log.flush()
             try:
@@ -122,9 +124,9 @@ def start(request):
                     close_fds=True,
                 )
             except OSError as exc:
-                started.append({"name": spec["name"], "error": "cannot run %s: %s" % (argv[0], exc.strerror), "log": log_path})
+                started.append({"name": spec["name"], "error": "cannot run %s: %s" % (argv[0], exc.strerror), "log": path})
                 continue
-        record = {"name": spec["name"], "pid": process.pid, "start_time": _start_time(process.pid), "log": log_path}
+        record = {"name": spec["name"], "pid": process.pid, "start_time": _start_time(process.pid), "log": path}
         pid_path = os.path.join(run_dir, spec["name"] + PID_SUFFIX)
         with open(pid_path + ".tmp", "w") as handle:
             json.dump(dict(record, role=spec.get("role"), worker_names=spec.get("worker_names", [])), handle)
@@ -153,14 +155,12 @@ def stop(request):
         _signal(p, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and any(_alive(p["pid"], p.get("start_time")) for p in targets):
-        _reap_children()
         time.sleep(0.1)
     for p in targets:
         if _alive(p["pid"], p.get("start_time")):
             _signal(p, signal.SIGKILL)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and any(_alive(p["pid"], p.get("start_time")) for p in targets):
-        _reap_children()
         time.sleep(0.05)
     result = []
     for p in processes:
@@ -213,7 +213,7 @@ def listing(request):
 def versions(request):
     import platform
 
-    found = {"python": platform.python_version(), "executable": sys.executable}
+    found = {"python": platform.python_version(), "executable": sys.executable}  # type: dict
     for module in ("dask", "distributed", "cloudpickle", "msgpack"):
         try:
             imported = __import__(module)
@@ -370,12 +370,12 @@ OPERATIONS = {
 }
 
 
-def main(argv):
+def main():
     # The request comes on stdin (not argv, which every user of the host can read).
-    request = json.loads(argv[1] if len(argv) > 1 else sys.stdin.read())
+    request = json.loads(sys.stdin.read())
     answer = OPERATIONS[request["op"]](request)
     sys.stdout.write("CLUSTERCTL-AGENT " + json.dumps(answer) + "\n")
 
 
 if __name__ == "__main__":
-    main(sys.argv)
+    main()

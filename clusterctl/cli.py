@@ -1,25 +1,25 @@
-"""The command line: click options only. Each command calls one function in ``clusterctl.commands``
-and hands its result to ``clusterctl.render``. Heavy modules (distributed, paramiko, rich) are
-imported inside the commands, so `clusterctl --help` stays fast.
+"""The command line: click options only. Each command calls one function in ``clusterctl.commands``,
+hands its result to ``clusterctl.render`` and returns the exit code the result carries; every
+exception is mapped to a message and a code by ``clusterctl.error_handler``. Heavy modules
+(distributed, paramiko, rich) are imported inside the commands, so `clusterctl --help` stays fast.
 """
 
 from __future__ import annotations
 
 import sys
-import traceback
 from typing import Any
 
 import click
 
-from clusterctl import __version__
-from clusterctl.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, ClusterctlError
+from clusterctl import __version__, error_handler, timing
+from clusterctl.errors import EXIT_OK, ClusterctlError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 cluster_option = click.option("--cluster", "-c", "cluster", metavar="NAME",
                               help="Cluster name (default: the one `up` started last).")
 json_option = click.option("--json", "json_output", is_flag=True, help="Print a JSON document for scripts.")
-timeout_option = click.option("--timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
+timeout_option = click.option("--timeout", type=click.FloatRange(min=1), default=timing.WORKER_TIMEOUT, show_default=True,
                               help="Seconds to wait for every worker to register.")
 mismatch_option = click.option("--allow-version-mismatch", is_flag=True,
                                help="Start even when hosts run other versions than the scheduler host.")
@@ -27,9 +27,11 @@ config_argument = click.argument("config", required=False, type=click.Path(dir_o
 
 
 def _progress(ctx: click.Context, json_output: bool = False) -> Any:
+    """The progress display for a long command, and the SSH password prompt that pauses it."""
     from clusterctl import render
 
-    return render.progress(quiet=ctx.obj["quiet"], json_output=json_output)
+    shown = render.progress(quiet=ctx.obj["quiet"], json_output=json_output)
+    return shown, render.password_prompt(shown)
 
 
 def _report(report: Any, json_output: bool) -> None:
@@ -96,13 +98,14 @@ def up(ctx: click.Context, config: str, timeout: float, dry_run: bool, restart: 
     from clusterctl.commands.up import DryRun
     from clusterctl.commands.up import up as run_up
 
-    result = run_up(config, _progress(ctx, json_output), timeout=timeout, dry_run=dry_run,
+    progress, prompt = _progress(ctx, json_output)
+    result = run_up(config, progress, prompt, timeout=timeout, dry_run=dry_run,
                     allow_version_mismatch=allow_version_mismatch, restart=restart)
     if isinstance(result, DryRun):
         render.dry_run(result, json_output)
         return EXIT_OK
     _report(result, json_output)
-    return EXIT_OK
+    return result.exit_code
 
 
 @cli.command(epilog="""\b
@@ -126,7 +129,6 @@ Exit codes: 0 every expected worker is present, 1 degraded (some missing),
 def status(config: str | None, cluster: str | None, processes: bool, watch: float | None, json_output: bool) -> int:
     """Show the cluster as the scheduler sees it: every worker, its resources and its load."""
     from clusterctl.commands.status import status as run_status
-    from clusterctl.errors import EXIT_FAILED, EXIT_SCHEDULER_DOWN
 
     if watch is not None:
         from clusterctl import render
@@ -136,9 +138,7 @@ def status(config: str | None, cluster: str | None, processes: bool, watch: floa
         return EXIT_OK  # not reached: only Ctrl-C (130) or an error ends it
     report = run_status(cluster, config, processes)
     _report(report, json_output)
-    if not report.scheduler_answers:
-        return EXIT_SCHEDULER_DOWN
-    return EXIT_OK if report.healthy else EXIT_FAILED
+    return report.exit_code
 
 
 @cli.command("add-worker", epilog="""\b
@@ -164,11 +164,12 @@ def add_worker(ctx: click.Context, config: str | None, cluster: str | None, host
     """Grow the running cluster by one `dask worker` invocation and wait until it registers."""
     from clusterctl.commands.add_worker import add_worker as run_add_worker
 
-    report = run_add_worker(_progress(ctx, json_output), cluster, config, host=host, nworkers=nworkers,
-                            nthreads=nthreads, memory_limit=memory_limit, resources=resources, name=name,
-                            timeout=timeout, allow_version_mismatch=allow_version_mismatch)
+    progress, prompt = _progress(ctx, json_output)
+    report = run_add_worker(progress, cluster, config, host=host, nworkers=nworkers, nthreads=nthreads,
+                            memory_limit=memory_limit, resources=resources, name=name, timeout=timeout,
+                            allow_version_mismatch=allow_version_mismatch, password_prompt=prompt)
     _report(report, json_output)
-    return EXIT_OK
+    return report.exit_code
 
 
 @cli.command("remove-worker", epilog="""\b
@@ -187,7 +188,8 @@ def remove_worker(ctx: click.Context, targets: tuple[str, ...], cluster: str | N
     from clusterctl import render
     from clusterctl.commands.remove_worker import remove_worker as run_remove_worker
 
-    render.remove_result(run_remove_worker(_progress(ctx, json_output), list(targets), cluster, config), json_output)
+    progress, prompt = _progress(ctx, json_output)
+    render.remove_result(run_remove_worker(progress, list(targets), cluster, config, prompt), json_output)
     return EXIT_OK
 
 
@@ -198,7 +200,7 @@ Examples:
   clusterctl down cluster.yaml --grace 30   works without local state, from the hosts' pid files""")
 @config_argument
 @cluster_option
-@click.option("--grace", type=click.FloatRange(min=0), default=10.0, show_default=True,
+@click.option("--grace", type=click.FloatRange(min=0), default=timing.DOWN_GRACE, show_default=True,
               help="Seconds between SIGTERM and SIGKILL.")
 @json_option
 @click.pass_context
@@ -211,7 +213,8 @@ def down(ctx: click.Context, config: str | None, cluster: str | None, grace: flo
     from clusterctl import render
     from clusterctl.commands.down import down as run_down
 
-    render.down_result(run_down(_progress(ctx, json_output), cluster, config, grace=grace), json_output)
+    progress, prompt = _progress(ctx, json_output)
+    render.down_result(run_down(progress, cluster, config, grace=grace, password_prompt=prompt), json_output)
     return EXIT_OK
 
 
@@ -271,12 +274,10 @@ def logs(ctx: click.Context, target: str | None, follow: bool, lines: int, clust
     """
     from clusterctl import render
     from clusterctl.commands.logs import logs as run_logs
-    from clusterctl.errors import EXIT_FAILED
 
     stream = run_logs(cluster, config, target, lines=lines, follow=follow)
     render.log_stream(stream, quiet=ctx.obj["quiet"])
-    # Following, an unreadable log is a warning (it may come back); it ends with Ctrl-C or `down`.
-    return EXIT_FAILED if stream.failures and not follow else EXIT_OK
+    return stream.exit_code
 
 
 @cli.command(epilog="""\b
@@ -296,11 +297,10 @@ def check(ctx: click.Context, config: str, connect_timeout: float, json_output: 
     the scheduler port free on its host and reachable from every worker host."""
     from clusterctl import render
     from clusterctl.commands.check import check as run_check
-    from clusterctl.errors import EXIT_FAILED
 
-    report = run_check(config, _progress(ctx, json_output), connect_timeout=connect_timeout)
+    report = run_check(config, _progress(ctx, json_output)[0], connect_timeout=connect_timeout)
     render.check_report(report, json_output)
-    return EXIT_OK if report.ok else EXIT_FAILED
+    return report.exit_code
 
 
 @cli.command(epilog="""\b
@@ -362,44 +362,4 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(argv: list[str] | None = None) -> int:
     """Parse, dispatch, and map every outcome to an exit code (see README, "Exit codes")."""
-    try:
-        result = cli.main(args=argv, prog_name="clusterctl", standalone_mode=False)
-        return result if isinstance(result, int) else EXIT_OK
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.exceptions.NoArgsIsHelpError as exc:
-        click.echo(exc.ctx.get_help() if exc.ctx is not None else "run `clusterctl --help`")
-        return EXIT_OK
-    except click.UsageError as exc:
-        # One line, like every other error, instead of click's usage block.
-        from clusterctl import render
-
-        command = exc.ctx.command_path if exc.ctx is not None else "clusterctl"
-        render.error(exc.format_message(), f"see `{command} --help`")
-        return EXIT_INVALID
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code if exc.exit_code else EXIT_INVALID
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except ClusterctlError as exc:
-        from clusterctl import render
-        from clusterctl.commands.preflight import VersionMismatchError
-
-        if isinstance(exc, VersionMismatchError):
-            render.version_table(exc.report)
-        render.error(exc.message, exc.hint, exc.details)
-        return exc.exit_code
-    except Exception as exc:  # noqa: BLE001 - the last resort: a bug, reported as one
-        return _crash(exc)
-
-
-def _crash(exc: Exception) -> int:
-    from clusterctl import paths
-
-    log = paths.home() / "crash.log"
-    with open(log, "a") as handle:
-        handle.write("".join(traceback.format_exception(exc)))
-    print(f"internal error: {type(exc).__name__}: {exc} (traceback in {log}; please report it)", file=sys.stderr)
-    return EXIT_INTERNAL
+    return error_handler.run(lambda: cli.main(args=argv, prog_name="clusterctl", standalone_mode=False))

@@ -1,14 +1,11 @@
 """The few exception types clusterctl raises for expected failures, and its exit codes.
 
 Every expected failure is a ``ClusterctlError``: one line that names what failed (a host, a
-file, a process) and a hint for the fix. ``clusterctl.cli`` turns it into that line on stderr
-and the exit code it carries; users never see a traceback for a mistake they made.
+file, a process) and a hint for the fix. ``clusterctl.error_handler`` turns it into that line on
+stderr and the exit code it carries; users never see a traceback for a mistake they made.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
-from dataclasses import dataclass
 
 # Exit codes, documented in README.md ("Exit codes").
 EXIT_OK = 0
@@ -41,12 +38,12 @@ class InvalidInputError(ClusterctlError):
 
 
 class HostError(ClusterctlError):
-    """Something failed on (or on the way to) one host."""
+    """Something failed on (or on the way to) one host. ``reason`` is the message without the host."""
 
-    def __init__(self, host: str, message: str, hint: str | None = None) -> None:
-        super().__init__(f"{host}: {message}", hint)
+    def __init__(self, host: str, reason: str, hint: str | None = None, details: str | None = None) -> None:
+        super().__init__(f"{host}: {reason}", hint, details)
         self.host = host
-        self.reason = message
+        self.reason = reason
 
 
 class SchedulerUnreachableError(ClusterctlError):
@@ -59,29 +56,15 @@ class LockedError(ClusterctlError):
     """Another clusterctl command holds the cluster's lock."""
 
 
-@dataclass(frozen=True)
-class HostOutcome:
-    """What one host's share of a fan-out produced: a value or an error."""
-
-    host: str
-    value: object = None
-    error: ClusterctlError | None = None
-
-    @property
-    def succeeded(self) -> bool:
-        return self.error is None
-
-
 class PartialFailureError(ClusterctlError):
-    """Some hosts of a fan-out failed. Carries every host's outcome, good and bad."""
+    """Some hosts of a group call failed. Carries every host's error, and what the others returned."""
 
-    def __init__(self, action: str, outcomes: Sequence[HostOutcome]) -> None:
-        self.outcomes = list(outcomes)
-        self.failed = [o for o in self.outcomes if o.error is not None]
-        succeeded = [o.host for o in self.outcomes if o.error is None]
-        reasons = "; ".join(o.error.message for o in self.failed if o.error is not None)
-        message = f"{action} failed on {len(self.failed)} of {len(self.outcomes)} host(s): {reasons}"
+    def __init__(self, action: str, errors: dict[str, HostError], succeeded: list[str]) -> None:
+        self.errors = errors
+        self.succeeded = succeeded
+        reasons = "; ".join(error.message for error in errors.values())
+        message = f"{action} failed on {len(errors)} of {len(errors) + len(succeeded)} host(s): {reasons}"
         if succeeded:
             message += f" (succeeded on {', '.join(succeeded)})"
-        hints = {o.error.hint for o in self.failed if o.error is not None and o.error.hint}
+        hints = {error.hint for error in errors.values() if error.hint}
         super().__init__(message, hints.pop() if len(hints) == 1 else None)

@@ -317,7 +317,7 @@ class Inventory(_Model):
     def problems(self) -> list[tuple[list[Any], str]]:
         """Cross-field mistakes, as (key path, message): unknown hosts, duplicate worker names."""
         found: list[tuple[list[Any], str]] = []
-        references = [(["scheduler", "host"], self.scheduler.host)]
+        references: list[tuple[list[Any], str]] = [(["scheduler", "host"], self.scheduler.host)]
         references += [(["workers", i, "host"], group.host) for i, group in enumerate(self.workers)]
         for loc, host in references:
             if host not in self.hosts and host != LOCAL_HOST and not is_valid_address(host):
@@ -354,9 +354,6 @@ class Inventory(_Model):
             env={**host.env, **own.env},
             setup=[*host.setup, *own.setup],
         )
-
-    def all_worker_names(self) -> list[str]:
-        return [name for group in self.workers for name in group.worker_names()]
 
 
 def _merge(base: HostSettings, override: HostSettings) -> HostSettings:

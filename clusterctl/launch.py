@@ -6,15 +6,11 @@ Pure functions, no I/O. The only place that knows the command lines of ``dask sc
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from clusterctl.inventory import Inventory, WorkerGroup, format_resources
-from clusterctl.tls import TlsFiles
-
-#: (host alias, role) -> where that role's TLS files are on that host; None when TLS is off.
-TlsPaths = Callable[[str, str], TlsFiles] | None
+from clusterctl.tls import TlsFiles, remote_files
 
 SCHEDULER_MODULE = "distributed.cli.dask_scheduler"
 WORKER_MODULE = "distributed.cli.dask_worker"
@@ -34,14 +30,22 @@ class ProcessPlan:
     worker_names: list[str] = field(default_factory=list)  # what the scheduler will report
 
 
-def scheduler_address(listen_host: str, port: int, protocol: str = "tcp") -> str:
-    host = f"[{listen_host}]" if ":" in listen_host else listen_host
-    return f"{protocol}://{host}:{port}"
+@dataclass(frozen=True)
+class SchedulerEndpoint:
+    """Where the scheduler listens, resolved once: the host part stays a host, never parsed back."""
+
+    listen_host: str
+    port: int
+    protocol: Literal["tcp", "tls"] = "tcp"
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
+        return f"{self.protocol}://{host}:{self.port}"
 
 
-def address_host(address: str) -> str:
-    """``tcp://10.0.0.1:8786`` -> ``10.0.0.1``; ``tls://[::1]:8786`` -> ``::1``."""
-    return address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+def scheduler_address(listen_host: str, port: int, protocol: Literal["tcp", "tls"] = "tcp") -> str:
+    return SchedulerEndpoint(listen_host, port, protocol).address
 
 
 def _tls_argv(files: TlsFiles | None) -> list[str]:
@@ -75,26 +79,28 @@ def worker_argv(python: str, scheduler: str, group: WorkerGroup, tls: TlsFiles |
     return argv
 
 
-def plan_scheduler(inventory: Inventory, listen_host: str, tls_paths: TlsPaths = None) -> ProcessPlan:
+def plan_scheduler(inventory: Inventory, endpoint: SchedulerEndpoint, tls_dirs: dict[str, str] | None = None
+                   ) -> ProcessPlan:
+    """``tls_dirs``: each host's run directory, where `up` puts its TLS files; None when TLS is off."""
     spec = inventory.scheduler
     settings = inventory.process_settings(spec.host, spec)
     assert settings.python is not None
-    tls = tls_paths(spec.host, "scheduler") if tls_paths else None
+    tls = remote_files(tls_dirs[spec.host], "scheduler") if tls_dirs is not None else None
     return ProcessPlan(
         role="scheduler",
         name=SCHEDULER_NAME,
         host=spec.host,
-        argv=scheduler_argv(settings.python, listen_host, spec.port, spec.dashboard_bind(), tls),
+        argv=scheduler_argv(settings.python, endpoint.listen_host, endpoint.port, spec.dashboard_bind(), tls),
         env=settings.env,
         setup=list(spec.setup),
     )
 
 
 def plan_worker_group(inventory: Inventory, group: WorkerGroup, scheduler: str,
-                      tls_paths: TlsPaths = None) -> ProcessPlan:
+                      tls_dirs: dict[str, str] | None = None) -> ProcessPlan:
     settings = inventory.process_settings(group.host, group)
     assert settings.python is not None and group.name is not None
-    tls = tls_paths(group.host, "worker") if tls_paths else None
+    tls = remote_files(tls_dirs[group.host], "worker") if tls_dirs is not None else None
     return ProcessPlan(
         role="worker",
         name=group.name,
@@ -106,9 +112,9 @@ def plan_worker_group(inventory: Inventory, group: WorkerGroup, scheduler: str,
     )
 
 
-def plan_cluster(inventory: Inventory, listen_host: str, tls_paths: TlsPaths = None) -> list[ProcessPlan]:
+def plan_cluster(inventory: Inventory, endpoint: SchedulerEndpoint,
+                 tls_dirs: dict[str, str] | None = None) -> list[ProcessPlan]:
     """The scheduler first, then every worker group, in inventory order."""
-    address = scheduler_address(listen_host, inventory.scheduler.port, "tls" if tls_paths else "tcp")
-    return [plan_scheduler(inventory, listen_host, tls_paths)] + [
-        plan_worker_group(inventory, group, address, tls_paths) for group in inventory.workers
+    return [plan_scheduler(inventory, endpoint, tls_dirs)] + [
+        plan_worker_group(inventory, group, endpoint.address, tls_dirs) for group in inventory.workers
     ]

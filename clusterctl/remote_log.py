@@ -38,11 +38,9 @@ def log_command(host: str, argv: list[str], stdin: str | None = None) -> None:
 
 
 def describe(argv: list[str]) -> str:
-    """``argv`` as one shell-quoted line, agent source abbreviated and secrets masked."""
-    from clusterctl.hosts import agent_source  # lazy: hosts imports this module
-
-    agent = agent_source()
-    return " ".join(AGENT_PLACEHOLDER if arg == agent else shlex.quote(mask(arg)) for arg in argv)
+    """``argv`` as one shell-quoted line, secrets masked; the caller puts ``AGENT_PLACEHOLDER``
+    where the agent's source would be."""
+    return " ".join(arg if arg == AGENT_PLACEHOLDER else shlex.quote(mask(arg)) for arg in argv)
 
 
 def mask(text: str) -> str:

@@ -1,6 +1,7 @@
 """The only place that prints: rich tables and live progress for people, JSON for scripts.
 
-Colour and live displays are decided once: off when output is not a terminal or NO_COLOR is set.
+Colour and live displays are decided in one function, ``_plain``: off when the stream is not a
+terminal or NO_COLOR is set.
 """
 
 from __future__ import annotations
@@ -10,23 +11,37 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from clusterctl.commands._common import ClusterReport, WorkerRow
+from clusterctl.report import ClusterReport, report_document
 
-JSON_SCHEMA_VERSION = 1
+if TYPE_CHECKING:
+    from clusterctl.commands.check import CheckReport
+    from clusterctl.commands.down import DownResult
+    from clusterctl.commands.init import InitResult
+    from clusterctl.commands.logs import LogStream
+    from clusterctl.commands.remove_worker import RemoveResult
+    from clusterctl.commands.up import DryRun
+    from clusterctl.preflight import PreflightReport
+    from clusterctl.progress import PasswordPrompt
+
+
+def _plain(stream: Any) -> bool:
+    """No colour, no live display: the stream is not a terminal, or the user set NO_COLOR."""
+    return not stream.isatty() or "NO_COLOR" in os.environ
 
 
 def _console(stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
-    plain = not stream.isatty() or "NO_COLOR" in os.environ
+    plain = _plain(stream)
     return Console(file=stream, no_color=plain, highlight=False, soft_wrap=plain, emoji=False,
                    width=None if not plain else 200)
 
@@ -38,6 +53,19 @@ def error(message: str, hint: str | None = None, details: str | None = None) -> 
         console.print(escape(details), style="dim")
     if hint:
         console.print(f"[yellow]hint:[/] {escape(hint)}")
+
+
+def interrupted() -> None:
+    _console(stderr=True).print("interrupted")
+
+
+def internal_error(summary: str, log: str) -> None:
+    _console(stderr=True).print(f"[bold red]internal error:[/] {escape(summary)} (traceback in {escape(log)}; "
+                                "please report it)")
+
+
+def help_text(text: str) -> None:
+    sys.stdout.write(text + "\n")
 
 
 def warning(message: str) -> None:
@@ -64,8 +92,6 @@ def _ask_password(host: str) -> str:
 class PlainProgress:
     """One line per change, on stderr, for logs and pipes."""
 
-    password = staticmethod(_ask_password)
-
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
         self.last = ""
@@ -85,16 +111,13 @@ class PlainProgress:
     def done(self) -> None:
         pass
 
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        yield
+
 
 class LiveProgress:
     """A live status line on a terminal: the step, the workers registered, the time taken."""
-
-    def password(self, host: str) -> str:
-        self.live.stop()  # the prompt needs the terminal line
-        try:
-            return _ask_password(host)
-        finally:
-            self.live.start()
 
     def __init__(self) -> None:
         self.console = _console(stderr=True)
@@ -119,11 +142,30 @@ class LiveProgress:
     def done(self) -> None:
         self.live.stop()
 
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """The live line gives the terminal up, e.g. for a password prompt."""
+        self.live.stop()
+        try:
+            yield
+        finally:
+            self.live.start()
+
 
 def progress(quiet: bool = False, json_output: bool = False) -> PlainProgress | LiveProgress:
-    if not quiet and not json_output and sys.stderr.isatty() and "NO_COLOR" not in os.environ:
+    if not quiet and not json_output and not _plain(sys.stderr):
         return LiveProgress()
     return PlainProgress(quiet=quiet or json_output)
+
+
+def password_prompt(shown: PlainProgress | LiveProgress) -> PasswordPrompt:
+    """Asks for a host's SSH password on the terminal, with the progress display paused."""
+
+    def ask(host: str) -> str:
+        with shown.paused():
+            return _ask_password(host)
+
+    return ask
 
 
 # --- cluster reports ------------------------------------------------------------------------------
@@ -139,49 +181,6 @@ def _bytes(value: int | None) -> str:
 
 def _resources(resources: dict[str, float]) -> str:
     return " ".join(f"{k}={int(v) if float(v).is_integer() else v}" for k, v in resources.items()) or "-"
-
-
-def report_document(report: ClusterReport) -> dict[str, Any]:
-    """The stable `status --json` document (documented in README.md)."""
-    document: dict[str, Any] = {
-        "schema": JSON_SCHEMA_VERSION,
-        "cluster": report.cluster,
-        "healthy": report.healthy,
-        "scheduler": {
-            "address": report.scheduler_address,
-            "dashboard": report.dashboard,
-            "dashboard_note": report.dashboard_note,
-            "answers": report.scheduler_answers,
-            "error": report.scheduler_error,
-            "started": report.scheduler_started,
-            "uptime_seconds": None if report.scheduler_uptime is None else round(report.scheduler_uptime, 1),
-        },
-        "workers": [_worker_document(w) for w in report.workers if w.state != "missing"],
-        "missing": report.missing,
-        "extra": report.extra,
-    }
-    if report.started:
-        document["started"] = report.started
-    if report.warnings:
-        document["warnings"] = report.warnings
-    if report.processes is not None:
-        document["processes"] = [asdict(p) for p in report.processes]
-    return document
-
-
-def _worker_document(worker: WorkerRow) -> dict[str, Any]:
-    return {
-        "name": worker.name,
-        "host": worker.host,
-        "address": worker.address,
-        "nthreads": worker.nthreads,
-        "memory_limit": worker.memory_limit,
-        "memory": worker.memory,
-        "resources": worker.resources,
-        "processing": worker.processing,
-        "in_memory": worker.in_memory,
-        "extra": worker.state == "extra",
-    }
 
 
 def cluster_report(report: ClusterReport, console: Console | None = None) -> None:
@@ -224,7 +223,7 @@ def cluster_report(report: ClusterReport, console: Console | None = None) -> Non
                       + (f", {len(report.extra)} extra" if report.extra else ""))
 
 
-def dry_run(result: Any, json_output: bool) -> None:
+def dry_run(result: DryRun, json_output: bool) -> None:
     if json_output:
         print_json({"cluster": result.cluster, "scheduler": {"address": result.scheduler_address},
                     "commands": result.commands})
@@ -238,7 +237,7 @@ def dry_run(result: Any, json_output: bool) -> None:
             console.print(f"  {escape(text)}", soft_wrap=True)
 
 
-def remove_result(result: Any, json_output: bool) -> None:
+def remove_result(result: RemoveResult, json_output: bool) -> None:
     if json_output:
         print_json(asdict(result))
         return
@@ -249,7 +248,7 @@ def remove_result(result: Any, json_output: bool) -> None:
                   + (f"; stopped {escape(', '.join(result.stopped))}" if result.stopped else ""))
 
 
-def down_result(result: Any, json_output: bool) -> None:
+def down_result(result: DownResult, json_output: bool) -> None:
     if json_output:
         print_json(asdict(result))
         return
@@ -277,18 +276,17 @@ def env_exports(values: dict[str, str], json_output: bool) -> None:
         print(f"export {key}={shlex.quote(value)}")
 
 
-def version_table(report: Any) -> None:
+def version_table(report: PreflightReport) -> None:
     """host x package versions, mismatches marked: shown when preflight refuses."""
-    from clusterctl.commands.preflight import COMPARED
-
     console = _console(stderr=True)
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     table.add_column("host")
-    for package in COMPARED:
+    for package in report.packages:
         table.add_column(package)
     for host, found in report.versions.items():
         bad = report.mismatched.get(host, [])
-        cells = [f"[red]{escape(str(found.get(p)))}[/]" if p in bad else escape(str(found.get(p))) for p in COMPARED]
+        cells = [f"[red]{escape(str(found.get(p)))}[/]" if p in bad else escape(str(found.get(p)))
+                 for p in report.packages]
         marker = " (scheduler)" if host == report.reference_host else ""
         table.add_row(escape(host) + marker, *cells)
     console.print(table)
@@ -312,10 +310,6 @@ def duration(seconds: float) -> str:
     return f"{days}d {hours:02d}h"
 
 
-def _plain(stream: Any) -> bool:
-    return not stream.isatty() or "NO_COLOR" in os.environ
-
-
 def watch(reports: Iterable[ClusterReport], json_output: bool, interval: float) -> None:
     """`status --watch`: redraw in place on a terminal; else reprint (JSON: one document per line)."""
     if json_output:
@@ -337,7 +331,7 @@ def watch(reports: Iterable[ClusterReport], json_output: bool, interval: float) 
 
     with Live(console=console, auto_refresh=False) as live:
         for report in reports:
-            buffer = Console(file=StringIO(), force_terminal=True, color_system=console.color_system,
+            buffer = Console(file=StringIO(), force_terminal=True, color_system="auto" if console.color_system else None,
                              width=console.width, highlight=False, emoji=False)
             cluster_report(report, buffer)
             header = Text(f"{time.strftime('%H:%M:%S')}  every {interval:g}s, Ctrl-C to stop", style="dim")
@@ -347,7 +341,7 @@ def watch(reports: Iterable[ClusterReport], json_output: bool, interval: float) 
 _LOG_STYLES = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta", "bright_green")
 
 
-def log_stream(stream: Any, quiet: bool = False) -> None:
+def log_stream(stream: LogStream, quiet: bool = False) -> None:
     """`clusterctl logs`: lines as they come, ``[process]``-prefixed when several logs are shown."""
     from rich.text import Text
 
@@ -379,32 +373,9 @@ CHECK_LABELS = {"reachable": "reachable", "python": "python", "versions": "versi
                 "reaches_scheduler": "reaches scheduler"}
 
 
-def check_document(report: Any) -> dict[str, Any]:
-    """The stable `check --json` document (documented in README.md, "check --json")."""
-    return {
-        "schema": JSON_SCHEMA_VERSION,
-        "cluster": report.cluster,
-        "config": report.config,
-        "ok": report.ok,
-        "scheduler": {"host": report.scheduler_host, "address": report.scheduler_address},
-        "hosts": [
-            {
-                "host": host.host,
-                "roles": host.roles,
-                "address": host.address,
-                "ok": host.ok,
-                "versions": host.versions,
-                "checks": {name: {"status": result.status, "reason": result.reason, "hint": result.hint}
-                           for name, result in host.checks.items()},
-            }
-            for host in report.hosts
-        ],
-    }
-
-
-def check_report(report: Any, json_output: bool) -> None:
+def check_report(report: CheckReport, json_output: bool) -> None:
     if json_output:
-        print_json(check_document(report))
+        print_json(report.document())
         return
     console = _console()
     where = f" at {escape(report.scheduler_address)}" if report.scheduler_address else ""
@@ -420,8 +391,8 @@ def check_report(report: Any, json_output: bool) -> None:
         cells = [marks[host.checks[name].status] if name in host.checks else "" for name in CHECK_LABELS]
         table.add_row(escape(host.host), ",".join(host.roles), *cells)
     console.print(table)
-    for host, result in report.failures:
-        console.print(f"[red]✗[/] {escape(host)}: {CHECK_LABELS[result.name]}: {escape(result.reason or '')}")
+    for alias, result in report.failures:
+        console.print(f"[red]✗[/] {escape(alias)}: {CHECK_LABELS[result.name]}: {escape(result.reason or '')}")
         if result.hint:
             console.print(f"  [yellow]hint:[/] {escape(result.hint)}")
     failed_hosts = [h for h in report.hosts if not h.ok]
@@ -432,7 +403,7 @@ def check_report(report: Any, json_output: bool) -> None:
         console.print(f"[green]✓ all {len(report.hosts)} host(s) passed every check[/]")
 
 
-def init_result(result: Any) -> None:
+def init_result(result: InitResult) -> None:
     if result.path == "-":
         sys.stdout.write(result.text)
         return

@@ -29,12 +29,10 @@ class WorkerView:
     memory: int | None = None  # bytes in use by the process
     processing: int = 0  # tasks assigned to it, running or queued
     in_memory: int = 0  # results it holds
-    status: str = "running"
 
 
 @dataclass(frozen=True)
 class SchedulerView:
-    address: str
     dashboard_port: int | None
     started: float | None
     workers: list[WorkerView] = field(default_factory=list)
@@ -56,7 +54,6 @@ def _worker_view(address: str, info: dict[str, Any], processing: int) -> WorkerV
         memory=metrics.get("memory"),
         processing=processing,
         in_memory=int(counts.get("memory", 0)),
-        status=str(info.get("status", "running")),
     )
 
 
@@ -82,7 +79,7 @@ async def _query(address: str, timeout: float, comm_args: dict[str, Any]) -> Sch
         _worker_view(addr, info, len(processing.get(addr, ())))
         for addr, info in sorted((identity.get("workers") or {}).items(), key=lambda kv: str(kv[1].get("name")))
     ]
-    return SchedulerView(identity.get("address", address), services.get("dashboard"), identity.get("started"), workers)
+    return SchedulerView(services.get("dashboard"), identity.get("started"), workers)
 
 
 def _run(coroutine_factory: Callable[[], Any], address: str, timeout: float) -> Any:

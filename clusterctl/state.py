@@ -21,9 +21,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from clusterctl import paths
 from clusterctl.errors import ClusterctlError, InvalidInputError, LockedError
-from clusterctl.inventory import NAME_PATTERN, Inventory
+from clusterctl.inventory import NAME_PATTERN, Inventory, load_inventory
+from clusterctl.records import AnswerError, ProcessRecord
 from clusterctl.tls import TlsFiles, local_files
 
 STATE_VERSION = 1
@@ -31,33 +34,23 @@ LOCK_WAIT_SECONDS = 3.0
 
 
 @dataclass
-class ProcessRecord:
-    role: str  # "scheduler" or "worker"
-    name: str
-    host: str
-    pid: int
-    start_time: int | None
-    log: str
-    worker_names: list[str] = field(default_factory=list)
-    added: bool = False  # started by `add-worker`, not described by the inventory
-    spec: dict[str, Any] = field(default_factory=dict)  # an added group's settings, to start it again
-    argv: list[str] = field(default_factory=list)  # what it runs: `up` restarts it when the plan differs
-
-
-@dataclass
 class ClusterState:
     name: str
-    inventory: dict[str, Any]  # the validated inventory, as JSON
+    inventory: Inventory  # validated once, when the state is made or loaded
     config_path: str | None
     scheduler_address: str
     dashboard_url: str | None
     processes: list[ProcessRecord] = field(default_factory=list)
     versions: dict[str, Any] = field(default_factory=dict)  # the scheduler host's, for add-worker's preflight
     tls: bool = False  # the cluster speaks TLS; the client's files are in <cluster dir>/tls
+    scheduler_host: str = ""  # where the scheduler listens (the host part of its address)
     version: int = STATE_VERSION
 
-    def model(self) -> Inventory:
-        return Inventory.model_validate(self.inventory)
+    def __post_init__(self) -> None:
+        if isinstance(self.inventory, dict):  # as written in state.json
+            self.inventory = Inventory.model_validate(self.inventory)
+        if not self.scheduler_host:  # state written before the field existed
+            self.scheduler_host = self.scheduler_address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
 
     def expected_workers(self) -> dict[str, str]:
         """Worker name -> host, for every recorded worker process."""
@@ -70,8 +63,15 @@ class ClusterState:
     def process(self, name: str) -> ProcessRecord | None:
         return next((p for p in self.processes if p.name == name), None)
 
+    def to_json(self) -> dict[str, Any]:
+        document = asdict(self)
+        document["inventory"] = self.inventory.model_dump(mode="json")
+        return document
+
 
 def cluster_dir(name: str) -> Path:
+    if not NAME_PATTERN.fullmatch(name):  # a name from a file must never lead outside the home
+        raise InvalidInputError(f"{name!r} is not a valid cluster name")
     return paths.home() / "clusters" / name
 
 
@@ -83,23 +83,29 @@ def save(state: ClusterState) -> None:
     directory = cluster_dir(state.name)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     directory.chmod(0o700)  # the agent may have made it first, as the parent of the local run dir
-    _write_atomically(directory / "state.json", json.dumps(asdict(state), indent=2, sort_keys=True))
+    _write_atomically(directory / "state.json", json.dumps(state.to_json(), indent=2, sort_keys=True))
 
 
 def load(name: str) -> ClusterState | None:
+    """The cluster's state, checked like an inventory: a damaged file is one clear error."""
     path = cluster_dir(name) / "state.json"
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise ClusterctlError(f"cannot read {path}: {exc}", f"remove {path} if the cluster is gone") from None
+    hint = f"if the cluster is gone, remove {path.parent}; else run `clusterctl down CONFIG`"
     try:
-        raw["processes"] = [ProcessRecord(**p) for p in raw.get("processes", [])]
+        if not isinstance(raw, dict) or raw.get("name") != name:
+            raise AnswerError(f"it does not describe cluster {name!r}")
+        raw["processes"] = [ProcessRecord.from_json(p) for p in raw.get("processes") or []]
         return ClusterState(**raw)
-    except (AttributeError, TypeError, KeyError) as exc:
-        raise ClusterctlError(f"{path} is not a clusterctl state file ({exc})",
-                              f"if the cluster is gone, remove {path.parent}; else run `clusterctl down CONFIG`") from None
+    except (AnswerError, AttributeError, TypeError, KeyError) as exc:
+        raise ClusterctlError(f"{path} is not a clusterctl state file ({exc})", hint) from None
+    except ValidationError as exc:
+        raise ClusterctlError(f"{path} holds an invalid inventory ({exc.error_count()} error(s), first: "
+                              f"{exc.errors()[0]['msg']})", hint) from None
 
 
 def remove(name: str) -> None:
@@ -132,8 +138,6 @@ def resolve_name(cluster: str | None, config: str | None) -> str:
             raise InvalidInputError(f"--cluster {cluster!r} is not a valid cluster name")
         return cluster
     if config:
-        from clusterctl.inventory import load_inventory
-
         return load_inventory(config).name
     name = current()
     if name is None:

@@ -12,15 +12,17 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from clusterctl.errors import HostError
-from clusterctl.hosts import Host
+from clusterctl.host import Host
 from clusterctl.inventory import HostSettings
 from clusterctl.launch import ProcessPlan
+from clusterctl.records import ProcessRecord, StartFailure
 from clusterctl.transport.local import LocalTransport
 from tests.helpers.cluster import wait_until
 
@@ -54,11 +56,12 @@ class Started:
     def add(self, pid: int) -> None:
         self.processes.setdefault(pid, start_time_of(pid))
 
-    def record(self, answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        for answer in answers:
-            if "pid" in answer:
-                self.add(answer["pid"])
-        return answers
+    def record(self, answers: list[ProcessRecord | StartFailure]) -> list[ProcessRecord]:
+        records = [answer for answer in answers if isinstance(answer, ProcessRecord)]
+        for record in records:
+            self.add(record.pid)
+        assert len(records) == len(answers), answers
+        return records
 
     def kill_all(self) -> None:
         for pid, start_time in self.processes.items():
@@ -111,9 +114,8 @@ def plan(name: str, code: str, *args: str, env: dict[str, str] | None = None, se
                        setup=setup or [], worker_names=[name])
 
 
-def start_one(host: Host, started: Started, process: ProcessPlan) -> dict[str, Any]:
+def start_one(host: Host, started: Started, process: ProcessPlan) -> ProcessRecord:
     (answer,) = started.record(host.start([process]))
-    assert "error" not in answer, answer
     return answer
 
 
@@ -147,12 +149,12 @@ def test_env_and_argv_arrive_byte_for_byte_and_nothing_is_run_by_a_shell(
     answer = start_one(host, started, plan("w", DUMP_ENV_THEN_SLEEP, str(out), json.dumps(list(env)), *extra_args,
                                            env=env, setup=setup))
 
-    assert wait_until(out.exists, timeout=15), host.tail(answer["log"])
+    assert wait_until(out.exists, timeout=15), host.tail(answer.log)
     seen = json.loads(out.read_text())
     assert seen["env"] == env
     assert seen["argv"] == extra_args
     assert not canary.exists()
-    assert host.alive([answer]) == {answer["pid"]: True}
+    assert host.alive([answer]) == {answer.pid: True}
 
 
 class CommandLineRecorder(LocalTransport):
@@ -175,10 +177,10 @@ def test_env_values_never_appear_on_a_command_line(run_dir: Path, started: Start
     secret = "s3cret-token-value"
     answer = start_one(host, started, plan("w", DUMP_ENV_THEN_SLEEP, str(out), json.dumps(["API_TOKEN"]),
                                            env={"API_TOKEN": secret}))
-    assert wait_until(out.exists, timeout=15), host.tail(answer["log"])
+    assert wait_until(out.exists, timeout=15), host.tail(answer.log)
     assert json.loads(out.read_text())["env"] == {"API_TOKEN": secret}
     assert recorder.command_lines and not any(secret in arg for argv in recorder.command_lines for arg in argv)
-    cmdline = Path(f"/proc/{answer['pid']}/cmdline").read_bytes()
+    cmdline = Path(f"/proc/{answer.pid}/cmdline").read_bytes()
     assert secret.encode() not in cmdline
 
 
@@ -186,17 +188,16 @@ def test_start_writes_pid_files_and_list_reports_them(host: Host, started: Start
     first, second = started.record(host.start([plan("gpu2", SLEEP), plan("gpu1", SLEEP)]))
 
     assert sorted(os.listdir(run_dir)) == ["gpu1.log", "gpu1.pid", "gpu2.log", "gpu2.pid"]
-    assert json.loads((run_dir / "gpu2.pid").read_text())["pid"] == first["pid"]
+    assert json.loads((run_dir / "gpu2.pid").read_text())["pid"] == first.pid
     assert stat_mode(run_dir) == 0o700 and stat_mode(run_dir / "gpu2.log") == 0o600
-    assert first["log"] == str(run_dir / "gpu2.log")
-    assert first["start_time"] == start_time_of(first["pid"])
+    assert first.log == str(run_dir / "gpu2.log")
+    assert first.start_time == start_time_of(first.pid)
 
-    listed = {p["name"]: p for p in host.listing()}
+    listed = {p.name: p for p in host.listing()}
     assert set(listed) == {"gpu1", "gpu2"}
-    assert listed["gpu2"]["pid"] == first["pid"] and listed["gpu1"]["pid"] == second["pid"]
-    assert listed["gpu2"]["alive"] is True and listed["gpu2"]["role"] == "worker"
-    assert listed["gpu2"]["worker_names"] == ["gpu2"]
-    assert listed["gpu2"]["pid_file"] == str(run_dir / "gpu2.pid")
+    assert listed["gpu2"].pid == first.pid and listed["gpu1"].pid == second.pid
+    assert listed["gpu2"].alive is True and listed["gpu2"].role == "worker"
+    assert listed["gpu2"].worker_names == ["gpu2"]
 
 
 def stat_mode(path: Path) -> int:
@@ -222,16 +223,16 @@ time.sleep(60)
 def test_stop_kills_the_whole_process_group(host: Host, started: Started, tmp_path: Path, run_dir: Path) -> None:
     child_pid_file = tmp_path / "child.pid"
     parent = start_one(host, started, plan("nanny", PARENT_WITH_CHILD, str(child_pid_file)))
-    assert wait_until(child_pid_file.exists, timeout=15), host.tail(parent["log"])
+    assert wait_until(child_pid_file.exists, timeout=15), host.tail(parent.log)
     child = int(child_pid_file.read_text())
     started.add(child)
-    assert os.getpgid(child) == parent["pid"]  # the child is in the group the agent created
-    assert runs(parent["pid"]) and runs(child)
+    assert os.getpgid(child) == parent.pid  # the child is in the group the agent created
+    assert runs(parent.pid) and runs(child)
 
-    assert host.stop([{**parent, "name": "nanny"}], grace=5) == {parent["pid"]: True}
+    assert host.stop([replace(parent, name="nanny")], grace=5) == {parent.pid: True}
 
-    assert wait_until(lambda: not runs(parent["pid"]) and not runs(child), timeout=5)
-    assert host.alive([parent]) == {parent["pid"]: False}
+    assert wait_until(lambda: not runs(parent.pid) and not runs(child), timeout=5)
+    assert host.alive([parent]) == {parent.pid: False}
     assert not (run_dir / "nanny.pid").exists()
     assert host.listing() == []
 
@@ -244,29 +245,29 @@ def test_stop_escalates_to_sigkill_after_the_grace_period(host: Host, started: S
     assert wait_until(ready.exists, timeout=15)
 
     began = time.monotonic()
-    assert host.stop([{**answer, "name": "stubborn"}], grace=0.5) == {answer["pid"]: True}
+    assert host.stop([replace(answer, name="stubborn")], grace=0.5) == {answer.pid: True}
     assert time.monotonic() - began < 10
-    assert not runs(answer["pid"])
+    assert not runs(answer.pid)
 
 
 def test_a_pid_with_another_start_time_is_never_signalled(host: Host, started: Started) -> None:
     answer = start_one(host, started, plan("w", SLEEP))
-    stranger = {**answer, "name": "w", "start_time": answer["start_time"] + 1}  # as if the pid were reused
+    stranger = replace(answer, name="w", start_time=answer.start_time + 1)  # as if the pid were reused
 
-    assert host.alive([stranger]) == {answer["pid"]: False}
+    assert host.alive([stranger]) == {answer.pid: False}
     host.stop([stranger], grace=0.5)
 
     time.sleep(0.3)
-    assert runs(answer["pid"]), "stop signalled a process whose start time does not match the record"
-    assert host.alive([answer]) == {answer["pid"]: True}
-    assert host.alive([stranger]) == {answer["pid"]: False}
-    os.killpg(answer["pid"], signal.SIGKILL)  # our own clean-up, by pid
-    assert wait_until(lambda: not runs(answer["pid"]), timeout=5)
+    assert runs(answer.pid), "stop signalled a process whose start time does not match the record"
+    assert host.alive([answer]) == {answer.pid: True}
+    assert host.alive([stranger]) == {answer.pid: False}
+    os.killpg(answer.pid, signal.SIGKILL)  # our own clean-up, by pid
+    assert wait_until(lambda: not runs(answer.pid), timeout=5)
 
 
 def test_alive_of_a_pid_that_no_longer_exists_is_false(host: Host, started: Started) -> None:
     answer = start_one(host, started, plan("quick", "pass"))
-    assert wait_until(lambda: host.alive([answer]) == {answer["pid"]: False}, timeout=10)
+    assert wait_until(lambda: host.alive([answer]) == {answer.pid: False}, timeout=10)
 
 
 # --- logs, setup lines and failures -------------------------------------------------------------------
@@ -274,8 +275,8 @@ def test_alive_of_a_pid_that_no_longer_exists_is_false(host: Host, started: Star
 
 def test_tail_returns_the_last_lines_of_a_log(host: Host, started: Started) -> None:
     answer = start_one(host, started, plan("chatty", "for i in range(1, 101): print('line', i)"))
-    assert wait_until(lambda: "line 100" in host.tail(answer["log"], 3), timeout=15)
-    assert host.tail(answer["log"], 3).splitlines() == ["line 98", "line 99", "line 100"]
+    assert wait_until(lambda: "line 100" in host.tail(answer.log, 3), timeout=15)
+    assert host.tail(answer.log, 3).splitlines() == ["line 98", "line 99", "line 100"]
 
 
 def test_tail_of_a_missing_log_is_empty(host: Host, run_dir: Path) -> None:
@@ -286,8 +287,8 @@ def test_a_setup_line_that_exits_nonzero_stops_the_process_and_the_log_shows_it(
     answer = start_one(host, started, plan("w", "print('MAIN RAN', flush=True); " + SLEEP,
                                            setup=["echo activating env-that-is-missing; exit 3"]))
 
-    assert wait_until(lambda: not host.alive([answer])[answer["pid"]], timeout=10)
-    log = host.tail(answer["log"], 20)
+    assert wait_until(lambda: not host.alive([answer])[answer.pid], timeout=10)
+    log = host.tail(answer.log, 20)
     assert "activating env-that-is-missing" in log
     assert "MAIN RAN" not in log
 
@@ -296,11 +297,11 @@ def test_a_failing_setup_command_stops_the_process(host: Host, started: Started)
     answer = start_one(host, started, plan("w", "print('MAIN RAN', flush=True); " + SLEEP,
                                            setup=["echo activating env-that-is-missing", "false"]))
 
-    wait_until(lambda: not host.alive([answer])[answer["pid"]] or "MAIN RAN" in host.tail(answer["log"]), timeout=10)
-    log = host.tail(answer["log"], 20)
+    wait_until(lambda: not host.alive([answer])[answer.pid] or "MAIN RAN" in host.tail(answer.log), timeout=10)
+    log = host.tail(answer.log, 20)
     assert "activating env-that-is-missing" in log
     assert "MAIN RAN" not in log
-    assert not host.alive([answer])[answer["pid"]]
+    assert not host.alive([answer])[answer.pid]
 
 
 def test_a_failing_host_setup_command_is_a_host_error(make_host: Callable[..., Host]) -> None:
@@ -326,8 +327,8 @@ def test_a_missing_interpreter_behind_setup_lines_is_a_host_error(make_host: Cal
 def test_a_process_whose_program_is_missing_is_reported_not_raised(host: Host, run_dir: Path) -> None:
     missing = ProcessPlan(role="worker", name="w", host="me", argv=["/nonexistent/python", "-V"])
     (answer,) = host.start([missing])
-    assert "pid" not in answer
-    assert answer["error"].startswith("cannot run /nonexistent/python")
+    assert isinstance(answer, StartFailure)
+    assert answer.error.startswith("cannot run /nonexistent/python")
     assert not (run_dir / "w.pid").exists()
 
 

@@ -45,7 +45,7 @@ def test_the_shipped_local_config_describes_two_gpu2_workers_and_one_gpu1_worker
     inventory = load_inventory(REPO / "configs" / "local.yaml")
 
     assert inventory.name == "local"
-    assert inventory.all_worker_names() == ["gpu2-0", "gpu2-1", "gpu1"]
+    assert [n for g in inventory.workers for n in g.worker_names()] == ["gpu2-0", "gpu2-1", "gpu1"]
     gpu2, gpu1 = inventory.workers
     assert (gpu2.name, gpu2.nworkers, gpu2.nthreads, gpu2.resources) == ("gpu2", 2, 1, {"GPU": 2.0})
     assert (gpu1.name, gpu1.nworkers, gpu1.nthreads, gpu1.resources) == ("gpu1", 1, 1, {"GPU": 1.0})
@@ -58,7 +58,7 @@ def test_the_shipped_local_config_describes_two_gpu2_workers_and_one_gpu1_worker
 def test_nprocs_is_accepted_as_an_alias_of_nworkers() -> None:
     inventory = parse(BASE + "    name: w\n    nprocs: 3\n")
     assert inventory.workers[0].nworkers == 3
-    assert inventory.all_worker_names() == ["w-0", "w-1", "w-2"]
+    assert [n for g in inventory.workers for n in g.worker_names()] == ["w-0", "w-1", "w-2"]
 
 
 @pytest.mark.parametrize("resources", [
@@ -129,7 +129,7 @@ def test_localhost_needs_no_hosts_entry_and_is_local() -> None:
 def test_groups_without_a_name_are_named_after_host_and_index() -> None:
     inventory = parse(BASE + "    nworkers: 2\n  - host: me\n    name: named\n  - host: 10.0.0.5\n")
     assert [group.name for group in inventory.workers] == ["me-g0", "named", "10.0.0.5-g2"]
-    assert inventory.all_worker_names() == ["me-g0-0", "me-g0-1", "named", "10.0.0.5-g2"]
+    assert [n for g in inventory.workers for n in g.worker_names()] == ["me-g0-0", "me-g0-1", "named", "10.0.0.5-g2"]
 
 
 # --- what is rejected, and where it is reported ------------------------------------------------------

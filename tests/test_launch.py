@@ -7,10 +7,11 @@ import pytest
 from distributed.cli import dask_scheduler, dask_worker
 
 from clusterctl.errors import InvalidInputError
-from clusterctl.inventory import WorkerGroup, format_resources, parse_inventory
+from clusterctl.inventory import Inventory, WorkerGroup, format_resources, parse_inventory
 from clusterctl.launch import (
     SCHEDULER_MODULE,
     WORKER_MODULE,
+    SchedulerEndpoint,
     plan_cluster,
     scheduler_address,
     scheduler_argv,
@@ -19,6 +20,10 @@ from clusterctl.launch import (
 
 PYTHON = "/opt/venv/bin/python"
 SCHEDULER = "tcp://10.0.0.1:8786"
+
+
+def _plan(inventory: Inventory, listen_host: str) -> list:
+    return plan_cluster(inventory, SchedulerEndpoint(listen_host, inventory.scheduler.port))
 
 
 def group(**settings) -> WorkerGroup:
@@ -111,9 +116,9 @@ def test_worker_argv_for_a_minimal_group_leaves_dask_defaults_alone() -> None:
 def test_nprocs_is_never_on_the_command_line() -> None:
     inventory = parse_inventory("name: t\nscheduler: {host: localhost}\n"
                                 "workers: [{host: localhost, nprocs: 3}, {host: localhost, nworkers: 2}]\n")
-    for plan in plan_cluster(inventory, "127.0.0.1"):
+    for plan in _plan(inventory, "127.0.0.1"):
         assert not any(part.startswith("--nprocs") for part in plan.argv), plan.argv
-    assert plan_cluster(inventory, "127.0.0.1")[1].argv[7] == "3"  # --nworkers 3
+    assert _plan(inventory, "127.0.0.1")[1].argv[7] == "3"  # --nworkers 3
 
 
 @pytest.mark.parametrize(("resources", "expected"), [
@@ -175,7 +180,7 @@ workers:
 
 
 def test_plan_cluster_puts_the_scheduler_first_then_groups_in_order() -> None:
-    plans = plan_cluster(parse_inventory(INVENTORY), "10.0.0.1")
+    plans = _plan(parse_inventory(INVENTORY), "10.0.0.1")
 
     assert [(p.role, p.name, p.host) for p in plans] == [
         ("scheduler", "scheduler", "node1"), ("worker", "gpu2", "node1"), ("worker", "10.0.0.7-g1", "10.0.0.7")]
@@ -195,16 +200,12 @@ def test_plan_cluster_puts_the_scheduler_first_then_groups_in_order() -> None:
 
 
 def test_plan_cluster_on_ipv6_brackets_the_workers_scheduler_address() -> None:
-    plans = plan_cluster(parse_inventory(INVENTORY), "fd00::1")
+    plans = _plan(parse_inventory(INVENTORY), "fd00::1")
     assert plans[0].argv[3:5] == ["--host", "fd00::1"]
     assert {p.argv[3] for p in plans[1:]} == {"tcp://[fd00::1]:9786"}
 
 
 def test_process_names_are_unique_because_they_name_log_and_pid_files() -> None:
     text = "name: t\nscheduler: {host: localhost}\nworkers: [{host: localhost, name: scheduler}]\n"
-    try:
-        inventory = parse_inventory(text)
-    except InvalidInputError:
-        return  # rejecting the name is a fix too
-    names = [plan.name for plan in plan_cluster(inventory, "127.0.0.1")]
-    assert len(names) == len(set(names)), names
+    with pytest.raises(InvalidInputError, match="'scheduler' is the scheduler's own name"):
+        parse_inventory(text)

@@ -29,10 +29,10 @@ from typing import Any
 
 import pytest
 from distributed import Client
+from distributed.comm import get_address_host as address_host
 from distributed.security import Security
 
 from clusterctl import tls
-from clusterctl.launch import address_host
 from tests.helpers.cluster import (
     PYTHON,
     REPO,

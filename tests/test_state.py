@@ -56,7 +56,7 @@ def test_save_then_load_gives_back_the_same_state(clusterctl_home: Path) -> None
     assert all(isinstance(p, ProcessRecord) for p in loaded.processes)
     assert loaded.expected_workers() == {"gpu2-0": "me", "gpu2-1": "me", "localhost-add1": "localhost"}
     assert loaded.process("gpu2").pid == 102 and loaded.process("nope") is None
-    assert loaded.model().all_worker_names() == ["gpu2-0", "gpu2-1", "gpu1"]
+    assert [n for g in loaded.inventory.workers for n in g.worker_names()] == ["gpu2-0", "gpu2-1", "gpu1"]
     assert (clusterctl_home / "clusters" / "lab" / "state.json").is_file()
 
 
@@ -137,11 +137,21 @@ def state_file(clusterctl_home: Path) -> Iterator[Path]:
     path.unlink(missing_ok=True)
 
 
-@pytest.mark.parametrize("content", ["[]", '{"name": "lab", "surprise": 1}'])
+@pytest.mark.parametrize("content", [
+    "[]",
+    '{"name": "lab", "surprise": 1}',
+    '{"name": "../../etc", "inventory": {}}',  # a name that is not the directory's
+    '{"name": "lab", "inventory": {"name": "lab"}, "config_path": null, "scheduler_address": "tcp://x:1", '
+    '"dashboard_url": null}',  # an invalid inventory
+    '{"name": "lab", "processes": [{"pid": "1"}]}',
+    "[" * 100000,  # nesting beyond the parser's depth
+], ids=["list", "unknown-key", "foreign-name", "invalid-inventory", "bad-process", "deep"])
 def test_state_of_the_wrong_shape_is_an_error_with_a_hint(state_file: Path, content: str) -> None:
     state_file.write_text(content)
-    with pytest.raises(ClusterctlError):
+    with pytest.raises(ClusterctlError) as caught:
         state.load("lab")
+    assert str(state_file) in caught.value.message
+    assert caught.value.hint and str(state_file.parent) in caught.value.hint
 
 
 # --- the current cluster -----------------------------------------------------------------------------
@@ -204,20 +214,18 @@ def test_resolve_name_without_a_current_cluster_lists_the_known_ones(clusterctl_
 # --- the lock ------------------------------------------------------------------------------------------
 
 HOLDER = """
-import fcntl, sys, time
-handle = open(sys.argv[1], "a+")
-fcntl.flock(handle, fcntl.LOCK_EX)
-print("held", flush=True)
-time.sleep(60)
+import sys, time
+from clusterctl import state
+with state.locked(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(60)
 """
 
 
 @pytest.fixture
 def lock_held_elsewhere(clusterctl_home: Path) -> Iterator[subprocess.Popen]:
-    """Another process holds the lock of cluster 'lab' (as a concurrent clusterctl command would)."""
-    locks = clusterctl_home / "locks"
-    locks.mkdir(mode=0o700, parents=True, exist_ok=True)
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(locks / "lab.lock")], stdout=subprocess.PIPE, text=True)
+    """Another process holds the lock of cluster 'lab' through ``state.locked``, as a concurrent command would."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, "lab"], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
         yield holder
@@ -239,6 +247,8 @@ def test_locked_refuses_within_its_wait_while_another_process_holds_the_lock(loc
 def test_locked_is_per_cluster(lock_held_elsewhere: subprocess.Popen) -> None:
     with state.locked("other", wait=0.3):
         pass
+    with pytest.raises(LockedError), state.locked("lab", wait=0.3):
+        pytest.fail("entered a lock another process holds")
 
 
 def test_locked_is_taken_once_the_other_holder_is_gone(lock_held_elsewhere: subprocess.Popen) -> None:

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pytest
 from distributed import Client, get_task_stream, wait
+from distributed.comm import get_address_host as address_host
 
-from clusterctl.launch import address_host
 from tests.helpers.cluster import REPO, CliResult, clusterctl, is_running, kill_recorded
 from tests.helpers.sshd import SshEnv
 from tests.helpers.testbed import Testbed

@@ -6,30 +6,28 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from clusterctl import state
-from clusterctl.commands._common import ClusterReport, Progress, build_report, start_and_wait
-from clusterctl.commands.preflight import preflight
-from clusterctl.commands.up import upload_tls
+from clusterctl import lifecycle, state
 from clusterctl.errors import ClusterctlError, InvalidInputError
-from clusterctl.hosts import connect
+from clusterctl.group import connect
 from clusterctl.inventory import LOCAL_HOST, WorkerGroup, is_valid_address
 from clusterctl.launch import plan_worker_group
+from clusterctl.preflight import preflight
+from clusterctl.progress import PasswordPrompt, Progress
+from clusterctl.report import ClusterReport, build_report
 from clusterctl.state import ClusterState
-from clusterctl.tls import remote_files
-
-DEFAULT_TIMEOUT = 60.0
+from clusterctl.timing import WORKER_TIMEOUT
 
 
 def add_worker(progress: Progress, cluster: str | None = None, config: str | None = None, host: str | None = None,
                nworkers: int = 1, nthreads: int = 1, memory_limit: str | None = None,
-               resources: str | None = None, name: str | None = None, timeout: float = DEFAULT_TIMEOUT,
-               allow_version_mismatch: bool = False) -> ClusterReport:
+               resources: str | None = None, name: str | None = None, timeout: float = WORKER_TIMEOUT,
+               allow_version_mismatch: bool = False, password_prompt: PasswordPrompt | None = None) -> ClusterReport:
     cluster_name = state.resolve_name(cluster, config)
     with state.locked(cluster_name):
         st = state.load(cluster_name)
         if st is None:
             raise ClusterctlError(f"cluster {cluster_name!r} is not running", "start it with `clusterctl up CONFIG`")
-        inventory = st.model()
+        inventory = st.inventory
         alias = host or LOCAL_HOST
         if alias not in inventory.hosts and alias != LOCAL_HOST and not is_valid_address(alias):
             known = ", ".join(sorted(inventory.hosts)) or "none"
@@ -43,15 +41,14 @@ def add_worker(progress: Progress, cluster: str | None = None, config: str | Non
         if clash:
             raise InvalidInputError(f"--name: worker name {clash[0]!r} is already used in cluster {st.name!r}",
                                     "choose another --name, or leave it out for a generated one")
-        with connect(inventory, [alias], progress.password) as hosts:
-            tls_paths = (lambda host, role: remote_files(hosts[host].run_dir, role)) if st.tls else None
-            plan = plan_worker_group(inventory, group, st.scheduler_address, tls_paths)
+        with connect(inventory, [alias], password_prompt) as hosts:
+            plan = plan_worker_group(inventory, group, st.scheduler_address, lifecycle.tls_dirs(hosts, st.tls))
             progress.step(f"checking {alias}")
             preflight(hosts, inventory.scheduler.host, allow_version_mismatch, reference=st.versions or None)
             if st.tls:
-                upload_tls(hosts[alias], state.tls_dir(st.name), {"worker"})
-            view, _ = start_and_wait(st, hosts, [plan], group.worker_names(), timeout, progress,
-                                     added={plan.name: group.model_dump(mode="json")})
+                lifecycle.upload_tls(hosts[alias], state.tls_dir(st.name), {"worker"})
+            view, _ = lifecycle.start_and_wait(st, hosts, [plan], group.worker_names(), timeout, progress,
+                                               added={plan.name: group.model_dump(mode="json")})
     report = build_report(st, view)
     report.started = [plan.name]
     report.headline = f"added {', '.join(group.worker_names())} on {alias}"

@@ -19,17 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clusterctl.commands._common import Progress, SilentProgress
-from clusterctl.commands.preflight import COMPARED
-from clusterctl.commands.up import scheduler_listen_host
-from clusterctl.errors import ClusterctlError
-from clusterctl.fanout import fan_out
-from clusterctl.hosts import Host, connect
+from clusterctl import lifecycle, preflight
+from clusterctl.errors import EXIT_FAILED, EXIT_OK, ClusterctlError, HostError
+from clusterctl.group import HostGroup, connect
+from clusterctl.host import Host
 from clusterctl.inventory import Inventory, load_inventory
-from clusterctl.launch import scheduler_address
+from clusterctl.progress import Progress, SilentProgress
 from clusterctl.remote_log import log_command
+from clusterctl.report import JSON_SCHEMA_VERSION
 
-CHECKS = ("reachable", "python", "versions", "port_free", "reaches_scheduler")
 CONNECT_TIMEOUT = 5.0  # seconds for a worker host's TCP connect to the scheduler port
 LISTEN_SECONDS = 30.0  # the test listener's own deadline (plus the connect timeout), should clusterctl not stop it
 PROBE_ARGV = ["true"]  # any command proves the connection and the login work
@@ -82,8 +80,34 @@ class CheckReport:
         return all(host.ok for host in self.hosts)
 
     @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.ok else EXIT_FAILED
+
+    @property
     def failures(self) -> list[tuple[str, CheckResult]]:
         return [(h.host, r) for h in self.hosts for r in h.checks.values() if r.ok is False]
+
+    def document(self) -> dict[str, Any]:
+        """The stable `check --json` document (documented in README.md, "check --json")."""
+        return {
+            "schema": JSON_SCHEMA_VERSION,
+            "cluster": self.cluster,
+            "config": self.config,
+            "ok": self.ok,
+            "scheduler": {"host": self.scheduler_host, "address": self.scheduler_address},
+            "hosts": [
+                {
+                    "host": host.host,
+                    "roles": host.roles,
+                    "address": host.address,
+                    "ok": host.ok,
+                    "versions": host.versions,
+                    "checks": {name: {"status": result.status, "reason": result.reason, "hint": result.hint}
+                               for name, result in host.checks.items()},
+                }
+                for host in self.hosts
+            ],
+        }
 
 
 def check(config: str, progress: Progress | None = None, connect_timeout: float = CONNECT_TIMEOUT) -> CheckReport:
@@ -97,7 +121,7 @@ def check(config: str, progress: Progress | None = None, connect_timeout: float 
     try:
         with connect(inventory, aliases) as hosts:
             progress.step(f"checking {len(hosts)} host(s)")
-            fan_out(aliases, lambda alias: _reach_and_ask(hosts[alias], rows[alias]))
+            hosts.run(lambda host: _reach_and_ask(host, rows[host.alias]))
             _compare_versions(rows, scheduler_alias)
             progress.step(f"checking port {inventory.scheduler.port} on {scheduler_alias}")
             _check_port(inventory, hosts, rows, report, connect_timeout)
@@ -127,14 +151,10 @@ def _reach_and_ask(host: Host, row: HostCheck) -> None:
     except ClusterctlError as exc:
         row.record("python", False, _reason(exc), exc.hint)
         return
-    row.versions = {package: found.get(package) for package in COMPARED}
-    errors = found.get("errors") or {}
-    broken = [module for module in ("distributed", "dask") if module in errors]
-    if broken:
-        executable = found.get("executable") or "python"
-        row.record("python", False, f"{executable} cannot import {broken[0]}: {errors[broken[0]]}",
-                   f"install dask and distributed there (`{executable} -m pip install distributed`), "
-                   "or set `python:` for this host")
+    row.versions = {package: found.get(package) for package in preflight.COMPARED}
+    problem = preflight.import_problem(host.alias, found)
+    if problem is not None:
+        row.record("python", False, problem.reason, problem.hint)
     else:
         row.record("python", True)
 
@@ -147,7 +167,7 @@ def _compare_versions(rows: dict[str, HostCheck], scheduler_alias: str) -> None:
         elif not reference.passed("python"):
             row.record("versions", None, f"the scheduler host {scheduler_alias} could not be asked")
         else:
-            differing = [p for p in COMPARED if row.versions.get(p) != reference.versions.get(p)]
+            differing = preflight.differing(row.versions, reference.versions)
             if differing:
                 row.record("versions", False, ", ".join(
                     f"{p} {row.versions.get(p)} (scheduler host: {reference.versions.get(p)})" for p in differing),
@@ -156,7 +176,7 @@ def _compare_versions(rows: dict[str, HostCheck], scheduler_alias: str) -> None:
                 row.record("versions", True)
 
 
-def _check_port(inventory: Inventory, hosts: dict[str, Host], rows: dict[str, HostCheck], report: CheckReport,
+def _check_port(inventory: Inventory, hosts: HostGroup, rows: dict[str, HostCheck], report: CheckReport,
                 connect_timeout: float) -> None:
     """port_free on the scheduler host, then reaches_scheduler from every worker host."""
     scheduler_row = rows[inventory.scheduler.host]
@@ -167,8 +187,8 @@ def _check_port(inventory: Inventory, hosts: dict[str, Host], rows: dict[str, Ho
         for row in workers:
             row.record("reaches_scheduler", None, "the scheduler host could not be checked")
         return
-    listen_host = scheduler_listen_host(inventory, hosts)
-    report.scheduler_address = scheduler_address(listen_host, port, "tls" if inventory.security.enabled else "tcp")
+    endpoint = lifecycle.scheduler_endpoint(inventory, hosts)
+    listen_host, report.scheduler_address = endpoint.listen_host, endpoint.address
     scheduler = hosts[inventory.scheduler.host]
     try:
         listening = scheduler.call("listen", host=listen_host, port=port, seconds=LISTEN_SECONDS + connect_timeout)
@@ -191,8 +211,8 @@ def _check_port(inventory: Inventory, hosts: dict[str, Host], rows: dict[str, Ho
         for row in workers:
             if row not in ready:
                 row.record("reaches_scheduler", None, "python did not run")
-        fan_out([row.host for row in ready], lambda alias: _reach_scheduler(hosts[alias], rows[alias], listen_host,
-                                                                            port, connect_timeout))
+        hosts.run(lambda host: _reach_scheduler(host, rows[host.alias], listen_host, port, connect_timeout),
+                  only=[row.host for row in ready])
     finally:
         _stop_listener(scheduler, scheduler_row, listening, LISTEN_SECONDS + connect_timeout)
 
@@ -228,4 +248,4 @@ def _stop_listener(scheduler: Host, row: HostCheck, listening: dict[str, Any], l
 
 def _reason(exc: ClusterctlError) -> str:
     """The message without the ``host:`` prefix the row already shows."""
-    return getattr(exc, "reason", None) or exc.message
+    return exc.reason if isinstance(exc, HostError) else exc.message

@@ -11,8 +11,7 @@ from contextlib import contextmanager
 
 from clusterctl import scheduler_api, state
 from clusterctl.errors import ClusterctlError
-from clusterctl.hosts import connect
-from clusterctl.launch import address_host
+from clusterctl.group import connect
 
 
 @contextmanager
@@ -21,13 +20,13 @@ def dashboard(cluster: str | None = None, config: str | None = None) -> Iterator
     st = state.load(name)
     if st is None:
         raise ClusterctlError(f"cluster {name!r} is not running", "start it with `clusterctl up CONFIG`")
+    inventory = st.inventory
     view = scheduler_api.query(st.scheduler_address, tls=st.client_tls())
-    if view.dashboard_port is None or st.model().scheduler.dashboard_address is None:
+    if view.dashboard_port is None or inventory.scheduler.dashboard_address is None:
         raise ClusterctlError(f"cluster {name!r} has no dashboard",
                               "set scheduler.dashboard_address (e.g. ':8787') and run `clusterctl up --restart`")
-    inventory = st.model()
     scheduler_host = inventory.scheduler.host
-    target = "127.0.0.1" if inventory.scheduler.dashboard == "local" else address_host(st.scheduler_address)
+    target = "127.0.0.1" if inventory.scheduler.dashboard == "local" else st.scheduler_host
     with connect(inventory, [scheduler_host]) as hosts:
         # A local host's dashboard is on this machine already; an SSH host's comes through a tunnel.
         port = hosts[scheduler_host].transport.open_tunnel(target, view.dashboard_port)

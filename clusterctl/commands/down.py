@@ -9,16 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from clusterctl import scheduler_api, state
-from clusterctl.commands._common import Progress
-from clusterctl.errors import ClusterctlError, SchedulerUnreachableError
-from clusterctl.fanout import fan_out
-from clusterctl.hosts import Host, connect
+from clusterctl import lifecycle, scheduler_api, state
+from clusterctl.errors import ClusterctlError, HostError, SchedulerUnreachableError
+from clusterctl.group import HostGroup, connect
 from clusterctl.inventory import Inventory, load_inventory
-from clusterctl.launch import scheduler_address
-from clusterctl.state import ClusterState, ProcessRecord
-
-DEFAULT_GRACE = 10.0
+from clusterctl.progress import PasswordPrompt, Progress
+from clusterctl.records import ProcessRecord, StopOutcome
+from clusterctl.state import ClusterState
+from clusterctl.timing import DOWN_GRACE
 
 
 @dataclass
@@ -37,7 +35,7 @@ class DownIncompleteError(ClusterctlError):
 
 
 def down(progress: Progress, cluster: str | None = None, config: str | None = None,
-         grace: float = DEFAULT_GRACE) -> DownResult:
+         grace: float = DOWN_GRACE, password_prompt: PasswordPrompt | None = None) -> DownResult:
     if cluster is None and config is None and state.current() is None:
         return DownResult("(none)", already_gone=True)  # nothing is current: down is harmless
     inventory = load_inventory(config) if config else None
@@ -48,7 +46,7 @@ def down(progress: Progress, cluster: str | None = None, config: str | None = No
             return DownResult(name, already_gone=True)
         result = DownResult(name, without_state=st is None)
         if st is not None:
-            inventory = st.model()
+            inventory = st.inventory
             if st.process("scheduler") is not None:
                 result.scheduler_note = _retire_and_close(st, progress)
         assert inventory is not None
@@ -58,30 +56,27 @@ def down(progress: Progress, cluster: str | None = None, config: str | None = No
         spare = [alias for alias in inventory.hosts if alias not in used] if st is None else []
         aliases = list(dict.fromkeys(used + spare))
         progress.step(f"stopping the processes on {len(aliases)} host(s) and verifying they are gone")
-        with connect(inventory, aliases, progress.password) as hosts:
+        with connect(inventory, aliases, password_prompt) as hosts:
             if st is None:
                 result.unrecorded_scheduler = _close_unrecorded_scheduler(inventory, hosts, progress)
-            outcomes = fan_out(aliases, lambda alias: hosts[alias].sweep(
-                [vars(r) for r in records if r.host == alias], grace))
+            swept = hosts.run(lambda host: host.sweep([r for r in records if r.host == host.alias], grace))
         progress.done()
-        unreachable_spares = [o for o in outcomes if o.host in spare and not o.succeeded]
-        result.notes += [f"{o.host}: not checked ({o.error.message if o.error else 'unreachable'}); it runs no "
-                         "process of the inventory" for o in unreachable_spares]
-        outcomes = [o for o in outcomes if o not in unreachable_spares]
-        return _conclude(name, st, result, records, outcomes)
+        unreachable_spares = {alias: error for alias, error in swept.failed.items() if alias in spare}
+        result.notes += [f"{error.message}: not checked; it runs no process of the inventory"
+                         for error in unreachable_spares.values()]
+        failed = {alias: error for alias, error in swept.failed.items() if alias not in unreachable_spares}
+        return _conclude(name, st, result, records, swept.succeeded, failed)
 
 
-def _close_unrecorded_scheduler(inventory: Inventory, hosts: dict[str, Host], progress: Progress) -> str | None:
+def _close_unrecorded_scheduler(inventory: Inventory, hosts: HostGroup, progress: Progress) -> str | None:
     """Without state: a scheduler answering at the inventory's address is asked to close.
 
     Returns its address when one answered, so that `down` can say it was not found by pid.
     """
-    from clusterctl.commands.up import scheduler_listen_host
-
     if inventory.security.enabled:
         return None  # its client certificates were in the lost state: it cannot be asked
     try:
-        address = scheduler_address(scheduler_listen_host(inventory, hosts), inventory.scheduler.port)
+        address = lifecycle.scheduler_endpoint(inventory, hosts).address
         scheduler_api.query(address, timeout=2.0)
     except ClusterctlError:
         return None
@@ -106,21 +101,19 @@ def _retire_and_close(st: ClusterState, progress: Progress) -> str | None:
 
 
 def _conclude(name: str, st: ClusterState | None, result: DownResult, records: list[ProcessRecord],
-              outcomes: list) -> DownResult:
-    failed = {o.host: o.error for o in outcomes if not o.succeeded}
+              swept: dict[str, list[StopOutcome]], failed: dict[str, HostError]) -> DownResult:
     left: list[ProcessRecord] = [r for r in records if r.host in failed]
     unverified = []
     recorded = {(r.host, r.pid) for r in records}
-    for outcome in outcomes:
-        for p in outcome.value or []:
+    for alias, outcomes in swept.items():
+        for p in outcomes:
             # Stopped: signalled here, or recorded and gone (many exit when the scheduler closes).
-            if p["gone"] and (p.get("signalled") or (outcome.host, p["pid"]) in recorded):
-                result.stopped.append(f"{outcome.host}: {p['name']} (pid {p['pid']})")
-            elif not p["gone"]:
-                unverified.append(f"{outcome.host}: {p['name']} (pid {p['pid']}) still runs after SIGKILL")
-                left += [r for r in records if r.host == outcome.host and r.pid == p["pid"]]
-    if result.unrecorded_scheduler and not any(
-            p.get("role") == "scheduler" for o in outcomes for p in (o.value or [])):
+            if p.gone and (p.signalled or (alias, p.pid) in recorded):
+                result.stopped.append(f"{alias}: {p.name} (pid {p.pid})")
+            elif not p.gone:
+                unverified.append(f"{alias}: {p.name} (pid {p.pid}) still runs after SIGKILL")
+                left += [r for r in records if r.host == alias and r.pid == p.pid]
+    if result.unrecorded_scheduler and not any(p.role == "scheduler" for found in swept.values() for p in found):
         unverified.append(f"the scheduler at {result.unrecorded_scheduler} answered but no pid file names it "
                         "(was its run directory under a deleted $CLUSTERCTL_HOME?); it was asked to close, "
                         "its processes are not verified")
@@ -132,8 +125,7 @@ def _conclude(name: str, st: ClusterState | None, result: DownResult, records: l
         # Keep what could not be verified, and the cluster itself, so a later `down` finishes the job.
         st.processes = left
         state.save(st)
-    reasons = [f"{host}: not verified: {error.reason if hasattr(error, 'reason') else error}"
-               for host, error in failed.items()] + unverified
+    reasons = [f"{host}: not verified: {error.reason}" for host, error in failed.items()] + unverified
     done = f" (stopped {len(result.stopped)} other process(es))" if result.stopped else ""
     hint = ("fix the host, then run `clusterctl down` again; it stops what is left" if failed or st is not None
             else "check the scheduler host with `ps`; for `connection: local` hosts, set `run_dir` outside "

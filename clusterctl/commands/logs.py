@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clusterctl import state
-from clusterctl.errors import ClusterctlError, InvalidInputError
-from clusterctl.fanout import fan_out
-from clusterctl.hosts import Host, connect
+from clusterctl.errors import EXIT_FAILED, EXIT_OK, ClusterctlError, InvalidInputError
+from clusterctl.group import HostGroup, connect
+from clusterctl.host import Host
 from clusterctl.launch import SCHEDULER_NAME
-from clusterctl.state import ClusterState, ProcessRecord
+from clusterctl.records import ProcessRecord
+from clusterctl.state import ClusterState
 
 DEFAULT_LINES = 50
 POLL_INTERVAL = 0.5  # seconds between rounds while following
@@ -44,6 +45,10 @@ class _Source:
     inode: int | None = None
     last_error: str | None = None
 
+    @property
+    def host(self) -> str:
+        return self.record.host
+
 
 @dataclass
 class LogStream:
@@ -57,6 +62,11 @@ class LogStream:
     failures: int = 0  # logs that could not be read (counted while iterating)
 
     @property
+    def exit_code(self) -> int:
+        """1 when a log could not be read; following, that is a warning (it may come back): 0."""
+        return EXIT_FAILED if self.failures and not self.follow else EXIT_OK
+
+    @property
     def prefixed(self) -> bool:
         """Several processes are shown: each line says whose it is."""
         return len(self.processes) > 1
@@ -66,7 +76,7 @@ class LogStream:
         if st is None:
             raise _not_running(self.cluster)
         sources = [_Source(record) for record in self.processes]
-        with connect(st.model(), [s.record.host for s in sources]) as hosts:
+        with connect(st.inventory, [s.host for s in sources]) as hosts:
             chunks, _ = self._read_round(hosts, sources)
             yield from self._counted(chunks)
             while self.follow:
@@ -86,28 +96,26 @@ class LogStream:
             self.failures += chunk.failed
             yield chunk
 
-    def _read_round(self, hosts: dict[str, Host], sources: list[_Source]) -> tuple[list[LogLines], bool]:
+    def _read_round(self, hosts: HostGroup, sources: list[_Source]) -> tuple[list[LogLines], bool]:
         """One agent call per host, all hosts at once: what is new, in the order of ``sources``,
         and whether any log has more to read right away."""
-        by_host: dict[str, list[_Source]] = {}
-        for source in sources:
-            by_host.setdefault(source.record.host, []).append(source)
 
-        def read(alias: str) -> list[dict[str, Any]]:
+        def read(host: Host, mine: list[_Source]) -> dict[int, dict[str, Any]]:
             files = [{"path": s.record.log, "offset": s.offset, "inode": s.inode, "lines": self.lines,
-                      "whole_lines": self.follow} for s in by_host[alias]]
-            return hosts[alias].call("read", timeout=READ_TIMEOUT, files=files)["files"]
+                      "whole_lines": self.follow} for s in mine]
+            answers = host.read_logs(files, READ_TIMEOUT)
+            for source, answer in zip(mine, answers, strict=True):
+                if "error" in answer:
+                    answer["error"] = f"{host.alias}: cannot read {source.record.log}: {answer['error']}"
+            return {id(source): answer for source, answer in zip(mine, answers, strict=True)}
 
         answers: dict[int, dict[str, Any]] = {}
-        for outcome in fan_out(by_host, read):
-            for index, source in enumerate(by_host[outcome.host]):
-                if outcome.error is not None:
-                    answers[id(source)] = {"error": outcome.error.message}
-                else:
-                    answer = outcome.value[index]  # type: ignore[index]
-                    if "error" in answer:
-                        answer["error"] = f"{outcome.host}: cannot read {source.record.log}: {answer['error']}"
-                    answers[id(source)] = answer
+        for alias, result in hosts.run_each(sources, read).items():
+            if result.value is not None:
+                answers.update(result.value)
+            else:
+                answers.update({id(s): {"error": str(result.error.message if result.error else alias)}
+                                for s in sources if s.host == alias})
         chunks: list[LogLines] = []
         more = False
         for source in sources:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from clusterctl import scheduler_api, state
-from clusterctl.commands._common import Progress, stop_records, verified_gone
+from clusterctl import lifecycle, scheduler_api, state
 from clusterctl.errors import ClusterctlError, InvalidInputError, SchedulerUnreachableError
-from clusterctl.hosts import connect
-from clusterctl.state import ProcessRecord
-
-STOP_GRACE = 10.0
+from clusterctl.group import connect
+from clusterctl.progress import PasswordPrompt, Progress
+from clusterctl.records import ProcessRecord
+from clusterctl.timing import DOWN_GRACE
 
 
 @dataclass
@@ -27,7 +26,7 @@ class RemoveResult:
 
 
 def remove_worker(progress: Progress, targets: list[str], cluster: str | None = None,
-                  config: str | None = None) -> RemoveResult:
+                  config: str | None = None, password_prompt: PasswordPrompt | None = None) -> RemoveResult:
     name = state.resolve_name(cluster, config)
     with state.locked(name):
         st = state.load(name)
@@ -52,10 +51,9 @@ def remove_worker(progress: Progress, targets: list[str], cluster: str | None = 
                    and set(r.worker_names) <= workers]
         if emptied:
             progress.step(f"stopping {len(emptied)} process(es)")
-            with connect(st.model(), [r.host for r in emptied], progress.password) as hosts:
-                outcomes = stop_records(hosts, emptied, STOP_GRACE)
+            with connect(st.inventory, [r.host for r in emptied], password_prompt) as hosts:
+                gone = lifecycle.verified_gone(lifecycle.stop_records(hosts, emptied, DOWN_GRACE))
             progress.done()
-            gone = verified_gone(outcomes)
             result.stopped = [f"{r.host}: {r.name} (pid {r.pid})" for r in emptied if (r.host, r.pid) in gone]
             stuck = [r for r in emptied if (r.host, r.pid) not in gone]
         else:

@@ -6,10 +6,9 @@ import time
 from collections.abc import Iterator
 
 from clusterctl import scheduler_api, state
-from clusterctl.commands._common import ClusterReport, ProcessRow, build_report
 from clusterctl.errors import ClusterctlError, SchedulerUnreachableError
-from clusterctl.fanout import fan_out
-from clusterctl.hosts import connect
+from clusterctl.group import connect
+from clusterctl.report import ClusterReport, ProcessRow, build_report
 from clusterctl.state import ClusterState
 
 
@@ -30,18 +29,14 @@ def status(cluster: str | None = None, config: str | None = None, processes: boo
 
 def check_processes(st: ClusterState) -> list[ProcessRow]:
     """Every recorded pid, asked on its host: alive, dead, or the host could not be asked."""
-    inventory = st.model()
-    by_host: dict[str, list] = {}
-    for record in st.processes:
-        by_host.setdefault(record.host, []).append(record)
+    with connect(st.inventory, [r.host for r in st.processes]) as hosts:
+        results = hosts.run_each(st.processes, lambda host, mine: host.alive(mine))
     rows: list[ProcessRow] = []
-    with connect(inventory, list(by_host)) as hosts:
-        outcomes = fan_out(by_host, lambda h: hosts[h].alive([vars(r) for r in by_host[h]]))
-    for outcome in outcomes:
-        for record in by_host[outcome.host]:
-            alive = outcome.value.get(record.pid) if outcome.succeeded else None  # type: ignore[union-attr]
-            rows.append(ProcessRow(record.role, record.name, record.host, record.pid, alive, record.log,
-                                   note="" if outcome.succeeded else str(outcome.error)))
+    for record in st.processes:
+        result = results[record.host]
+        alive = result.value.get(record.pid) if result.value is not None else None
+        rows.append(ProcessRow(record.role, record.name, record.host, record.pid, alive, record.log,
+                               note=str(result.error) if result.error else ""))
     return rows
 
 

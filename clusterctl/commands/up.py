@@ -12,27 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clusterctl import scheduler_api, state, tls
-from clusterctl.commands._common import (
-    ClusterReport,
-    Progress,
-    build_report,
-    dashboard_url,
-    find_dead,
-    start_and_wait,
-    stop_records,
-)
-from clusterctl.commands.preflight import preflight
+from clusterctl import lifecycle, scheduler_api, state, tls
 from clusterctl.errors import SchedulerUnreachableError
-from clusterctl.fanout import fan_out, values_or_raise
-from clusterctl.hosts import Host, connect
+from clusterctl.group import HostGroup, connect
 from clusterctl.inventory import Inventory, TlsFilesSpec, WorkerGroup, load_inventory
-from clusterctl.launch import ProcessPlan, TlsPaths, address_host, plan_cluster, plan_worker_group, scheduler_address
-from clusterctl.state import ClusterState, ProcessRecord
-from clusterctl.tls import remote_files
-
-DEFAULT_TIMEOUT = 60.0
-STOP_GRACE = 5.0
+from clusterctl.launch import ProcessPlan, SchedulerEndpoint, plan_cluster, plan_worker_group
+from clusterctl.preflight import preflight
+from clusterctl.progress import PasswordPrompt, Progress
+from clusterctl.records import ProcessRecord
+from clusterctl.report import ClusterReport, build_report, dashboard_url
+from clusterctl.state import ClusterState
+from clusterctl.timing import RESTART_GRACE, WORKER_TIMEOUT
 
 
 @dataclass
@@ -52,70 +42,46 @@ class Reconciliation:
     added: dict[str, dict[str, Any]] = field(default_factory=dict)  # add-worker groups to start again
 
 
-def up(config: str, progress: Progress, timeout: float = DEFAULT_TIMEOUT, dry_run: bool = False,
-       allow_version_mismatch: bool = False, restart: bool = False) -> ClusterReport | DryRun:
+def up(config: str, progress: Progress, password_prompt: PasswordPrompt | None = None,
+       timeout: float = WORKER_TIMEOUT, dry_run: bool = False, allow_version_mismatch: bool = False,
+       restart: bool = False) -> ClusterReport | DryRun:
     inventory = load_inventory(config)
     with state.locked(inventory.name):
         previous = state.load(inventory.name)
         described = list(dict.fromkeys([inventory.scheduler.host, *(group.host for group in inventory.workers)]))
         recorded = [r.host for r in previous.processes] if previous else []  # added workers' hosts too
-        with connect(inventory, described + recorded, progress.password) as hosts:
-            listen_host = scheduler_listen_host(inventory, hosts)
-            tls_paths = (lambda alias, role: remote_files(hosts[alias].run_dir, role)) \
-                if inventory.security.enabled else None
-            plans = plan_cluster(inventory, listen_host, tls_paths)
-            address = scheduler_address(listen_host, inventory.scheduler.port, "tls" if tls_paths else "tcp")
+        with connect(inventory, described + recorded, password_prompt) as hosts:
+            endpoint = lifecycle.scheduler_endpoint(inventory, hosts)
+            run_dirs = lifecycle.tls_dirs(hosts, inventory.security.enabled)
+            plans = plan_cluster(inventory, endpoint, run_dirs)
             if dry_run:
-                return _dry_run(inventory, hosts, plans, address)
+                return _dry_run(inventory, hosts, plans, endpoint.address)
             if isinstance(inventory.security.tls, TlsFilesSpec):
                 tls.check_readable(inventory.security.tls)
             progress.step(f"checking {len(hosts)} host(s)")
-            report = preflight({alias: hosts[alias] for alias in described}, inventory.scheduler.host,
+            report = preflight(HostGroup({alias: hosts[alias] for alias in described}), inventory.scheduler.host,
                                allow_version_mismatch)
             st = ClusterState(
                 name=inventory.name,
-                inventory=inventory.model_dump(mode="json"),
+                inventory=inventory,
                 config_path=str(Path(config).resolve()),
-                scheduler_address=address,
+                scheduler_address=endpoint.address,
+                scheduler_host=endpoint.listen_host,
                 dashboard_url=None,
                 versions=report.versions.get(inventory.scheduler.host, {}),
                 tls=inventory.security.enabled,
             )
             if inventory.security.enabled:
                 progress.step("distributing TLS certificates")
-                provision_tls(inventory, hosts, listen_host)
-            todo = reconcile(inventory, st.scheduler_address, plans, previous, hosts, restart, tls_paths)
+                lifecycle.provision_tls(inventory, hosts, endpoint)
+            todo = reconcile(inventory, endpoint, plans, previous, hosts, restart, run_dirs)
             result = _apply(st, hosts, todo, timeout, progress)
-            if not inventory.security.enabled and not _is_loopback(listen_host):
+            if not inventory.security.enabled and not _is_loopback(endpoint.listen_host):
                 result.warnings.append(
-                    f"TLS is off and the scheduler listens on {listen_host}:{inventory.scheduler.port}: anyone who "
+                    f"TLS is off and the scheduler listens on {endpoint.listen_host}:{endpoint.port}: anyone who "
                     "can reach that port can run code on every worker. Fix: add `security: {tls: auto}` to the "
                     "inventory and run `clusterctl up --restart`.")
             return result
-
-
-def provision_tls(inventory: Inventory, hosts: dict[str, Host], listen_host: str) -> None:
-    """Make (or adopt) the cluster's TLS files here, and copy each host the ones its processes need."""
-    directory = state.tls_dir(inventory.name)
-    state.cluster_dir(inventory.name).mkdir(mode=0o700, parents=True, exist_ok=True)
-    spec = inventory.security.tls
-    if isinstance(spec, TlsFilesSpec):
-        tls.adopt(directory, spec.ca_file, spec.cert, spec.key)
-    else:
-        tls.generate(directory, inventory.name, [listen_host, hosts[inventory.scheduler.host].address])
-    roles: dict[str, set[str]] = {inventory.scheduler.host: {"scheduler"}}
-    for group in inventory.workers:
-        roles.setdefault(group.host, set()).add("worker")
-    values_or_raise("copying TLS files", fan_out(roles, lambda alias: upload_tls(hosts[alias], directory, roles[alias])))
-
-
-def upload_tls(host: Host, directory: Path, roles: set[str]) -> None:
-    files = {"tls/ca.pem": (directory / "ca.pem").read_bytes()}
-    for role in roles:
-        local = tls.local_files(directory, role)
-        files[f"tls/{role}.pem"] = Path(local.cert).read_bytes()
-        files[f"tls/{role}-key.pem"] = Path(local.key).read_bytes()
-    host.upload(files)
 
 
 def _is_loopback(address: str) -> bool:
@@ -125,22 +91,16 @@ def _is_loopback(address: str) -> bool:
         return address == "localhost"
 
 
-def scheduler_listen_host(inventory: Inventory, hosts: dict[str, Host]) -> str:
-    """Where the scheduler listens: its host's address, loopback when every host is this machine."""
-    if all(host.settings.connection == "local" for host in hosts.values()):
-        return inventory.host(inventory.scheduler.host).address or "127.0.0.1"
-    return hosts[inventory.scheduler.host].address
-
-
-def _dry_run(inventory: Inventory, hosts: dict[str, Host], plans: list[ProcessPlan], address: str) -> DryRun:
+def _dry_run(inventory: Inventory, hosts: HostGroup, plans: list[ProcessPlan], address: str) -> DryRun:
     result = DryRun(inventory.name, address)
     for plan in plans:
         result.commands.setdefault(plan.host, []).extend(hosts[plan.host].describe_start([plan]))
     return result
 
 
-def reconcile(inventory: Inventory, address: str, plans: list[ProcessPlan], previous: ClusterState | None,
-              hosts: dict[str, Host], restart: bool, tls_paths: TlsPaths = None) -> Reconciliation:
+def reconcile(inventory: Inventory, endpoint: SchedulerEndpoint, plans: list[ProcessPlan],
+              previous: ClusterState | None, hosts: HostGroup, restart: bool,
+              run_dirs: dict[str, str] | None = None) -> Reconciliation:
     """Compare the plan with what runs and decide what to start and stop.
 
     What runs is what is alive on its host *and* registered with the scheduler: a worker process
@@ -151,7 +111,7 @@ def reconcile(inventory: Inventory, address: str, plans: list[ProcessPlan], prev
     if previous is None or not previous.processes:
         todo.start = list(plans)
         return todo
-    dead = {id(r) for r in find_dead(hosts, previous.processes)}
+    dead = {id(r) for r in lifecycle.find_dead(hosts, previous.processes)}
     registered: set[str] | None = None
     scheduler = previous.process("scheduler")
     if scheduler is not None and id(scheduler) not in dead:  # a dead one would cost the query's timeout
@@ -167,15 +127,15 @@ def reconcile(inventory: Inventory, address: str, plans: list[ProcessPlan], prev
     for record in previous.processes:
         if record.added and record.name not in wanted:
             group = WorkerGroup.model_validate(record.spec)
-            wanted[record.name] = plan_worker_group(inventory, group, address, tls_paths)
+            wanted[record.name] = plan_worker_group(inventory, group, endpoint.address, run_dirs)
             todo.added[record.name] = record.spec
     for name, plan in wanted.items():
-        record = alive.get(name)
-        if record is not None and name in healthy and not restart and _unchanged(record, plan):
-            todo.keep.append(record)
+        running = alive.get(name)
+        if running is not None and name in healthy and not restart and _unchanged(running, plan):
+            todo.keep.append(running)
             continue
-        if record is not None:
-            todo.stop.append(record)  # changed, restarted, or alive but lost to the scheduler
+        if running is not None:
+            todo.stop.append(running)  # changed, restarted, or alive but lost to the scheduler
         todo.start.append(plan)
     todo.stop += [r for name, r in alive.items() if name not in wanted]  # groups gone from the inventory
     return todo
@@ -186,22 +146,22 @@ def _unchanged(record: ProcessRecord, plan: ProcessPlan) -> bool:
         not record.argv or record.argv == plan.argv)
 
 
-def _apply(st: ClusterState, hosts: dict[str, Host], todo: Reconciliation, timeout: float,
+def _apply(st: ClusterState, hosts: HostGroup, todo: Reconciliation, timeout: float,
            progress: Progress) -> ClusterReport:
     st.processes = list(todo.keep)
     if todo.stop:
         progress.step(f"stopping {len(todo.stop)} changed or removed process(es)")
-        stop_records(hosts, todo.stop, STOP_GRACE)
+        lifecycle.stop_records(hosts, todo.stop, RESTART_GRACE)
     state.save(st)
     state.set_current(st.name)
     names = [name for r in st.processes if r.role == "worker" for name in r.worker_names]
     names += [name for plan in todo.start for name in plan.worker_names]
-    view, started = start_and_wait(st, hosts, todo.start, names, timeout, progress, added=todo.added)
+    view, started = lifecycle.start_and_wait(st, hosts, todo.start, names, timeout, progress, added=todo.added)
     # distributed registers its HTTP server as "dashboard" even under --no-dashboard.
     # A loopback-only dashboard has no URL from here: `clusterctl dashboard` tunnels to it.
-    scheduler = st.model().scheduler
+    scheduler = st.inventory.scheduler
     wants_url = scheduler.dashboard_address is not None and scheduler.dashboard == "public"
-    st.dashboard_url = dashboard_url(view, address_host(st.scheduler_address)) if wants_url else None
+    st.dashboard_url = dashboard_url(view, st.scheduler_host) if wants_url else None
     state.save(st)
     report = build_report(st, view)
     report.started = [r.name for r in started]

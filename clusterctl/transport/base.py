@@ -48,10 +48,6 @@ class Transport(Protocol):
         """Write ``data`` to ``path`` on the host with permissions ``mode`` (parents must exist)."""
         ...
 
-    def read_file(self, path: str) -> bytes:
-        """Return the contents of ``path`` on the host; ``HostError`` if it cannot be read."""
-        ...
-
     def open_tunnel(self, remote_host: str, remote_port: int) -> int:
         """A port on this machine's 127.0.0.1 that leads to ``remote_host:remote_port`` as the host
         sees it (for SSH, like `ssh -L`); open until ``close()``."""

@@ -33,12 +33,6 @@ class LocalTransport:
             handle.write(data)
         os.chmod(target, mode)
 
-    def read_file(self, path: str) -> bytes:
-        try:
-            return Path(path).expanduser().read_bytes()
-        except OSError as exc:
-            raise HostError(self.host, f"cannot read {path}: {exc.strerror}") from None
-
     def open_tunnel(self, remote_host: str, remote_port: int) -> int:
         """This machine's own ports need no tunnel."""
         return remote_port

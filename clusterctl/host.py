@@ -1,0 +1,197 @@
+"""One cluster host as clusterctl drives it: a transport plus the host-side agent.
+
+Every step on a host (start, liveness, stop, versions, log reads, pid-file listing) is one
+round trip: the host's python runs ``clusterctl/agent.py`` with a JSON request on stdin. This is
+where a process is started on a host, and the one place where the agent's answers are checked
+and turned into typed records (``clusterctl.records``); an answer of the wrong shape is a
+``HostError`` for this host alone.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from clusterctl import agent, paths
+from clusterctl.errors import HostError
+from clusterctl.inventory import HostSettings
+from clusterctl.launch import ProcessPlan
+from clusterctl.records import AnswerError, FoundProcess, ProcessRecord, StartFailure, StopOutcome, field_of, list_of
+from clusterctl.remote_log import AGENT_PLACEHOLDER, log_command
+from clusterctl.transport import Transport
+
+AGENT_MARKER = "CLUSTERCTL-AGENT "
+AGENT_TIMEOUT = 60.0  # seconds for one agent round trip (a stop adds its grace period)
+
+
+@cache
+def agent_source() -> str:
+    return Path(agent.__file__).read_text()
+
+
+def default_run_dir(cluster: str, settings: HostSettings) -> str:
+    if settings.run_dir:
+        return settings.run_dir
+    if settings.connection == "local":
+        return str(paths.home() / "clusters" / cluster / "run")
+    return f"~/.clusterctl/{cluster}"
+
+
+def _agent_request(plan: ProcessPlan) -> dict[str, Any]:
+    """What the agent's ``start`` receives for one process: the description it executes."""
+    return {"name": plan.name, "role": plan.role, "argv": plan.argv, "env": plan.env, "setup": plan.setup,
+            "worker_names": plan.worker_names}
+
+
+class Host:
+    """A host of one cluster: where its run directory is and how to ask its agent."""
+
+    def __init__(self, alias: str, settings: HostSettings, cluster: str, transport: Transport) -> None:
+        self.alias = alias
+        self.settings = settings
+        self.transport = transport
+        self.run_dir = default_run_dir(cluster, settings)
+
+    @property
+    def address(self) -> str:
+        return self.transport.address
+
+    @property
+    def python(self) -> str:
+        return self.settings.python or "python3"
+
+    def agent_argv(self) -> list[str]:
+        """The argv that runs the agent: the host's setup lines first, when it has any.
+
+        The request goes to the agent's stdin, not its argv: env values may be secrets, and
+        a command line is visible to every user of the host (ps, /proc/<pid>/cmdline).
+        """
+        argv = [self.python, "-c", agent_source()]
+        if not self.settings.setup:
+            return argv
+        script = "set -e\n" + "\n".join(self.settings.setup) + '\nexec "$@"'
+        return ["/bin/sh", "-c", script, "clusterctl-agent", *argv]
+
+    def call(self, op: str, timeout: float = AGENT_TIMEOUT, **request: Any) -> dict[str, Any]:
+        """One agent round trip: the answer object, or a ``HostError`` saying what went wrong."""
+        argv, payload = self.agent_argv(), json.dumps({"op": op, **request})
+        source = agent_source()
+        log_command(self.alias, [AGENT_PLACEHOLDER if arg == source else arg for arg in argv], payload)  # `-v`
+        result = self.transport.run(argv, stdin=payload.encode(), timeout=timeout)
+        for line in result.stdout.splitlines():
+            if line.startswith(AGENT_MARKER):
+                try:
+                    answer = json.loads(line[len(AGENT_MARKER):])
+                except (ValueError, RecursionError):
+                    raise HostError(self.alias, f"the agent's answer to {op!r} is not valid JSON",
+                                    "check the host's `python:`; run with -v to see the exchange") from None
+                if not isinstance(answer, dict):
+                    raise HostError(self.alias, f"the agent's answer to {op!r} is not a JSON object")
+                return answer
+        if result.exit_status == 127:
+            raise HostError(self.alias, f"{self.python}: command not found",
+                            "set `python:` for this host to an interpreter that has dask and distributed")
+        detail = (result.stderr.strip().splitlines() or result.stdout.strip().splitlines() or ["no output"])[-1]
+        if self.settings.setup and result.exit_status != 0:
+            raise HostError(self.alias, f"setup lines or {self.python} failed (exit {result.exit_status}): {detail}",
+                            "check the host's `setup:` lines and `python:`")
+        raise HostError(self.alias, f"{self.python} failed (exit {result.exit_status}): {detail}",
+                        "check that `python:` names a working Python 3.8+ interpreter")
+
+    def _checked(self, op: str, parse: Any) -> Any:
+        try:
+            return parse()
+        except AnswerError as exc:
+            raise HostError(self.alias, f"the agent's answer to {op!r} is malformed: {exc}",
+                            "is `python:` on this host running clusterctl's agent? run with -v to see it") from None
+
+    def start(self, plans: list[ProcessPlan]) -> list[ProcessRecord | StartFailure]:
+        """Start processes detached, each in its own session; one record (or failure) per plan, in order."""
+        answer = self.call("start", run_dir=self.run_dir, processes=[_agent_request(p) for p in plans])
+
+        def parse() -> list[ProcessRecord | StartFailure]:
+            items = list_of(answer, "processes")
+            if len(items) != len(plans):
+                raise AnswerError(f"{len(items)} answers for {len(plans)} processes")
+            results: list[ProcessRecord | StartFailure] = []
+            for plan, item in zip(plans, items, strict=True):
+                if field_of(item, "name", str) != plan.name:
+                    raise AnswerError(f"answer for {item.get('name')!r} where {plan.name!r} was expected")
+                if item.get("error") is not None:
+                    results.append(StartFailure(plan.name, str(field_of(item, "error", str))))
+                    continue
+                results.append(ProcessRecord(
+                    role=plan.role, name=plan.name, host=self.alias, pid=field_of(item, "pid", int),
+                    start_time=field_of(item, "start_time", int, optional=True), log=field_of(item, "log", str),
+                    worker_names=list(plan.worker_names), argv=list(plan.argv)))
+            return results
+
+        return self._checked("start", parse)
+
+    def alive(self, records: list[ProcessRecord]) -> dict[int, bool]:
+        answer = self.call("alive", processes=[{"pid": r.pid, "start_time": r.start_time} for r in records])
+        return self._checked("alive", lambda: {field_of(p, "pid", int): field_of(p, "alive", bool)
+                                               for p in list_of(answer, "processes")})
+
+    def stop(self, records: list[ProcessRecord], grace: float) -> dict[int, bool]:
+        """SIGTERM each process group, SIGKILL after ``grace`` seconds; returns pid -> verified gone."""
+        return {p.pid: p.gone for p in self.sweep(records, grace, include_pid_files=False)}
+
+    def sweep(self, records: list[ProcessRecord], grace: float, include_pid_files: bool = True) -> list[StopOutcome]:
+        """Stop ``records`` and, with ``include_pid_files``, whatever the run directory's pid files
+        name; one outcome per process, ``gone`` verified."""
+        request = [{**r.identity(), "pid_file": f"{self.run_dir}/{r.name}.pid"} for r in records]
+        answer = self.call("stop", timeout=grace + AGENT_TIMEOUT, processes=request, grace=grace,
+                           run_dir=self.run_dir if include_pid_files else None)
+        return self._checked("stop", lambda: [StopOutcome.from_answer(p) for p in list_of(answer, "processes")])
+
+    def listing(self) -> list[FoundProcess]:
+        """What the pid files in this host's run directory say runs here."""
+        answer = self.call("list", run_dir=self.run_dir)
+        return self._checked("list", lambda: [FoundProcess.from_answer(p) for p in list_of(answer, "processes")])
+
+    def versions(self) -> dict[str, Any]:
+        return self.call("versions")
+
+    def upload(self, files: dict[str, bytes]) -> None:
+        """Private files (0600) into the run directory (made 0700, with tls/): ``{"tls/ca.pem": data}``."""
+        self.call("prepare", run_dir=self.run_dir)
+        for relative, data in files.items():
+            self.transport.put_file(f"{self.run_dir}/{relative}", data, 0o600)
+
+    def tail(self, path: str, lines: int = 20) -> str:
+        answer = self.call("tail", path=path, lines=lines)
+        return self._checked("tail", lambda: field_of(answer, "text", str, optional=True) or "")
+
+    def read_logs(self, files: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
+        """Pieces of log files (see the agent's ``read``): one answer object per file, in order."""
+        answer = self.call("read", timeout=timeout, files=files)
+
+        def parse() -> list[dict[str, Any]]:
+            items = list_of(answer, "files")
+            if len(items) != len(files) or not all(isinstance(item, dict) for item in items):
+                raise AnswerError(f"{len(items)} answers for {len(files)} files")
+            for item in items:
+                if "error" not in item:
+                    field_of(item, "text", str), field_of(item, "offset", int)
+            return items
+
+        return self._checked("read", parse)
+
+    def describe_start(self, plans: list[ProcessPlan]) -> list[str]:
+        """``up --dry-run``: the shell equivalent of what the agent's ``start`` runs for each plan.
+
+        Derived from the same request the agent executes (``agent.launch_argv``), so it cannot drift.
+        """
+        lines = []
+        for plan in plans:
+            request = _agent_request(plan)
+            env = " ".join(f"{k}={shlex.quote(v)}" for k, v in plan.env.items())
+            host_setup = "".join(f"{line}; " for line in self.settings.setup)
+            log = agent.log_path(self.run_dir, plan.name)
+            lines.append(f"{host_setup}{'env ' + env + ' ' if env else ''}setsid {shlex.join(agent.launch_argv(request))} "
+                         f"</dev/null >>{shlex.quote(log)} 2>&1 &")
+        return lines

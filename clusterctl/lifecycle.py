@@ -1,0 +1,237 @@
+"""Processes on hosts: where the scheduler listens, TLS files, start and wait, undo, stop.
+
+`up` and `add-worker` start through ``start_and_wait`` (one path for the scheduler and for
+workers): every plan is started on its host at once, recorded as soon as its pid is known, and
+awaited by asking the scheduler, never by reading logs. A failure names the host, the process
+and the root cause from its log, and undoes what the attempt started.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from clusterctl import scheduler_api, state, tls
+from clusterctl.errors import ClusterctlError, HostError
+from clusterctl.group import HostGroup
+from clusterctl.host import Host
+from clusterctl.inventory import Inventory, TlsFilesSpec
+from clusterctl.launch import ProcessPlan, SchedulerEndpoint
+from clusterctl.progress import Progress
+from clusterctl.records import ProcessRecord, StartFailure
+from clusterctl.scheduler_api import SchedulerView
+from clusterctl.state import ClusterState
+from clusterctl.timing import LIVENESS_CHECK_EVERY, RESTART_GRACE
+
+LOG_TAIL_LINES = 15  # shown to the user
+LOG_SCAN_LINES = 200  # searched for the root cause
+# Root causes that dask logs well above its final "failed to start" line.
+ROOT_CAUSES = ("Address already in use", "No module named", "Permission denied", "Cannot assign requested address",
+               "command not found", "No such file or directory", "certificate verify failed")
+
+
+# --- where the scheduler listens, and TLS -----------------------------------------------------------
+
+
+def scheduler_endpoint(inventory: Inventory, hosts: HostGroup) -> SchedulerEndpoint:
+    """Where the scheduler listens: its host's address, loopback when every host is this machine."""
+    if all(host.settings.connection == "local" for host in hosts.values()):
+        listen_host = inventory.host(inventory.scheduler.host).address or "127.0.0.1"
+    else:
+        listen_host = hosts[inventory.scheduler.host].address
+    return SchedulerEndpoint(listen_host, inventory.scheduler.port, "tls" if inventory.security.enabled else "tcp")
+
+
+def tls_dirs(hosts: HostGroup, enabled: bool) -> dict[str, str] | None:
+    """Each host's run directory, where its TLS files go; None when TLS is off."""
+    return {alias: hosts[alias].run_dir for alias in hosts} if enabled else None
+
+
+def provision_tls(inventory: Inventory, hosts: HostGroup, endpoint: SchedulerEndpoint) -> None:
+    """Make (or adopt) the cluster's TLS files here, and copy each host the ones its processes need."""
+    directory = state.tls_dir(inventory.name)
+    state.cluster_dir(inventory.name).mkdir(mode=0o700, parents=True, exist_ok=True)
+    spec = inventory.security.tls
+    if isinstance(spec, TlsFilesSpec):
+        tls.adopt(directory, spec.ca_file, spec.cert, spec.key)
+    else:
+        tls.generate(directory, inventory.name, [endpoint.listen_host, hosts[inventory.scheduler.host].address])
+    roles: dict[str, set[str]] = {inventory.scheduler.host: {"scheduler"}}
+    for group in inventory.workers:
+        roles.setdefault(group.host, set()).add("worker")
+    hosts.run(lambda host: upload_tls(host, directory, roles[host.alias]), only=roles).values_or_raise(
+        "copying TLS files")
+
+
+def upload_tls(host: Host, directory: Path, roles: set[str]) -> None:
+    files = {"tls/ca.pem": (directory / "ca.pem").read_bytes()}
+    for role in roles:
+        local = tls.local_files(directory, role)
+        files[f"tls/{role}.pem"] = Path(local.cert).read_bytes()
+        files[f"tls/{role}-key.pem"] = Path(local.key).read_bytes()
+    host.upload(files)
+
+
+# --- start, wait, undo --------------------------------------------------------------------------
+
+
+def start_processes(hosts: HostGroup, plans: list[ProcessPlan], progress: Progress,
+                    st: ClusterState, started: list[ProcessRecord],
+                    added: dict[str, dict[str, Any]] | None = None) -> None:
+    """Start every plan on its host, all hosts at once, recording each pid in ``st`` and ``started``.
+
+    ``added`` maps the names of groups that `add-worker` added (not the inventory) to their
+    settings, so that `up` can start them again. Whatever did start is recorded before any
+    failure is raised, so that nothing started becomes unreachable to `down`.
+    """
+    progress.step(f"starting {len(plans)} process(es) on {len({p.host for p in plans})} host(s)")
+    results = hosts.run_each(plans, lambda host, mine: host.start(mine))
+    failures: list[str] = []
+    for outcome in results.succeeded.values():
+        for item in outcome:
+            if isinstance(item, StartFailure):
+                failures.append(f"{next(p for p in plans if p.name == item.name).host}: {item.name}: {item.error}")
+                continue
+            if added and item.name in added:
+                item.added, item.spec = True, added[item.name]
+            started.append(item)
+            st.processes.append(item)
+    state.save(st)
+    results.values_or_raise("start")
+    if failures:
+        raise ClusterctlError("; ".join(failures), "set `python:` for that host to an interpreter that exists")
+
+
+def start_and_wait(st: ClusterState, hosts: HostGroup, plans: list[ProcessPlan], names: list[str],
+                   timeout: float, progress: Progress,
+                   added: dict[str, dict[str, Any]] | None = None) -> tuple[SchedulerView, list[ProcessRecord]]:
+    """Start ``plans`` and wait until the scheduler reports every worker in ``names``.
+
+    Each process is recorded in the state as soon as its pid is known. On any failure or
+    interrupt, what this call started is stopped again before the error goes up.
+    """
+    started: list[ProcessRecord] = []
+    try:
+        if plans:
+            start_processes(hosts, plans, progress, st, started, added)
+        progress.step(f"waiting for the scheduler and {len(names)} worker(s)")
+        view = wait_until_ready(st, hosts, started, names, timeout, progress)
+    except BaseException:
+        undo_start(st, hosts, plans, started, progress)
+        raise
+    finally:
+        progress.done()
+    return view, started
+
+
+def wait_until_ready(st: ClusterState, hosts: HostGroup, watch: list[ProcessRecord], names: list[str],
+                     timeout: float, progress: Progress) -> SchedulerView:
+    """Wait until the scheduler reports every name; fail fast, with the log tail, if a process dies.
+
+    Liveness is checked on the hosts in the background, so a slow host never delays noticing
+    that the scheduler already reports every worker.
+    """
+    checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="liveness")
+    check: list[Future[list[ProcessRecord]]] = []
+    last_check = [time.monotonic()]
+
+    def on_poll(view: SchedulerView | None) -> None:
+        progress.waiting(sorted(view.names() & set(names)) if view else [], names)
+        if check and check[0].done():
+            dead = check.pop().result()
+            if dead:
+                raise start_failure(hosts, dead[0], "exited during start-up")
+        if watch and not check and time.monotonic() - last_check[0] >= LIVENESS_CHECK_EVERY:
+            last_check[0] = time.monotonic()
+            check.append(checker.submit(find_dead, hosts, watch))
+
+    try:
+        view = scheduler_api.wait_for_workers(st.scheduler_address, set(names), timeout, on_poll, st.client_tls())
+    finally:
+        checker.shutdown(wait=False, cancel_futures=True)
+    if view is not None and set(names) <= view.names():
+        return view
+    if view is None:
+        scheduler = next((r for r in watch if r.role == "scheduler"), None) or st.process("scheduler")
+        if scheduler is not None:
+            raise start_failure(hosts, scheduler, f"did not answer at {st.scheduler_address} within {timeout:g}s")
+        raise ClusterctlError(f"the scheduler at {st.scheduler_address} did not answer within {timeout:g}s",
+                              "check that its host is up, or run `clusterctl up` again")
+    absent = [n for n in names if n not in view.names()]
+    owner = next((r for r in [*watch, *st.processes] if set(absent) & set(r.worker_names)), None)
+    if owner is not None:
+        raise start_failure(hosts, owner, f"did not register worker(s) {', '.join(absent)} within {timeout:g}s")
+    raise ClusterctlError(f"worker(s) {', '.join(absent)} did not register within {timeout:g}s")
+
+
+def find_dead(hosts: HostGroup, records: list[ProcessRecord]) -> list[ProcessRecord]:
+    """The records whose process is gone, on the hosts that could be asked."""
+    alive = hosts.run_each(records, lambda host, mine: host.alive(mine)).succeeded
+    return [r for r in records if r.host in alive and not alive[r.host].get(r.pid, False)]
+
+
+def start_failure(hosts: HostGroup, record: ProcessRecord, what: str) -> HostError:
+    """``<host>: worker gpu2 (pid 123) exited during start-up: <root cause>``, with the tail of its log."""
+    try:
+        tail = hosts[record.host].tail(record.log, LOG_SCAN_LINES)
+    except ClusterctlError as exc:
+        tail = f"(could not read {record.log}: {exc.message})"
+    reason = reason_from_log(tail)
+    tail = "\n".join(tail.splitlines()[-LOG_TAIL_LINES:])
+    message = f"{record.role} {record.name} (pid {record.pid}) {what}" + (f": {reason}" if reason else "")
+    return HostError(record.host, message, f"full log: {record.log} on {record.host}",
+                     details=f"last lines of {record.log}:\n{tail}" if tail else None)
+
+
+def reason_from_log(tail: str) -> str:
+    """The most telling line of a log tail: a known root cause, else the last error line."""
+    lines = tail.splitlines()
+    for line in reversed(lines):
+        if any(cause in line for cause in ROOT_CAUSES):
+            return line.strip()[:200]
+    for line in reversed(lines):
+        text = line.strip()
+        if text and any(word in text for word in ("Error", "error:", "Exception")):
+            return text[:200]
+    return ""
+
+
+def undo_start(st: ClusterState, hosts: HostGroup, plans: list[ProcessPlan], started: list[ProcessRecord],
+               progress: Progress) -> None:
+    """A failed or interrupted start stops what it started, so nothing is left half-started.
+
+    Besides the processes it recorded, it looks for pid files of the processes it meant to start:
+    an interrupt can land after a host started a process but before its pid came back.
+    """
+    names = {(plan.host, plan.name) for plan in plans}
+    victims = list(started)
+    known = {(r.host, r.pid) for r in started}
+    listed = hosts.run(lambda host: host.listing(), only=[plan.host for plan in plans]).succeeded
+    for alias, found in listed.items():  # a host that cannot be asked now is swept by `down`
+        victims += [f.record(alias) for f in found
+                    if (alias, f.name) in names and f.alive and (alias, f.pid) not in known]
+    if victims:
+        progress.step(f"stopping the {len(victims)} process(es) this attempt started")
+        gone = verified_gone(stop_records(hosts, victims, RESTART_GRACE))
+        st.processes = [r for r in st.processes if (r.host, r.pid) not in gone]
+    if st.processes:
+        state.save(st)
+    else:
+        state.remove(st.name)
+
+
+# --- stop --------------------------------------------------------------------------------------------
+
+
+def stop_records(hosts: HostGroup, records: list[ProcessRecord], grace: float) -> dict[str, dict[int, bool] | None]:
+    """Stop processes by pid on their hosts, all hosts at once: host -> (pid -> verified gone),
+    None for a host that could not be asked."""
+    results = hosts.run_each(records, lambda host, mine: host.stop(mine, grace))
+    return {alias: result.value for alias, result in results.items()}
+
+
+def verified_gone(outcomes: dict[str, dict[int, bool] | None]) -> set[tuple[str, int]]:
+    """(host, pid) of every process that ``stop_records`` verified gone."""
+    return {(alias, pid) for alias, gone in outcomes.items() if gone for pid, ok in gone.items() if ok}

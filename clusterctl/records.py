@@ -1,0 +1,121 @@
+"""Typed process records, from the start request to the agent's answer to the state file.
+
+A process is one ``ProcessRecord`` from the moment its host answers a start request until
+`down` verifies it gone: the agent's answers are checked and turned into these types here, in
+one place, and nothing above reads an answer by key. Anything of the wrong shape raises
+``AnswerError``, which ``Host`` turns into a ``HostError`` for that host alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class AnswerError(ValueError):
+    """An agent answer (or a pid file it read) does not have the shape clusterctl expects."""
+
+
+def field_of(document: Any, key: str, kind: type | tuple[type, ...], optional: bool = False) -> Any:
+    """``document[key]``, checked to be of ``kind`` (None allowed when ``optional``)."""
+    if not isinstance(document, dict):
+        raise AnswerError(f"expected an object, got {type(document).__name__}")
+    value = document.get(key)
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise AnswerError(f"{key!r} is a boolean")
+    if not isinstance(value, kind):
+        raise AnswerError(f"{key!r} is missing or not {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def list_of(document: Any, key: str) -> list[Any]:
+    return list(field_of(document, key, list))
+
+
+def _names(document: Any, key: str) -> list[str]:
+    names = field_of(document, key, list, optional=True) or []
+    if not all(isinstance(name, str) for name in names):
+        raise AnswerError(f"{key!r} holds a non-string")
+    return names
+
+
+@dataclass
+class ProcessRecord:
+    """A process clusterctl started: where, which pid (and its start time, against pid reuse), its log."""
+
+    role: str  # "scheduler" or "worker"
+    name: str
+    host: str
+    pid: int
+    start_time: int | None
+    log: str
+    worker_names: list[str] = field(default_factory=list)
+    added: bool = False  # started by `add-worker`, not described by the inventory
+    spec: dict[str, Any] = field(default_factory=dict)  # an added group's settings, to start it again
+    argv: list[str] = field(default_factory=list)  # what it runs: `up` restarts it when the plan differs
+
+    @classmethod
+    def from_json(cls, document: Any) -> ProcessRecord:
+        """A record from the state file, checked like an agent answer."""
+        return cls(
+            role=field_of(document, "role", str), name=field_of(document, "name", str),
+            host=field_of(document, "host", str), pid=field_of(document, "pid", int),
+            start_time=field_of(document, "start_time", int, optional=True), log=field_of(document, "log", str),
+            worker_names=_names(document, "worker_names"), added=bool(document.get("added", False)),
+            spec=field_of(document, "spec", dict, optional=True) or {}, argv=_names(document, "argv"),
+        )
+
+    def identity(self) -> dict[str, Any]:
+        """What the agent needs to find this process again and to be sure it is the same one."""
+        return {"name": self.name, "role": self.role, "pid": self.pid, "start_time": self.start_time, "log": self.log}
+
+
+@dataclass(frozen=True)
+class StartFailure:
+    """A process the host could not start (e.g. its python does not exist)."""
+
+    name: str
+    error: str
+
+
+@dataclass(frozen=True)
+class FoundProcess:
+    """A process found on a host by its pid file (what runs there without local state)."""
+
+    name: str
+    role: str
+    pid: int
+    start_time: int | None
+    log: str
+    alive: bool
+    worker_names: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_answer(cls, document: Any) -> FoundProcess:
+        return cls(name=field_of(document, "name", str), role=field_of(document, "role", str, optional=True) or "worker",
+                   pid=field_of(document, "pid", int), start_time=field_of(document, "start_time", int, optional=True),
+                   log=field_of(document, "log", str, optional=True) or "", alive=field_of(document, "alive", bool),
+                   worker_names=_names(document, "worker_names"))
+
+    def record(self, host: str) -> ProcessRecord:
+        return ProcessRecord(role=self.role, name=self.name, host=host, pid=self.pid, start_time=self.start_time,
+                             log=self.log, worker_names=list(self.worker_names))
+
+
+@dataclass(frozen=True)
+class StopOutcome:
+    """One process after a stop request: verified ``gone`` or not, and whether this request signalled it."""
+
+    name: str
+    role: str
+    pid: int
+    gone: bool
+    signalled: bool
+
+    @classmethod
+    def from_answer(cls, document: Any) -> StopOutcome:
+        return cls(name=field_of(document, "name", str), role=field_of(document, "role", str, optional=True) or "worker",
+                   pid=field_of(document, "pid", int), gone=field_of(document, "gone", bool),
+                   signalled=bool(field_of(document, "signalled", bool, optional=True)))
