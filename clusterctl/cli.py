@@ -234,6 +234,63 @@ def env(config: str | None, cluster: str | None, json_output: bool) -> int:
     return EXIT_OK
 
 
+@cli.command("list", epilog="""\b
+Examples:
+  clusterctl list
+  clusterctl list --json | jq -r '.clusters[] | select(.state == "gone") | .name'""")
+@json_option
+def list_command(json_output: bool) -> int:
+    """Every cluster recorded on this machine: its scheduler, whether it answers, workers, age.
+
+    A cluster whose processes are all gone but whose state remains is shown as `gone`, with the
+    command that forgets it.
+    """
+    from clusterctl import render
+    from clusterctl.commands.list_clusters import list_clusters
+
+    render.list_result(list_clusters(), json_output)
+    return EXIT_OK
+
+
+@cli.command("exec", epilog="""\b
+Examples:
+  clusterctl exec -- nvidia-smi
+  clusterctl exec --limit 'node0*' -- df -h /tmp
+  clusterctl exec --config cluster.yaml -- python3 -m pip list
+  clusterctl exec --shell 'free -g | head -2'
+  clusterctl exec --json -- uptime | jq '.hosts[] | select(.exit_code != 0)'
+
+\b
+Exit codes: 0 the command succeeded on every host, 1 it failed or could not run on some.""")
+@click.argument("argv", nargs=-1, metavar="-- CMD [ARG]...")
+@cluster_option
+@click.option("--config", "config", type=click.Path(dir_okay=False), help="Inventory of the cluster.")
+@click.option("--limit", "limit", multiple=True, metavar="PATTERN",
+              help="Only hosts whose alias matches (an alias or a glob like 'node0*'); repeatable.")
+@click.option("--shell", "shell_line", metavar="LINE", help="Run LINE with /bin/sh -c instead of an argv.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
+              help="Seconds the command may run on each host.")
+@json_option
+@click.pass_context
+def exec_command(ctx: click.Context, argv: tuple[str, ...], cluster: str | None, config: str | None,
+                 limit: tuple[str, ...], shell_line: str | None, timeout: float, json_output: bool) -> int:
+    """Run one command on every host of the cluster at once; print each host's output and exit code.
+
+    The command after `--` is an argv: no shell sees it (on SSH hosts it is quoted word by word).
+    """
+    from clusterctl import render
+    from clusterctl.commands.exec import exec_on_hosts
+    from clusterctl.errors import InvalidInputError
+
+    if shell_line is not None and argv:
+        raise InvalidInputError("give a command after -- or --shell LINE, not both")
+    command = ["/bin/sh", "-c", shell_line] if shell_line is not None else list(argv)
+    progress, prompt = _progress(ctx, json_output)
+    result = exec_on_hosts(command, progress, cluster, config, list(limit), timeout, prompt)
+    render.exec_result(result, json_output)
+    return result.exit_code
+
+
 # --- the operator's view ----------------------------------------------------------------------
 
 

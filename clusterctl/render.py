@@ -26,7 +26,9 @@ from clusterctl.report import ClusterReport, report_document
 if TYPE_CHECKING:
     from clusterctl.commands.check import CheckReport
     from clusterctl.commands.down import DownResult
+    from clusterctl.commands.exec import ExecResult
     from clusterctl.commands.init import InitResult
+    from clusterctl.commands.list_clusters import ListResult
     from clusterctl.commands.logs import LogStream
     from clusterctl.commands.remove_worker import RemoveResult
     from clusterctl.commands.up import DryRun
@@ -412,6 +414,52 @@ def init_result(result: InitResult) -> None:
     path = shlex.quote(result.path)
     _console().print(f"[green]✓[/] wrote {escape(result.path)}{' (replaced)' if result.overwrote else ''}; "
                      f"next: edit it, then `clusterctl check {escape(path)}` and `clusterctl up {escape(path)}`")
+
+
+def list_result(result: ListResult, json_output: bool) -> None:
+    if json_output:
+        print_json(result.document())
+        return
+    console = _console()
+    if not result.clusters:
+        console.print("no clusters: start one with `clusterctl up CONFIG`")
+        return
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    for column in ("cluster", "state", "scheduler", "workers", "age"):
+        table.add_column(column, justify="right" if column in ("workers", "age") else "left")
+    styles = {"running": "green", "degraded": "yellow", "scheduler down": "red", "gone": "dim", "unreadable": "red"}
+    for summary in result.clusters:
+        name = summary.name + (" (current)" if summary.name == result.current else "")
+        age = duration(summary.age_seconds) if summary.age_seconds is not None else "-"
+        table.add_row(escape(name), f"[{styles.get(summary.state, '')}]{summary.state}[/]",
+                      escape(summary.scheduler_address or "-"), f"{summary.workers_present}/{summary.workers_expected}",
+                      age)
+    console.print(table)
+    for summary in result.clusters:
+        if summary.note:
+            console.print(f"[yellow]note:[/] {escape(summary.name)}: {escape(summary.note)}")
+
+
+def exec_result(result: ExecResult, json_output: bool) -> None:
+    if json_output:
+        print_json(result.document())
+        return
+    console = _console()
+    width = max((len(outcome.host) for outcome in result.hosts), default=0) + 3
+    for outcome in result.hosts:
+        prefix = f"[{outcome.host}]".ljust(width)
+        for text in outcome.stdout.splitlines():
+            console.print(escape(prefix + text), soft_wrap=True, highlight=False)
+        for text in outcome.stderr.splitlines():
+            console.print(escape(prefix + text), soft_wrap=True, style="yellow", highlight=False)
+    for outcome in result.hosts:
+        if outcome.error is not None:
+            console.print(f"[red]✗[/] {escape(outcome.error)}")
+        elif outcome.exit_code != 0:
+            console.print(f"[red]✗[/] {escape(outcome.host)}: exited {outcome.exit_code}")
+    failed = [o for o in result.hosts if not o.succeeded]
+    summary = f"{len(result.hosts) - len(failed)} of {len(result.hosts)} host(s) succeeded"
+    console.print(f"[red]✗ {summary}[/]" if failed else f"[green]✓ {summary}[/]")
 
 
 class _RemoteLogHandler(logging.Handler):
