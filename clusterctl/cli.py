@@ -291,6 +291,34 @@ def exec_command(ctx: click.Context, argv: tuple[str, ...], cluster: str | None,
     return result.exit_code
 
 
+@cli.command(epilog="""\b
+Examples:
+  clusterctl bench                        overhead, throughput and bandwidth, beside a LocalCluster
+  clusterctl bench --tasks 5000 --repeats 5
+  clusterctl bench --no-baseline --json | jq .cluster_figures.overhead_ms""")
+@config_argument
+@cluster_option
+@click.option("--tasks", type=click.IntRange(min=10), default=1000, show_default=True, help="Tasks per batch.")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Batches per figure; the median is shown.")
+@click.option("--transfer-mb", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Size of the result moved between two workers.")
+@click.option("--baseline/--no-baseline", default=True, show_default=True,
+              help="Also measure a LocalCluster of 2 processes in this process.")
+@json_option
+@click.pass_context
+def bench(ctx: click.Context, config: str | None, cluster: str | None, tasks: int, repeats: int, transfer_mb: int,
+          baseline: bool, json_output: bool) -> int:
+    """Measure the running cluster: the scheduler's per-task overhead, throughput with every worker busy,
+    and worker-to-worker bandwidth, next to a LocalCluster here. Every key it creates is released."""
+    from clusterctl import render
+    from clusterctl.commands.bench import bench as run_bench
+
+    progress, _ = _progress(ctx, json_output)
+    render.bench_result(run_bench(progress, cluster, config, tasks, repeats, transfer_mb, baseline), json_output)
+    return EXIT_OK
+
+
 # --- the operator's view ----------------------------------------------------------------------
 
 

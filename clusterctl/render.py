@@ -24,6 +24,7 @@ from rich.table import Table
 from clusterctl.report import ClusterReport, report_document
 
 if TYPE_CHECKING:
+    from clusterctl.commands.bench import BenchResult
     from clusterctl.commands.check import CheckReport
     from clusterctl.commands.down import DownResult
     from clusterctl.commands.exec import ExecResult
@@ -460,6 +461,38 @@ def exec_result(result: ExecResult, json_output: bool) -> None:
     failed = [o for o in result.hosts if not o.succeeded]
     summary = f"{len(result.hosts) - len(failed)} of {len(result.hosts)} host(s) succeeded"
     console.print(f"[red]✗ {summary}[/]" if failed else f"[green]✓ {summary}[/]")
+
+
+def bench_result(result: BenchResult, json_output: bool) -> None:
+    if json_output:
+        print_json(result.document())
+        return
+    console = _console()
+    ours, local = result.figures, result.baseline
+    console.print(f"cluster [bold]{escape(result.cluster)}[/] at {escape(result.scheduler_address)}: "
+                  f"{ours.workers} worker(s), {ours.threads} thread(s); median of {result.settings.repeats}")
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    table.add_column("measure")
+    table.add_column("this cluster", justify="right")
+    if local is not None:
+        table.add_column(f"LocalCluster ({local.workers} processes)", justify="right")
+
+    def number(value: float | None, unit: str, digits: int = 2) -> str:
+        return "-" if value is None else f"{value:,.{digits}f} {unit}"
+
+    rows = [
+        (f"per-task overhead ({result.settings.tasks} no-op tasks)", lambda f: number(f.overhead_ms, "ms/task", 3)),
+        ("throughput, every thread busy", lambda f: number(f.throughput, "tasks/s", 0)
+         + (f" ({f.throughput / f.ideal_throughput:.0%} of ideal)" if f.throughput and f.ideal_throughput else "")),
+        (f"transfer of {result.settings.transfer_mb} MB between workers", lambda f: number(f.bandwidth_mb_s, "MB/s", 0)),
+    ]
+    for label, cell in rows:
+        table.add_row(label, cell(ours), *([cell(local)] if local is not None else []))
+    console.print(table)
+    if ours.transfer:
+        console.print(f"[dim]transfer: {escape(ours.transfer)}[/]")
+    for text in ours.notes:
+        console.print(f"[yellow]note:[/] {escape(text)}")
 
 
 class _RemoteLogHandler(logging.Handler):

@@ -57,15 +57,20 @@ def _worker_view(address: str, info: dict[str, Any], processing: int) -> WorkerV
     )
 
 
-def connection_args(files: TlsFiles | None) -> dict:
-    """What distributed's comm layer needs to connect as a client (empty without TLS)."""
+def client_security(files: TlsFiles | None) -> Any:
+    """A ``distributed.Security`` for a client with these files, or None without TLS."""
     if files is None:
-        return {}
+        return None
     from distributed.security import Security
 
-    security = Security(tls_ca_file=files.ca_file, tls_client_cert=files.cert, tls_client_key=files.key,
-                        require_encryption=True)
-    return security.get_connection_args("client")
+    return Security(tls_ca_file=files.ca_file, tls_client_cert=files.cert, tls_client_key=files.key,
+                    require_encryption=True)
+
+
+def connection_args(files: TlsFiles | None) -> dict:
+    """What distributed's comm layer needs to connect as a client (empty without TLS)."""
+    security = client_security(files)
+    return {} if security is None else security.get_connection_args("client")
 
 
 async def _query(address: str, timeout: float, comm_args: dict[str, Any]) -> SchedulerView:

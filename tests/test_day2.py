@@ -94,3 +94,29 @@ def test_exec_over_ssh_quotes_every_word_and_limits_hosts(sshd: SshdTestBed, ssh
     both = clusterctl("exec", "--config", str(config), "--json", "--", "hostname")
     assert both.exit_code == 0, both.stderr
     assert [h["host"] for h in both.json()["hosts"]] == ["me", "node1"]
+
+
+def scheduler_task_count(dask_scheduler) -> int:  # type: ignore[no-untyped-def]
+    return len(dask_scheduler.tasks)
+
+
+def test_bench_measures_the_cluster_and_a_local_baseline_and_leaves_no_key(tmp_path: Path, clusterctl_home: Path) -> None:
+    from distributed import Client
+
+    start(tmp_path, "b")
+    ran = clusterctl("bench", "--tasks", "50", "--repeats", "1", "--transfer-mb", "1", "--json")
+    assert ran.exit_code == 0, ran.stderr
+    document = ran.json()
+    assert document["schema"] == 1 and document["cluster"] == "b"
+    for figures in (document["cluster_figures"], document["baseline"]):
+        assert figures["overhead_ms"] > 0 and figures["throughput"] > 0 and figures["workers"] >= 1
+    assert document["baseline"]["bandwidth_mb_s"] > 0  # two local processes: a transfer is possible
+    assert document["cluster_figures"]["bandwidth_mb_s"] is None  # one worker: nothing to move
+    assert document["cluster_figures"]["transfer"] == "one worker only: nothing to move"
+    with Client(clusterctl("status", "--json").json()["scheduler"]["address"]) as client:
+        assert client.run_on_scheduler(scheduler_task_count) == 0, "bench left keys on the scheduler"
+    table = clusterctl("bench", "--tasks", "20", "--repeats", "1", "--no-baseline")
+    assert table.exit_code == 0, table.stderr
+    assert "ms/task" in table.stdout and "LocalCluster" not in table.stdout
+    assert "per-task overhead: 20 no-op tasks" in table.stderr  # progress while it runs
+    assert clusterctl("down").exit_code == 0
