@@ -77,16 +77,21 @@ Examples:
   clusterctl up configs/local.yaml
   clusterctl up cluster.yaml --dry-run       print the commands per host, start nothing
   clusterctl up cluster.yaml --restart       restart everything
+  clusterctl up cluster.yaml --rolling       apply a changed inventory one worker group at a time
   clusterctl up cluster.yaml --json          the status document once every worker is up""")
 @click.argument("config", type=click.Path(dir_okay=False))
 @timeout_option
 @click.option("--dry-run", is_flag=True, help="Print each process's exact command line, per host, and start nothing.")
 @click.option("--restart", is_flag=True, help="Stop and start every process, healthy or not.")
+@click.option("--rolling", is_flag=True,
+              help="Restart changed worker groups a batch at a time: retire (data moves), stop, start, wait.")
+@click.option("--max-unavailable", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
+              help="With --rolling: worker groups down at once.")
 @mismatch_option
 @json_option
 @click.pass_context
-def up(ctx: click.Context, config: str, timeout: float, dry_run: bool, restart: bool, allow_version_mismatch: bool,
-       json_output: bool) -> int:
+def up(ctx: click.Context, config: str, timeout: float, dry_run: bool, restart: bool, rolling: bool,
+       max_unavailable: int, allow_version_mismatch: bool, json_output: bool) -> int:
     """Start the scheduler and every worker group of CONFIG, on all hosts at once.
 
     Waits until the scheduler reports every expected worker. On a running or half-running
@@ -100,7 +105,8 @@ def up(ctx: click.Context, config: str, timeout: float, dry_run: bool, restart: 
 
     progress, prompt = _progress(ctx, json_output)
     result = run_up(config, progress, prompt, timeout=timeout, dry_run=dry_run,
-                    allow_version_mismatch=allow_version_mismatch, restart=restart)
+                    allow_version_mismatch=allow_version_mismatch, restart=restart, rolling=rolling,
+                    max_unavailable=max_unavailable)
     if isinstance(result, DryRun):
         render.dry_run(result, json_output)
         return EXIT_OK

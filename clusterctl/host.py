@@ -126,7 +126,8 @@ class Host:
                 results.append(ProcessRecord(
                     role=plan.role, name=plan.name, host=self.alias, pid=field_of(item, "pid", int),
                     start_time=field_of(item, "start_time", int, optional=True), log=field_of(item, "log", str),
-                    worker_names=list(plan.worker_names), argv=list(plan.argv)))
+                    worker_names=list(plan.worker_names), argv=list(plan.argv), env=dict(plan.env),
+                    setup=list(plan.setup)))
             return results
 
         return self._checked("start", parse)

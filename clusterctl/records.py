@@ -41,6 +41,13 @@ def _names(document: Any, key: str) -> list[str]:
     return names
 
 
+def _env(document: Any) -> dict[str, str] | None:
+    env = field_of(document, "env", dict, optional=True)
+    if env is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        raise AnswerError("'env' holds a non-string")
+    return env
+
+
 @dataclass
 class ProcessRecord:
     """A process clusterctl started: where, which pid (and its start time, against pid reuse), its log."""
@@ -55,6 +62,8 @@ class ProcessRecord:
     added: bool = False  # started by `add-worker`, not described by the inventory
     spec: dict[str, Any] = field(default_factory=dict)  # an added group's settings, to start it again
     argv: list[str] = field(default_factory=list)  # what it runs: `up` restarts it when the plan differs
+    env: dict[str, str] | None = None  # its own environment and setup lines (None: recorded before
+    setup: list[str] | None = None  # clusterctl kept them); a change restarts it too
 
     @classmethod
     def from_json(cls, document: Any) -> ProcessRecord:
@@ -65,6 +74,7 @@ class ProcessRecord:
             start_time=field_of(document, "start_time", int, optional=True), log=field_of(document, "log", str),
             worker_names=_names(document, "worker_names"), added=bool(document.get("added", False)),
             spec=field_of(document, "spec", dict, optional=True) or {}, argv=_names(document, "argv"),
+            env=_env(document), setup=_names(document, "setup") if document.get("setup") is not None else None,
         )
 
     def identity(self) -> dict[str, Any]:

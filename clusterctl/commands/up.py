@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clusterctl import lifecycle, scheduler_api, state, tls
-from clusterctl.errors import SchedulerUnreachableError
+from clusterctl import lifecycle, rolling, scheduler_api, state, tls
+from clusterctl.errors import ClusterctlError, InvalidInputError, SchedulerUnreachableError
 from clusterctl.group import HostGroup, connect
 from clusterctl.inventory import Inventory, TlsFilesSpec, WorkerGroup, load_inventory
-from clusterctl.launch import ProcessPlan, SchedulerEndpoint, plan_cluster, plan_worker_group
+from clusterctl.launch import SCHEDULER_NAME, ProcessPlan, SchedulerEndpoint, plan_cluster, plan_worker_group
 from clusterctl.preflight import preflight
 from clusterctl.progress import PasswordPrompt, Progress
 from clusterctl.records import ProcessRecord
@@ -40,12 +40,16 @@ class Reconciliation:
     stop: list[ProcessRecord] = field(default_factory=list)
     start: list[ProcessPlan] = field(default_factory=list)
     added: dict[str, dict[str, Any]] = field(default_factory=dict)  # add-worker groups to start again
+    wanted: list[ProcessPlan] = field(default_factory=list)  # every process the cluster should have
 
 
 def up(config: str, progress: Progress, password_prompt: PasswordPrompt | None = None,
        timeout: float = WORKER_TIMEOUT, dry_run: bool = False, allow_version_mismatch: bool = False,
-       restart: bool = False) -> ClusterReport | DryRun:
+       restart: bool = False, rolling: bool = False, max_unavailable: int = 1) -> ClusterReport | DryRun:
     inventory = load_inventory(config)
+    if rolling and restart:
+        raise InvalidInputError("--rolling and --restart exclude each other",
+                                "--rolling restarts changed groups one at a time; --restart all at once")
     with state.locked(inventory.name):
         previous = state.load(inventory.name)
         described = list(dict.fromkeys([inventory.scheduler.host, *(group.host for group in inventory.workers)]))
@@ -75,7 +79,10 @@ def up(config: str, progress: Progress, password_prompt: PasswordPrompt | None =
                 progress.step("distributing TLS certificates")
                 lifecycle.provision_tls(inventory, hosts, endpoint)
             todo = reconcile(inventory, endpoint, plans, previous, hosts, restart, run_dirs)
-            result = _apply(st, hosts, todo, timeout, progress)
+            if rolling:
+                result = _apply_rolling(st, hosts, todo, timeout, progress, max_unavailable)
+            else:
+                result = _apply(st, hosts, todo, timeout, progress)
             if not inventory.security.enabled and not _is_loopback(endpoint.listen_host):
                 result.warnings.append(
                     f"TLS is off and the scheduler listens on {endpoint.listen_host}:{endpoint.port}: anyone who "
@@ -107,7 +114,7 @@ def reconcile(inventory: Inventory, endpoint: SchedulerEndpoint, plans: list[Pro
     that lives but that the scheduler has dropped (hung, cut off) is started again. When the
     scheduler does not answer, pid liveness alone decides, since its workers may be reconnecting.
     """
-    todo = Reconciliation()
+    todo = Reconciliation(wanted=list(plans))
     if previous is None or not previous.processes:
         todo.start = list(plans)
         return todo
@@ -129,6 +136,7 @@ def reconcile(inventory: Inventory, endpoint: SchedulerEndpoint, plans: list[Pro
             group = WorkerGroup.model_validate(record.spec)
             wanted[record.name] = plan_worker_group(inventory, group, endpoint.address, run_dirs)
             todo.added[record.name] = record.spec
+            todo.wanted.append(wanted[record.name])
     for name, plan in wanted.items():
         running = alive.get(name)
         if running is not None and name in healthy and not restart and _unchanged(running, plan):
@@ -142,8 +150,44 @@ def reconcile(inventory: Inventory, endpoint: SchedulerEndpoint, plans: list[Pro
 
 
 def _unchanged(record: ProcessRecord, plan: ProcessPlan) -> bool:
+    """Nothing `up` would start differs from what runs (a field a record lacks is not compared)."""
     return record.host == plan.host and record.worker_names == plan.worker_names and (
-        not record.argv or record.argv == plan.argv)
+        not record.argv or record.argv == plan.argv) and (
+        record.env is None or record.env == plan.env) and (record.setup is None or record.setup == plan.setup)
+
+
+def _apply_rolling(st: ClusterState, hosts: HostGroup, todo: Reconciliation, timeout: float, progress: Progress,
+                   max_unavailable: int) -> ClusterReport:
+    """Worker groups one batch at a time; a changed scheduler means a restart of everything, said plainly."""
+    scheduler = next((r for r in [*todo.keep, *todo.stop] if r.name == SCHEDULER_NAME), None)
+    if scheduler is None:
+        raise ClusterctlError(f"cluster {st.name!r} has no running scheduler: there is nothing to roll",
+                              "start it with `clusterctl up CONFIG` (without --rolling)")
+    state.set_current(st.name)
+    if scheduler in todo.stop:
+        # dask workers exit with their scheduler, and new workers need the new one: nothing can roll.
+        progress.step("the scheduler's command line changed: restarting it, and every worker with it")
+        report = _apply(st, hosts, Reconciliation(stop=[*todo.keep, *todo.stop], start=list(todo.wanted),
+                                                  added=todo.added), timeout, progress)
+        report.warnings.append("the scheduler's own command line changed, so it was restarted: that loses its "
+                               "in-memory state (tasks and results), and every worker group restarted with it, as "
+                               "dask workers exit with their scheduler")
+        report.headline = f"restarted the scheduler and {len(report.started) - 1} worker group(s)"
+        return report
+    changes = rolling.changes(todo.stop, todo.start)
+    running = [*todo.keep, *(c.old for c in changes if c.old)]
+    rolled = rolling.roll(st, hosts, running, changes, max_unavailable, timeout, progress)
+    view = rolled.view
+    if view is None:  # nothing was started: the view is asked for once, for the report
+        try:
+            view = scheduler_api.query(st.scheduler_address, tls=st.client_tls())
+        except SchedulerUnreachableError as exc:
+            return build_report(st, None, error=exc.message)
+    report = build_report(st, view)
+    report.started = [r.name for r in rolled.started]
+    report.headline = (f"rolled {len(rolled.rolled)} worker group(s), at most {max_unavailable} at a time"
+                       if rolled.rolled else "already running: nothing to roll")
+    return report
 
 
 def _apply(st: ClusterState, hosts: HostGroup, todo: Reconciliation, timeout: float,
