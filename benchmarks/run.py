@@ -58,10 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     if repeat < 1 or samples < 1:
         parser.error("--repeat and --samples must be at least 1")
 
-    from tests.helpers.sshd import unavailable_reason as sshd_unavailable_reason
-    from tests.helpers.testbed import unavailable_reason
+    from testbed import unavailable_reason
 
-    reason = unavailable_reason() or sshd_unavailable_reason()
+    reason = unavailable_reason()
     if reason:
         print(f"cannot benchmark here: {reason}", file=sys.stderr)
         return 2
@@ -100,7 +99,7 @@ def host_counts(text: str) -> list[int]:
 
 def benchmark(workdir: Path, counts: list[int], repeat: int, samples: int, results: Results) -> int:
     """Build the bed, measure, and tear everything down whatever happens; an exit status."""
-    from tests.helpers.testbed import create_testbed
+    from testbed import create_testbed
 
     bed = None
     tools: list[Tool] = []

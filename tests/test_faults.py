@@ -26,9 +26,9 @@ import pytest
 from distributed import Client
 
 from clusterctl.state import LOCK_WAIT_SECONDS
+from testbed import Testbed
 from tests.helpers.cluster import PYTHON, REPO, CliResult, clusterctl, is_running, wait_until
-from tests.helpers.sshd import SshEnv
-from tests.helpers.testbed import Testbed
+from tests.helpers.fixtures import SshEnv
 
 pytestmark = pytest.mark.netns
 

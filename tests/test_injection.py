@@ -29,7 +29,7 @@ from clusterctl import state, tls
 from clusterctl.cli import run
 from clusterctl.state import ClusterState
 from tests.helpers.cluster import PYTHON, REPO, clusterctl, free_port, is_running, write_inventory
-from tests.helpers.sshd import SshdTestBed, SshEnv
+from tests.helpers.fixtures import SshdTestBed, SshEnv
 
 CANARY = "CANARY"  # in the corpus: replaced by the test's absolute canary path
 

@@ -12,7 +12,7 @@ import pytest
 from distributed import Client
 
 from tests.helpers.cluster import PYTHON, REPO, clusterctl, free_port, group_members, is_running, write_inventory
-from tests.helpers.sshd import SshdTestBed, SshEnv
+from tests.helpers.fixtures import SshdTestBed, SshEnv
 from tests.test_lifecycle_local import trace_of_constant_matrix
 
 pytestmark = pytest.mark.ssh

@@ -33,6 +33,7 @@ from distributed.security import Security
 
 from clusterctl import tls
 from clusterctl.launch import address_host
+from testbed import Testbed
 from tests.helpers.cluster import (
     PYTHON,
     REPO,
@@ -44,8 +45,7 @@ from tests.helpers.cluster import (
     local_inventory,
     write_inventory,
 )
-from tests.helpers.sshd import PasswordUser, SshdTestBed, SshEnv
-from tests.helpers.testbed import Testbed
+from tests.helpers.fixtures import PasswordUser, SshdTestBed, SshEnv
 
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 REMOTE_TLS_FILES = {"ca.pem", "scheduler.pem", "scheduler-key.pem", "worker.pem", "worker-key.pem"}

@@ -23,9 +23,9 @@ import pytest
 from distributed import Client, get_task_stream, wait
 
 from clusterctl.launch import address_host
+from testbed import Testbed
 from tests.helpers.cluster import REPO, CliResult, clusterctl, is_running, kill_recorded
-from tests.helpers.sshd import SshEnv
-from tests.helpers.testbed import Testbed
+from tests.helpers.fixtures import SshEnv
 from tests.workloads import count_words, howmany_within_range, stdlib_corpus, trace_of_constant_matrix
 
 pytestmark = pytest.mark.netns
