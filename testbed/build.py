@@ -22,7 +22,7 @@ from typing import Any
 from testbed import netns
 from testbed.errors import TestbedError, TestbedUnavailableError
 from testbed.model import REGISTRY_DIR, BedHost, Testbed, start_host_sshd, wait_for_ssh
-from testbed.proc import process_stat
+from testbed.proc import start_time
 from testbed.registry import registry_lock
 from testbed.sshd import make_client_key
 from testbed.sshd import unavailable_reason as sshd_unavailable_reason
@@ -60,10 +60,10 @@ def create_testbed(n: int, workdir: Path, *, owner_pid: int | None = None) -> Te
     with registry_lock():  # two beds being built at once must not pick the same subnet or names
         bed_id = _unused_bed_id()
         network = _free_network()
-        owner = process_stat(owner_pid) if owner_pid is not None else None
         bed = Testbed(
             bed_id=bed_id, workdir=workdir, bridge=f"cctlbr{bed_id}", bridge_address=str(network.network_address + 1),
-            network=str(network), owner_pid=owner_pid, owner_start_time=owner.start_time if owner else None,
+            network=str(network), owner_pid=owner_pid,
+            owner_start_time=start_time(owner_pid) if owner_pid is not None else None,
         )
         bed.save()
         try:

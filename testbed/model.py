@@ -21,7 +21,7 @@ import yaml
 
 from testbed import netns
 from testbed.errors import TestbedError
-from testbed.proc import process_stat
+from testbed.proc import start_time
 from testbed.sshd import Sshd, start_sshd
 
 SSH_PORT = 22
@@ -245,8 +245,7 @@ class Testbed:
         """The owning process is gone (beds from ``up`` have no owner and are never stale)."""
         if self.owner_pid is None:
             return False
-        owner = process_stat(self.owner_pid)
-        return (owner.start_time if owner else None) != self.owner_start_time
+        return start_time(self.owner_pid) != self.owner_start_time
 
     # ---- teardown ----------------------------------------------------------------------------------
 

@@ -45,3 +45,15 @@ def network_namespace(pid: int) -> tuple[int, int] | None:
     except (FileNotFoundError, ProcessLookupError, PermissionError, NotADirectoryError):
         return None
     return info.st_dev, info.st_ino
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time, or None if there is no such process."""
+    stat = process_stat(pid)
+    return stat.start_time if stat else None
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is neither a zombie nor dead."""
+    stat = process_stat(pid)
+    return stat is not None and stat.state not in ("Z", "X")

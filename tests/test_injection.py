@@ -28,7 +28,8 @@ from distributed.security import Security
 from clusterctl import state, tls
 from clusterctl.cli import run
 from clusterctl.state import ClusterState
-from tests.helpers.cluster import PYTHON, REPO, clusterctl, free_port, is_running, write_inventory
+from testbed.sshd import free_port
+from tests.helpers.cluster import PYTHON, REPO, clusterctl, is_running, write_inventory
 from tests.helpers.fixtures import SshdTestBed, SshEnv
 
 CANARY = "CANARY"  # in the corpus: replaced by the test's absolute canary path

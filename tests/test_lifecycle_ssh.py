@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from distributed import Client
 
-from tests.helpers.cluster import PYTHON, REPO, clusterctl, free_port, group_members, is_running, write_inventory
+from testbed.sshd import free_port
+from tests.helpers.cluster import PYTHON, REPO, clusterctl, group_members, is_running, write_inventory
 from tests.helpers.fixtures import SshdTestBed, SshEnv
 from tests.test_lifecycle_local import trace_of_constant_matrix
 

@@ -34,12 +34,12 @@ from distributed.security import Security
 from clusterctl import tls
 from clusterctl.launch import address_host
 from testbed import Testbed
+from testbed.sshd import free_port
 from tests.helpers.cluster import (
     PYTHON,
     REPO,
     CliResult,
     clusterctl,
-    free_port,
     is_running,
     kill_recorded,
     local_inventory,

@@ -28,6 +28,7 @@ from testbed import (
 )
 from testbed import build as testbed_build
 from testbed.netns import namespace_key
+from testbed.proc import alive
 
 pytestmark = pytest.mark.netns
 
@@ -215,7 +216,7 @@ def test_destroy_kills_everything_in_the_hosts_and_leaves_no_trace(tmp_path: Pat
         bed.destroy()
         destroyed = time.monotonic() - started
     assert sleeper.wait(timeout=10) != 0
-    assert _is_gone(detached)
+    assert not alive(detached)  # exited: no such process, or a zombie that nobody has reaped yet
     assert leftovers(bed.bed_id) == []
     assert not bed.state_path.exists()
     bed.destroy()  # again: nothing to do, no error
@@ -279,11 +280,3 @@ def test_the_bed_explains_why_it_cannot_run_without_root(monkeypatch: pytest.Mon
     with pytest.raises(TestbedUnavailableError, match="needs root"):
         create_testbed(2, Path("/nonexistent"))
 
-
-def _is_gone(pid: int) -> bool:
-    """Exited: no such process, or a zombie that nobody has reaped yet."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except FileNotFoundError:
-        return True
-    return state in ("Z", "X")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,14 +15,11 @@ from typing import Any
 
 import yaml
 
+from testbed.proc import all_pids, process_stat
+from testbed.sshd import free_port
+
 PYTHON = sys.executable
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -79,31 +75,18 @@ def recorded_processes(home: Path) -> list[dict[str, Any]]:
     return [p for p in found if isinstance(p, dict) and isinstance(p.get("pid"), int)]
 
 
-def _stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, process group, start time) of a process, from /proc."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    return fields[0], int(fields[2]), int(fields[19])
-
-
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes of a process group: what a recorded session left running."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            stat = _stat(int(entry.name))
-            if stat is not None and stat[1] == pgid and stat[0] != "Z":
-                members.append(int(entry.name))
-    return members
+    return [
+        pid for pid in all_pids()
+        if (stat := process_stat(pid)) is not None and stat.group == pgid and stat.state != "Z"
+    ]
 
 
 def is_running(process: dict[str, Any]) -> bool:
     """The recorded process, or what is left of its process group, still runs (zombies don't)."""
-    stat = _stat(process["pid"])
-    if stat is not None and process.get("start_time") not in (None, stat[2]):
+    stat = process_stat(process["pid"])
+    if stat is not None and process.get("start_time") not in (None, stat.start_time):
         return False  # pid reused by a stranger
     return bool(group_members(process["pid"]))
 
