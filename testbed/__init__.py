@@ -22,7 +22,8 @@ prunes at the start of each session. Processes are only ever found, and killed, 
 
 Where things are: model.py (what a bed is, its records and inventories), build.py (building and owning one),
 netns.py (``ip``: bridge, namespaces, cables; processes by namespace), registry.py (the records under /run,
-prune), sshd.py (starting sshd), proc.py (reading /proc), cli.py (``python -m testbed``).
+prune), sshd.py (starting sshd), proc.py (reading /proc), client_env.py (an isolated environment for a
+clusterctl client), cli.py (``python -m testbed``).
 """
 
 from testbed.build import create_testbed, destroyed_at_exit, unavailable_reason

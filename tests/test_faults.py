@@ -27,8 +27,8 @@ from distributed import Client
 
 from clusterctl.state import LOCK_WAIT_SECONDS
 from testbed import Testbed
+from testbed.client_env import SshEnv
 from tests.helpers.cluster import PYTHON, REPO, CliResult, clusterctl, is_running, wait_until
-from tests.helpers.fixtures import SshEnv
 
 pytestmark = pytest.mark.netns
 

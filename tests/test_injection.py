@@ -28,9 +28,10 @@ from distributed.security import Security
 from clusterctl import state, tls
 from clusterctl.cli import run
 from clusterctl.state import ClusterState
+from testbed.client_env import SshEnv
 from testbed.sshd import free_port
 from tests.helpers.cluster import PYTHON, REPO, clusterctl, is_running, write_inventory
-from tests.helpers.fixtures import SshdTestBed, SshEnv
+from tests.helpers.fixtures import SshdTestBed
 
 CANARY = "CANARY"  # in the corpus: replaced by the test's absolute canary path
 

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from distributed import Client
 
+from testbed.client_env import SshEnv
 from testbed.sshd import free_port
 from tests.helpers.cluster import PYTHON, REPO, clusterctl, group_members, is_running, write_inventory
-from tests.helpers.fixtures import SshdTestBed, SshEnv
+from tests.helpers.fixtures import SshdTestBed
 from tests.test_lifecycle_local import trace_of_constant_matrix
 
 pytestmark = pytest.mark.ssh

@@ -34,6 +34,7 @@ from distributed.security import Security
 from clusterctl import tls
 from clusterctl.launch import address_host
 from testbed import Testbed
+from testbed.client_env import SshEnv, environ_with
 from testbed.sshd import free_port
 from tests.helpers.cluster import (
     PYTHON,
@@ -45,7 +46,7 @@ from tests.helpers.cluster import (
     local_inventory,
     write_inventory,
 )
-from tests.helpers.fixtures import PasswordUser, SshdTestBed, SshEnv
+from tests.helpers.fixtures import PasswordUser, SshdTestBed
 
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 REMOTE_TLS_FILES = {"ca.pem", "scheduler.pem", "scheduler-key.pem", "worker.pem", "worker-key.pem"}
@@ -344,7 +345,7 @@ class BedCluster:
     bed: Testbed
     name: str
     config: Path
-    env: dict[str, str]
+    env: dict[str, str | None]
     run_dirs: dict[str, Path]
     started: CliResult
 
@@ -359,9 +360,7 @@ class BedCluster:
 @contextlib.contextmanager
 def bed_cluster(bed: Testbed, base: Path, name: str, **sections: Any) -> Iterator[BedCluster]:
     """Scheduler on h1, one worker on h2; brought up with `up --json` (whatever it says), down at the end."""
-    env = {"HOME": str(base / "home"), "CLUSTERCTL_HOME": str(base / "clusterctl-home"),
-           "CLUSTERCTL_SSH_CONFIG": str(base / "ssh_config"), "SSH_AUTH_SOCK": "", "CLUSTERCTL_SSH_PASSWORD": ""}
-    (base / "home").mkdir(parents=True)
+    env = SshEnv.under(base).variables()
     run_dirs = {alias: base / alias for alias in ("h1", "h2")}
     scheduler = {"host": "h1", "dashboard_address": None, **sections.pop("scheduler")}
     config = bed.write_inventory(
@@ -463,7 +462,7 @@ def test_a_local_dashboard_is_reached_only_through_clusterctl_dashboard(private_
 
     process = subprocess.Popen([PYTHON, "-m", "clusterctl", "dashboard", "--cluster", private_dashboard.name],
                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, **private_dashboard.env})
+                               env=environ_with(private_dashboard.env))
     try:
         line = read_line(process, timeout=60)
         match = re.fullmatch(r"dashboard: (http://127\.0\.0\.1:(\d+)/status)  \(Ctrl-C to close\)\n", line)

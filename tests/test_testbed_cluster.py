@@ -24,8 +24,8 @@ from distributed import Client, get_task_stream, wait
 
 from clusterctl.launch import address_host
 from testbed import Testbed
+from testbed.client_env import SshEnv
 from tests.helpers.cluster import REPO, CliResult, clusterctl, is_running, kill_recorded
-from tests.helpers.fixtures import SshEnv
 from tests.workloads import count_words, howmany_within_range, stdlib_corpus, trace_of_constant_matrix
 
 pytestmark = pytest.mark.netns
@@ -40,12 +40,12 @@ class Lecture:
     """The running cluster and the isolated environment every CLI call of this module uses."""
 
     bed: Testbed
-    env: dict[str, str]  # HOME, CLUSTERCTL_HOME, CLUSTERCTL_SSH_CONFIG
+    env: SshEnv  # applied to this process's environment while the module runs
     run_dirs: dict[str, Path]  # host alias -> the cluster's run directory there
     address: str  # the scheduler's
 
     def cli(self, *args: str) -> CliResult:
-        return clusterctl(*args, env=self.env)
+        return clusterctl(*args, env=self.env.variables())
 
     def status(self) -> dict[str, Any]:
         result = self.cli("status", "--cluster", CLUSTER, "--json")
@@ -58,18 +58,10 @@ class Lecture:
 
     @property
     def state_file(self) -> Path:
-        return Path(self.env["CLUSTERCTL_HOME"]) / "clusters" / CLUSTER / "state.json"
+        return self.env.clusterctl_home / "clusters" / CLUSTER / "state.json"
 
     def recorded(self) -> list[dict[str, Any]]:
         return json.loads(self.state_file.read_text())["processes"]
-
-
-def isolated_env(base: Path) -> dict[str, str]:
-    """What the ``ssh_env`` fixture sets, for a whole module: no real ~/.ssh, no real clusterctl home."""
-    env = SshEnv(base / "home", base / "clusterctl-home", base / "ssh_config")
-    env.home.mkdir(parents=True)
-    return {"HOME": str(env.home), "CLUSTERCTL_HOME": str(env.clusterctl_home),
-            "CLUSTERCTL_SSH_CONFIG": str(env.ssh_config)}
 
 
 def pid_files(run_dirs: dict[str, Path]) -> list[Path]:
@@ -98,7 +90,7 @@ def write_bed_inventory(bed: Testbed, path: Path, run_dirs: dict[str, Path], **s
 @pytest.fixture(scope="module")
 def lecture(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lecture]:
     base = tmp_path_factory.mktemp("lecture")
-    env = isolated_env(base)
+    env = SshEnv.under(base)
     # Our own run directories: `down` also stops whatever the pid files of its run directories
     # name, and other tests use the bed's default ones.
     run_dirs = {host.alias: base / host.alias / "run" for host in testbed.hosts}
@@ -110,21 +102,17 @@ def lecture(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Itera
             {"name": "gpu1", "host": "h3", "nworkers": 1, "nthreads": 1, "resources": "GPU=1"},
         ],
     )
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(name, value)
-        for name in ("SSH_AUTH_SOCK", "CLUSTERCTL_SSH_PASSWORD", "DASK_SCHEDULER_ADDRESS"):
-            patch.delenv(name, raising=False)
+    with env.applied():
         try:
-            started = clusterctl("up", str(config), env=env)
+            started = clusterctl("up", str(config), env=env.variables())
             if started.exit_code != 0:
                 sockets = testbed.run_in("h1", ["ss", "-atnp"]).stdout  # a busy port 8786 shows here
                 pytest.fail(f"clusterctl up failed ({started.exit_code}):\n{started.stderr}\nh1: {sockets}")
             address = f"tcp://{testbed.host('h1').address}:{SCHEDULER_PORT}"
             yield Lecture(testbed, env, run_dirs, address)
         finally:
-            clusterctl("down", "--cluster", CLUSTER, env=env)  # the last test has done it: harmless then
-            kill_recorded(Path(env["CLUSTERCTL_HOME"]))
+            clusterctl("down", "--cluster", CLUSTER, env=env.variables())  # the last test has done it: harmless then
+            kill_recorded(env.clusterctl_home)
             kill_what_pid_files_name(run_dirs)
 
 

@@ -24,8 +24,9 @@ from clusterctl.errors import HostError
 from clusterctl.inventory import HostSettings
 from clusterctl.transport import ssh
 from clusterctl.transport.ssh import SSHTransport
+from testbed.client_env import SshEnv
 from testbed.sshd import Sshd, free_port, make_client_key
-from tests.helpers.fixtures import PasswordUser, SshdTestBed, SshEnv
+from tests.helpers.fixtures import PasswordUser, SshdTestBed
 
 pytestmark = pytest.mark.ssh
 

@@ -9,12 +9,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from testbed.client_env import environ_with
 from testbed.proc import all_pids, process_stat
 from testbed.sshd import free_port
 
@@ -32,10 +34,11 @@ class CliResult:
         return json.loads(self.stdout)
 
 
-def clusterctl(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> CliResult:
-    """Run the real `clusterctl` command line in a subprocess with the test's environment."""
+def clusterctl(*args: str, env: Mapping[str, str | None] | None = None, timeout: float = 180) -> CliResult:
+    """Run the real `clusterctl` command line in a subprocess with the test's environment, changed by ``env``
+    (a None value removes a variable)."""
     done = subprocess.run([PYTHON, "-m", "clusterctl", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+                          env=environ_with(env or {}), stdin=subprocess.DEVNULL)
     return CliResult(done.returncode, done.stdout, done.stderr)
 
 

@@ -4,7 +4,8 @@
   and ``host()`` which gives an inventory host entry for it.
 - ``sshd_factory`` (function): ``start(**kwargs) -> Sshd`` for more servers (jump hosts, a
   restarted server with a new host key); each trusts the client key and is stopped at teardown.
-- ``ssh_env`` (function): isolates HOME, CLUSTERCTL_HOME and the ssh config; no agent, no password.
+- ``ssh_env`` (function): isolates HOME, CLUSTERCTL_HOME and the ssh config; no agent, no password
+  (``testbed.client_env.SshEnv``, applied to this process's environment).
 - ``password_user`` (session): a throw-away local user with a password, deleted at teardown.
 - ``testbed`` (session): the multi-host test bed (see the ``testbed`` package), four hosts h1..h4.
 
@@ -28,6 +29,7 @@ from typing import Any
 import pytest
 
 from testbed import Testbed, TestbedError, create_testbed, destroyed_at_exit, prune_stale_beds, unavailable_reason
+from testbed.client_env import SshEnv
 from testbed.sshd import Sshd, make_client_key, start_sshd
 from testbed.sshd import unavailable_reason as sshd_unavailable_reason
 
@@ -54,19 +56,6 @@ class SshdTestBed:
         }
         entry.update(overrides)
         return entry
-
-
-@dataclass
-class SshEnv:
-    """Where the isolated test environment keeps clusterctl's and ssh's files."""
-
-    home: Path  # $HOME: ~/.ssh/known_hosts and ~/.ssh/config live below it
-    clusterctl_home: Path  # $CLUSTERCTL_HOME: clusterctl's own known_hosts
-    ssh_config: Path  # $CLUSTERCTL_SSH_CONFIG (not created)
-
-    @property
-    def known_hosts(self) -> Path:
-        return self.clusterctl_home / "known_hosts"
 
 
 @dataclass
@@ -118,16 +107,11 @@ def sshd_factory(tmp_path: Path, sshd_client_key: tuple[Path, str]) -> Iterator[
 
 
 @pytest.fixture
-def ssh_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SshEnv:
-    """Keep tests away from the real ~/.ssh, ssh-agent and clusterctl home."""
-    env = SshEnv(tmp_path / "home", tmp_path / "clusterctl-home", tmp_path / "ssh_config")
-    env.home.mkdir()
-    monkeypatch.setenv("HOME", str(env.home))
-    monkeypatch.setenv("CLUSTERCTL_HOME", str(env.clusterctl_home))
-    monkeypatch.setenv("CLUSTERCTL_SSH_CONFIG", str(env.ssh_config))
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    monkeypatch.delenv("CLUSTERCTL_SSH_PASSWORD", raising=False)
-    return env
+def ssh_env(tmp_path: Path) -> Iterator[SshEnv]:
+    """Keep tests away from the real ~/.ssh, ssh-agent and clusterctl home (the same CLUSTERCTL_HOME as
+    conftest's ``clusterctl_home``)."""
+    with SshEnv.under(tmp_path).applied() as env:
+        yield env
 
 
 @pytest.fixture(scope="session")
