@@ -36,19 +36,19 @@ from clusterctl.launch import address_host
 from testbed import Testbed
 from testbed.client_env import SshEnv, environ_with
 from testbed.sshd import free_port
+from tests.helpers.bed_cluster import BedCluster
 from tests.helpers.cluster import (
     PYTHON,
     REPO,
+    WORKER_ENV,
     CliResult,
     clusterctl,
     is_running,
-    kill_recorded,
     local_inventory,
     write_inventory,
 )
 from tests.helpers.fixtures import PasswordUser, SshdTestBed
 
-WORKER_ENV = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 REMOTE_TLS_FILES = {"ca.pem", "scheduler.pem", "scheduler-key.pem", "worker.pem", "worker-key.pem"}
 LOCAL_TLS_FILES = REMOTE_TLS_FILES | {"client.pem", "client-key.pem"}
 FIX = "security: {tls: auto}"
@@ -339,46 +339,29 @@ PRIVATE_DASHBOARD_PORT = 28797
 
 
 @dataclass
-class BedCluster:
-    """A cluster of this module on the bed, with its own CLUSTERCTL_HOME and run directories."""
+class StartedCluster(BedCluster):
+    """A cluster of this module on the bed, with its own CLUSTERCTL_HOME, and what `up --json` said."""
 
-    bed: Testbed
-    name: str
-    config: Path
-    env: dict[str, str | None]
-    run_dirs: dict[str, Path]
     started: CliResult
-
-    def cli(self, *args: str) -> CliResult:
-        return clusterctl(*args, env=self.env)
-
-    @property
-    def home(self) -> Path:
-        return Path(self.env["CLUSTERCTL_HOME"])
 
 
 @contextlib.contextmanager
-def bed_cluster(bed: Testbed, base: Path, name: str, **sections: Any) -> Iterator[BedCluster]:
+def bed_cluster(bed: Testbed, base: Path, name: str, **sections: Any) -> Iterator[StartedCluster]:
     """Scheduler on h1, one worker on h2; brought up with `up --json` (whatever it says), down at the end."""
-    env = SshEnv.under(base).variables()
-    run_dirs = {alias: base / alias for alias in ("h1", "h2")}
     scheduler = {"host": "h1", "dashboard_address": None, **sections.pop("scheduler")}
-    config = bed.write_inventory(
-        base / "cluster.yaml", name=name, hosts={alias: {"run_dir": str(d)} for alias, d in run_dirs.items()},
-        defaults={"python": PYTHON, "env": WORKER_ENV}, scheduler=scheduler,
-        workers=[{"name": "w1", "host": "h2"}], **sections)
+    cluster = BedCluster.write(bed, base, name, SshEnv.under(base), scheduler=scheduler,
+                               workers=[{"name": "w1", "host": "h2"}], **sections)
     try:
-        started = clusterctl("up", str(config), "--json", env=env)
+        started = cluster.cli("up", str(cluster.config), "--json")
         if started.exit_code != 0:
             pytest.fail(f"clusterctl up failed ({started.exit_code}):\n{started.stderr}")
-        yield BedCluster(bed, name, config, env, run_dirs, started)
+        yield StartedCluster(**vars(cluster), started=started)
     finally:
-        clusterctl("down", str(config), "--grace", "3", env=env)
-        kill_recorded(Path(env["CLUSTERCTL_HOME"]))
+        cluster.tear_down("--grace", "3")
 
 
 @pytest.fixture(scope="module")
-def exposed(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BedCluster]:
+def exposed(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartedCluster]:
     """TLS off, the scheduler on h1's bridge address: anyone on the bridge can reach it."""
     with bed_cluster(testbed, tmp_path_factory.mktemp("exposed"), "sec-exposed",
                      scheduler={"port": EXPOSED_PORT}) as cluster:
@@ -386,7 +369,7 @@ def exposed(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 @pytest.fixture(scope="module")
-def private_dashboard(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BedCluster]:
+def private_dashboard(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartedCluster]:
     """TLS on, and the dashboard bound to h1's loopback."""
     with bed_cluster(testbed, tmp_path_factory.mktemp("private"), "sec-private", security={"tls": "auto"},
                      scheduler={"port": PRIVATE_PORT, "dashboard": "local",
@@ -395,7 +378,7 @@ def private_dashboard(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.mark.netns
-def test_tls_off_on_a_network_address_warns_once_naming_the_fix(exposed: BedCluster) -> None:
+def test_tls_off_on_a_network_address_warns_once_naming_the_fix(exposed: StartedCluster) -> None:
     address = f"{exposed.bed.host('h1').address}:{EXPOSED_PORT}"
     assert exposed.started.json()["scheduler"]["address"] == f"tcp://{address}"
     warnings = warning_lines(exposed.started.stderr)
@@ -404,7 +387,7 @@ def test_tls_off_on_a_network_address_warns_once_naming_the_fix(exposed: BedClus
 
 
 @pytest.mark.netns
-def test_tls_off_warns_in_the_human_output_too(exposed: BedCluster) -> None:
+def test_tls_off_warns_in_the_human_output_too(exposed: StartedCluster) -> None:
     again = exposed.cli("up", str(exposed.config))  # already running: reconciles, starts nothing
     assert again.exit_code == 0, again.stderr
     warnings = warning_lines(again.stderr)
@@ -412,7 +395,7 @@ def test_tls_off_warns_in_the_human_output_too(exposed: BedCluster) -> None:
 
 
 @pytest.mark.netns
-def test_tls_on_does_not_warn(private_dashboard: BedCluster) -> None:
+def test_tls_on_does_not_warn(private_dashboard: StartedCluster) -> None:
     started = private_dashboard.started
     assert started.json()["scheduler"]["address"] == \
         f"tls://{private_dashboard.bed.host('h1').address}:{PRIVATE_PORT}"
@@ -450,7 +433,7 @@ def http_get(url: str) -> tuple[int, str]:
 
 
 @pytest.mark.netns
-def test_a_local_dashboard_is_reached_only_through_clusterctl_dashboard(private_dashboard: BedCluster) -> None:
+def test_a_local_dashboard_is_reached_only_through_clusterctl_dashboard(private_dashboard: StartedCluster) -> None:
     bed, h1 = private_dashboard.bed, private_dashboard.bed.host("h1").address
     # Not from the network: nothing listens on h1's bridge address...
     with pytest.raises(OSError):
@@ -462,7 +445,7 @@ def test_a_local_dashboard_is_reached_only_through_clusterctl_dashboard(private_
 
     process = subprocess.Popen([PYTHON, "-m", "clusterctl", "dashboard", "--cluster", private_dashboard.name],
                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=environ_with(private_dashboard.env))
+                               env=environ_with(private_dashboard.env.variables()))
     try:
         line = read_line(process, timeout=60)
         match = re.fullmatch(r"dashboard: (http://127\.0\.0\.1:(\d+)/status)  \(Ctrl-C to close\)\n", line)
@@ -480,7 +463,7 @@ def test_a_local_dashboard_is_reached_only_through_clusterctl_dashboard(private_
 
 
 @pytest.mark.netns
-def test_status_does_not_advertise_an_unreachable_local_dashboard(private_dashboard: BedCluster) -> None:
+def test_status_does_not_advertise_an_unreachable_local_dashboard(private_dashboard: StartedCluster) -> None:
     h1 = private_dashboard.bed.host("h1").address
     status = private_dashboard.cli("status", "--cluster", private_dashboard.name, "--json")
     assert status.exit_code == 0, status.stderr

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,8 @@ from testbed.sshd import free_port
 
 PYTHON = sys.executable
 REPO = Path(__file__).resolve().parents[2]
+# PYTHONPATH: the workers import the tests' task functions (tests.workloads), as users ship their own code.
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
 
 @dataclass
@@ -46,8 +48,7 @@ def local_inventory(name: str = "t", workers: list[dict[str, Any]] | None = None
     """The lecture's cluster on this machine, on free ports, run by this test's python."""
     return {
         "name": name,
-        # PYTHONPATH: the workers import the tests' task functions, as users ship their own code.
-        "defaults": {"python": PYTHON, "env": {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}},
+        "defaults": {"python": PYTHON, "env": WORKER_ENV},
         "hosts": {"me": {"connection": "local"}},
         "scheduler": {"host": "me", "port": free_port(), "dashboard_address": None, **scheduler},
         "workers": workers if workers is not None else [
@@ -70,12 +71,22 @@ def recorded_processes(home: Path) -> list[dict[str, Any]]:
             found += json.loads(state_file.read_text()).get("processes", [])
         except (OSError, ValueError, AttributeError):
             pass
-    for pid_file in home.glob("clusters/*/run/*.pid"):
+    return [p for p in found if _is_record(p)] + pid_file_records(home.glob("clusters/*/run/*.pid"))
+
+
+def pid_file_records(paths: Iterable[Path]) -> list[dict[str, Any]]:
+    """The processes that pid files record (those that can be read)."""
+    found = []
+    for path in paths:
         try:
-            found.append(json.loads(pid_file.read_text()))
+            found.append(json.loads(path.read_text()))
         except (OSError, ValueError):
             pass
-    return [p for p in found if isinstance(p, dict) and isinstance(p.get("pid"), int)]
+    return [p for p in found if _is_record(p)]
+
+
+def _is_record(process: Any) -> bool:
+    return isinstance(process, dict) and isinstance(process.get("pid"), int)
 
 
 def group_members(pgid: int) -> list[int]:
@@ -96,8 +107,14 @@ def is_running(process: dict[str, Any]) -> bool:
 
 def kill_recorded(home: Path) -> list[int]:
     """The safety net: SIGKILL the process group of every recorded process that still runs."""
+    return kill_running(recorded_processes(home))
+
+
+def kill_running(processes: Iterable[dict[str, Any]]) -> list[int]:
+    """SIGKILL the process group of each of ``processes`` (records) that still runs: by recorded pid and
+    start time, never by name. The pids killed."""
     killed = []
-    for process in recorded_processes(home):
+    for process in processes:
         if is_running(process):
             try:
                 os.killpg(process["pid"], signal.SIGKILL)
