@@ -12,8 +12,6 @@ import contextlib
 import os
 import shutil
 import signal
-import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +25,7 @@ from clusterctl.state import LOCK_WAIT_SECONDS
 from testbed import Testbed
 from testbed.client_env import SshEnv
 from tests.helpers.bed_cluster import BedCluster
-from tests.helpers.cluster import PYTHON, CliResult, wait_until
+from tests.helpers.cluster import CliResult, Running, wait_until
 
 pytestmark = pytest.mark.netns
 
@@ -141,26 +139,11 @@ def precondition(ok: bool, why: str) -> None:
         pytest.fail(why)
 
 
-def wait_for_line(process: subprocess.Popen[str], text: str, timeout: float = 90.0) -> str:
-    """Read ``process``'s stderr until a line contains ``text``; everything read so far."""
-    assert process.stderr is not None
-    lines: list[str] = []
-    found, finished = threading.Event(), threading.Event()
-
-    def read() -> None:
-        try:
-            for line in process.stderr:  # type: ignore[union-attr]
-                lines.append(line)
-                if text in line:
-                    found.set()
-                    return
-        finally:
-            finished.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    finished.wait(timeout)
-    assert found.is_set(), f"never printed {text!r}: {''.join(lines)}"
-    return "".join(lines)
+def wait_for_line(command: Running, text: str, timeout: float = 90.0) -> int:
+    """Wait until ``command`` prints a line containing ``text`` on stderr; how many lines it had printed then."""
+    printed = command.wait_for(command.stderr, lambda lines: any(text in line for line in lines), timeout)
+    assert printed, f"never printed {text!r}: {command.stderr}"
+    return next(index for index, line in enumerate(command.stderr) if text in line) + 1
 
 
 # ---- reconcile ---------------------------------------------------------------------------------------
@@ -379,18 +362,14 @@ def test_a_killed_worker_comes_back_and_a_killed_scheduler_leaves_nothing_for_do
 @pytest.mark.parametrize("moment", ["starting", "waiting for"])
 def test_ctrl_c_during_up_leaves_nothing_that_down_cannot_reach(bed_cluster: MakeCluster, moment: str) -> None:
     cluster = bed_cluster("interrupted-" + moment.split()[0])
-    up = subprocess.Popen([PYTHON, "-m", "clusterctl", "up", str(cluster.config), "--timeout", TIMEOUT],
-                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    up = Running("up", str(cluster.config), "--timeout", TIMEOUT, env=cluster.env.variables())
     try:
         progress = wait_for_line(up, moment)
-        up.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        _, rest = up.communicate(timeout=CLI_TIMEOUT)
+        code = up.interrupt(timeout=CLI_TIMEOUT)  # what Ctrl-C sends
     finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait()
-    assert up.returncode == 130, progress + rest
-    assert "interrupted" in rest
+        up.kill()
+    assert code == 130, up.stderr
+    assert any("interrupted" in line for line in up.stderr[progress:]), up.stderr
 
     status = cluster.status()
     assert status.exit_code in (0, 1, 3) and "internal error" not in status.stderr, status.stderr
@@ -412,8 +391,7 @@ def test_a_second_command_waits_briefly_then_refuses_and_nothing_starts_twice(be
         {"name": "h3", "host": "h3", "setup": [hold]},
     ])
     bed = cluster.bed
-    first = subprocess.Popen([PYTHON, "-m", "clusterctl", "up", str(cluster.config), "--timeout", TIMEOUT],
-                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = Running("up", str(cluster.config), "--timeout", TIMEOUT, env=cluster.env.variables())
     try:
         wait_for_line(first, "waiting for")
         config = str(cluster.config)
@@ -432,12 +410,10 @@ def test_a_second_command_waits_briefly_then_refuses_and_nothing_starts_twice(be
     finally:
         release.touch()
         try:
-            first.communicate(timeout=CLI_TIMEOUT)
+            code = first.wait(timeout=CLI_TIMEOUT)
         finally:
-            if first.poll() is None:
-                first.kill()
-                first.wait()
-    assert first.returncode == 0
+            first.kill()
+    assert code == 0
 
     pids = cluster.pids()
     assert set(pids) == {"scheduler", "h2", "h3"}

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shlex
-import signal
 import socket
 import ssl
 import stat
@@ -34,7 +33,7 @@ from distributed.security import Security
 from clusterctl import tls
 from clusterctl.launch import address_host
 from testbed import Testbed
-from testbed.client_env import SshEnv, environ_with
+from testbed.client_env import SshEnv
 from testbed.sshd import free_port
 from tests.helpers.bed_cluster import BedCluster
 from tests.helpers.cluster import (
@@ -42,6 +41,7 @@ from tests.helpers.cluster import (
     REPO,
     WORKER_ENV,
     CliResult,
+    Running,
     clusterctl,
     is_running,
     local_inventory,
@@ -414,18 +414,6 @@ def test_a_local_loopback_cluster_does_not_warn(tmp_path: Path) -> None:
     assert down.exit_code == 0, down.stderr
 
 
-def read_line(process: subprocess.Popen[str], timeout: float) -> str:
-    """The next line of ``process``'s stdout, or '' if none comes within ``timeout`` seconds."""
-    import selectors
-
-    assert process.stdout is not None
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        if not selector.select(timeout):
-            return ""
-    return process.stdout.readline()
-
-
 def http_get(url: str) -> tuple[int, str]:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # straight to 127.0.0.1
     with opener.open(url, timeout=60) as response:
@@ -443,23 +431,19 @@ def test_a_local_dashboard_is_reached_only_through_clusterctl_dashboard(private_
                                              f"{PRIVATE_DASHBOARD_PORT}), 5).close()"])
     assert inside.returncode == 0, inside.stderr
 
-    process = subprocess.Popen([PYTHON, "-m", "clusterctl", "dashboard", "--cluster", private_dashboard.name],
-                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=environ_with(private_dashboard.env.variables()))
+    dashboard = Running("dashboard", "--cluster", private_dashboard.name, env=private_dashboard.env.variables())
     try:
-        line = read_line(process, timeout=60)
-        match = re.fullmatch(r"dashboard: (http://127\.0\.0\.1:(\d+)/status)  \(Ctrl-C to close\)\n", line)
-        assert match, (line, process.stderr.read() if process.poll() is not None else "")
+        assert dashboard.wait_for(dashboard.stdout, bool, timeout=60), dashboard.stderr
+        line = dashboard.stdout[0]
+        match = re.fullmatch(r"dashboard: (http://127\.0\.0\.1:(\d+)/status)  \(Ctrl-C to close\)", line)
+        assert match, (line, dashboard.stderr)
         base = match.group(1).removesuffix("/status")
         assert http_get(base + "/health") == (200, "ok")
         status, page = http_get(base + "/status")
         assert status == 200 and "<html" in page.lower()
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=30) == 130
+        assert dashboard.interrupt(timeout=30) == 130
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        dashboard.kill()
 
 
 @pytest.mark.netns

@@ -1,5 +1,6 @@
-"""Helpers for tests that run real clusters: isolated state, free ports, the CLI as a subprocess,
-and a safety net that kills, by pid, every process a test's clusters recorded."""
+"""Helpers for tests that run real clusters: the CLI as a subprocess (run to the end, or in the background
+with its output read as it comes), a local inventory, and a safety net that kills, by pid,
+every process a test's clusters recorded."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
@@ -42,6 +44,62 @@ def clusterctl(*args: str, env: Mapping[str, str | None] | None = None, timeout:
     done = subprocess.run([PYTHON, "-m", "clusterctl", *args], capture_output=True, text=True, timeout=timeout,
                           env=environ_with(env or {}), stdin=subprocess.DEVNULL)
     return CliResult(done.returncode, done.stdout, done.stderr)
+
+
+class Running:
+    """`clusterctl ARGS` in the background (``env`` as for ``clusterctl``), its output collected line by line
+    as it comes, so a test can wait for a line without blocking on the pipe."""
+
+    def __init__(self, *args: str, env: Mapping[str, str | None] | None = None) -> None:
+        self.process = subprocess.Popen([PYTHON, "-m", "clusterctl", *args], stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                        env=environ_with(env or {}))
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self._readers = [threading.Thread(target=self._collect, args=(stream, lines), daemon=True)
+                         for stream, lines in ((self.process.stdout, self.stdout), (self.process.stderr, self.stderr))]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _collect(stream: IO[str], lines: list[str]) -> None:
+        for line in stream:
+            lines.append(line.rstrip("\n"))
+
+    def wait_for(self, lines: list[str], predicate: Callable[[list[str]], bool], timeout: float = 30.0) -> bool:
+        """Wait until ``predicate(lines)`` (``lines``: self.stdout or self.stderr) holds; whether it did."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(list(lines)):
+                return True
+            if self.process.poll() is not None:
+                time.sleep(0.2)  # let the readers catch up with what it printed before exiting
+                return predicate(list(lines))
+            time.sleep(0.05)
+        return predicate(list(lines))
+
+    def wait(self, timeout: float) -> int:
+        """Its exit code, once it has exited and all its output is read; TimeoutExpired if it runs on."""
+        code = self.process.wait(timeout=timeout)
+        for reader in self._readers:
+            reader.join(timeout=5)
+        return code
+
+    def interrupt(self, timeout: float = 20.0) -> int:
+        """Ctrl-C, by pid; SIGKILL if it does not end within ``timeout``. Returns the exit code."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGINT)
+        try:
+            return self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return self.wait(10)
+
+    def kill(self) -> None:
+        """SIGKILL, by pid, if it still runs."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
 
 
 def local_inventory(name: str = "t", workers: list[dict[str, Any]] | None = None, **scheduler: Any) -> dict[str, Any]:
