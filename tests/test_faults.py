@@ -25,7 +25,7 @@ from clusterctl.state import LOCK_WAIT_SECONDS
 from testbed import Testbed
 from testbed.client_env import SshEnv
 from tests.helpers.bed_cluster import BedCluster
-from tests.helpers.cluster import CliResult, Running, wait_until
+from tests.helpers.cluster import CliResult, Running, error_lines, wait_until
 
 pytestmark = pytest.mark.netns
 
@@ -307,7 +307,7 @@ def test_down_with_hosts_cut_off_keeps_them_and_a_later_down_finishes(bed_cluste
 
         incomplete = cluster.down()
         assert incomplete.exit_code == 1, incomplete.stdout
-        (error,) = [line for line in incomplete.stderr.splitlines() if line.startswith("error:")]
+        (error,) = error_lines(incomplete.stderr)
         assert "h2: not verified" in error and "connection refused" in error
         assert "h3: not verified" in error
         assert bed.wait_for_no_pids("h1") == [], "the scheduler's host was reachable: it is clean"

@@ -26,7 +26,7 @@ from clusterctl.hosts import agent_source
 from clusterctl.inventory import load_inventory
 from clusterctl.remote_log import AGENT_PLACEHOLDER, describe
 from clusterctl.state import ClusterState, ProcessRecord
-from tests.helpers.cluster import PYTHON, REPO, Running, clusterctl, local_inventory, write_inventory
+from tests.helpers.cluster import PYTHON, REPO, Running, clusterctl, error_lines, local_inventory, write_inventory
 
 # --- snapshots: volatile values (addresses, times, versions) are replaced by their type -------------
 
@@ -294,7 +294,7 @@ def test_check_rejects_an_invalid_inventory_with_exit_2(tmp_path: Path, inventor
     inventory["workers"][0]["nthreads"] = 0
     result = clusterctl("check", str(write_inventory(tmp_path / "cluster.yaml", inventory)))
     assert result.exit_code == EXIT_INVALID
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    errors = error_lines(result.stderr)
     assert len(errors) == 1
     assert re.fullmatch(rf"error: {re.escape(str(tmp_path))}/cluster\.yaml:\d+: workers\[0\]\.nthreads: "
                         r"Input should be greater than or equal to 1 \(got 0\)", errors[0]), errors

@@ -43,8 +43,10 @@ from tests.helpers.cluster import (
     CliResult,
     Running,
     clusterctl,
+    error_lines,
     is_running,
     local_inventory,
+    warning_lines,
     write_inventory,
 )
 from tests.helpers.fixtures import PasswordUser, SshdTestBed
@@ -52,14 +54,6 @@ from tests.helpers.fixtures import PasswordUser, SshdTestBed
 REMOTE_TLS_FILES = {"ca.pem", "scheduler.pem", "scheduler-key.pem", "worker.pem", "worker-key.pem"}
 LOCAL_TLS_FILES = REMOTE_TLS_FILES | {"client.pem", "client-key.pem"}
 FIX = "security: {tls: auto}"
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("error:")]
-
-
-def warning_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("warning:")]
 
 
 def mode(path: Path) -> int:

@@ -1,5 +1,5 @@
 """Helpers for tests that run real clusters: the CLI as a subprocess (run to the end, or in the background
-with its output read as it comes), a local inventory, and a safety net that kills, by pid,
+with its output read as it comes), its error lines, a local inventory, and a safety net that kills, by pid,
 every process a test's clusters recorded."""
 
 from __future__ import annotations
@@ -44,6 +44,15 @@ def clusterctl(*args: str, env: Mapping[str, str | None] | None = None, timeout:
     done = subprocess.run([PYTHON, "-m", "clusterctl", *args], capture_output=True, text=True, timeout=timeout,
                           env=environ_with(env or {}), stdin=subprocess.DEVNULL)
     return CliResult(done.returncode, done.stdout, done.stderr)
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The lines of ``stderr`` that report an error (clusterctl starts each with ``error:``)."""
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def warning_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("warning:")]
 
 
 class Running:
