@@ -42,13 +42,13 @@ system-deps:
 
 test: install system-deps
 	$(BIN)/python -m pip install -q -e '.[test]'
-	$(BIN)/ruff check clusterctl tests benchmarks examples
+	$(BIN)/ruff check clusterctl testbed tests benchmarks examples
 	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest
 
 lint: install
 	$(BIN)/python -m pip install -q -e '.[test]'
-	$(BIN)/ruff check clusterctl tests benchmarks examples
+	$(BIN)/ruff check clusterctl testbed tests benchmarks examples
 	$(BIN)/python -m mypy
 
 bench: install system-deps
@@ -57,10 +57,10 @@ bench: install system-deps
 
 testbed: install system-deps
 	$(BIN)/python -m pip install -q -e '.[test]'
-	$(BIN)/python -m tests.helpers.testbed up --hosts $(N)
+	$(BIN)/python -m testbed up --hosts $(N)
 
 testbed-down:
-	$(BIN)/python -m tests.helpers.testbed down
+	$(BIN)/python -m testbed down
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

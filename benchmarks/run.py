@@ -37,6 +37,8 @@ from benchmarks.tools import (
     scheduler_info_argv,
     wall_time,
 )
+from testbed import create_testbed, unavailable_reason
+from testbed.client_env import SshEnv
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ASYNCSSH_REQUIREMENT = "asyncssh>=2.14"  # as in pyproject.toml's `test` extra
@@ -58,10 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if repeat < 1 or samples < 1:
         parser.error("--repeat and --samples must be at least 1")
 
-    from tests.helpers.sshd import unavailable_reason as sshd_unavailable_reason
-    from tests.helpers.testbed import unavailable_reason
-
-    reason = unavailable_reason() or sshd_unavailable_reason()
+    reason = unavailable_reason()
     if reason:
         print(f"cannot benchmark here: {reason}", file=sys.stderr)
         return 2
@@ -74,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="clusterctl-bench-"))
     started = time.monotonic()
     try:
-        with isolated_environment(workdir), signals_as_interrupts():
+        # Own HOME, CLUSTERCTL_HOME and ssh config for this process and everything it starts.
+        with SshEnv.under(workdir).applied(), signals_as_interrupts():
             outcome = benchmark(workdir, counts, repeat, samples, results)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -100,8 +100,6 @@ def host_counts(text: str) -> list[int]:
 
 def benchmark(workdir: Path, counts: list[int], repeat: int, samples: int, results: Results) -> int:
     """Build the bed, measure, and tear everything down whatever happens; an exit status."""
-    from tests.helpers.testbed import create_testbed
-
     bed = None
     tools: list[Tool] = []
     try:
@@ -210,27 +208,6 @@ def ensure_asyncssh() -> None:
         print(f"installing {ASYNCSSH_REQUIREMENT} (SSHCluster needs it)", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", ASYNCSSH_REQUIREMENT], check=True)
         importlib.invalidate_caches()
-
-
-@contextlib.contextmanager
-def isolated_environment(workdir: Path) -> Iterator[None]:
-    """Own HOME, CLUSTERCTL_HOME and ssh config for this process and everything it starts."""
-    values = {"HOME": workdir / "home", "CLUSTERCTL_HOME": workdir / "clusterctl-home",
-              "CLUSTERCTL_SSH_CONFIG": workdir / "ssh_config"}
-    removed = ("SSH_AUTH_SOCK", "CLUSTERCTL_SSH_PASSWORD", "DASK_SCHEDULER_ADDRESS")
-    saved = {name: os.environ.get(name) for name in [*values, *removed]}
-    (workdir / "home").mkdir()
-    os.environ.update({name: str(path) for name, path in values.items()})
-    for name in removed:
-        os.environ.pop(name, None)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @contextlib.contextmanager

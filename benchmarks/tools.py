@@ -14,7 +14,7 @@ from typing import IO, Protocol
 
 import yaml
 
-from tests.helpers.testbed import Testbed
+from testbed import Testbed
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

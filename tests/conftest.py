@@ -7,7 +7,7 @@ import pytest
 
 from tests.helpers.cluster import kill_recorded
 
-pytest_plugins = ["tests.helpers.sshd", "tests.helpers.testbed"]
+pytest_plugins = ["tests.helpers.fixtures"]
 
 
 @pytest.fixture(autouse=True)

@@ -24,27 +24,11 @@ from clusterctl.inventory import HostSettings
 from clusterctl.launch import ProcessPlan
 from clusterctl.records import ProcessRecord, StartFailure
 from clusterctl.transport.local import LocalTransport
+from testbed import proc
 from tests.helpers.cluster import wait_until
 
 PYTHON = sys.executable
 SLEEP = "import time; time.sleep(60)"
-
-
-def start_time_of(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat[stat.rindex(")") + 2:].split()[19])
-
-
-def runs(pid: int) -> bool:
-    """The pid exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
 
 
 class Started:
@@ -54,7 +38,7 @@ class Started:
         self.processes: dict[int, int | None] = {}
 
     def add(self, pid: int) -> None:
-        self.processes.setdefault(pid, start_time_of(pid))
+        self.processes.setdefault(pid, proc.start_time(pid))
 
     def record(self, answers: list[ProcessRecord | StartFailure]) -> list[ProcessRecord]:
         records = [answer for answer in answers if isinstance(answer, ProcessRecord)]
@@ -65,7 +49,7 @@ class Started:
 
     def kill_all(self) -> None:
         for pid, start_time in self.processes.items():
-            if start_time is None or start_time_of(pid) != start_time:
+            if start_time is None or proc.start_time(pid) != start_time:
                 continue  # gone, or the pid now belongs to someone else
             for kill in (os.killpg, os.kill):
                 try:
@@ -191,7 +175,7 @@ def test_start_writes_pid_files_and_list_reports_them(host: Host, started: Start
     assert json.loads((run_dir / "gpu2.pid").read_text())["pid"] == first.pid
     assert stat_mode(run_dir) == 0o700 and stat_mode(run_dir / "gpu2.log") == 0o600
     assert first.log == str(run_dir / "gpu2.log")
-    assert first.start_time == start_time_of(first.pid)
+    assert first.start_time == proc.start_time(first.pid)
 
     listed = {p.name: p for p in host.listing()}
     assert set(listed) == {"gpu1", "gpu2"}
@@ -227,11 +211,11 @@ def test_stop_kills_the_whole_process_group(host: Host, started: Started, tmp_pa
     child = int(child_pid_file.read_text())
     started.add(child)
     assert os.getpgid(child) == parent.pid  # the child is in the group the agent created
-    assert runs(parent.pid) and runs(child)
+    assert proc.alive(parent.pid) and proc.alive(child)
 
     assert host.stop([replace(parent, name="nanny")], grace=5) == {parent.pid: True}
 
-    assert wait_until(lambda: not runs(parent.pid) and not runs(child), timeout=5)
+    assert wait_until(lambda: not proc.alive(parent.pid) and not proc.alive(child), timeout=5)
     assert host.alive([parent]) == {parent.pid: False}
     assert not (run_dir / "nanny.pid").exists()
     assert host.listing() == []
@@ -247,7 +231,7 @@ def test_stop_escalates_to_sigkill_after_the_grace_period(host: Host, started: S
     began = time.monotonic()
     assert host.stop([replace(answer, name="stubborn")], grace=0.5) == {answer.pid: True}
     assert time.monotonic() - began < 10
-    assert not runs(answer.pid)
+    assert not proc.alive(answer.pid)
 
 
 def test_a_pid_with_another_start_time_is_never_signalled(host: Host, started: Started) -> None:
@@ -258,11 +242,11 @@ def test_a_pid_with_another_start_time_is_never_signalled(host: Host, started: S
     host.stop([stranger], grace=0.5)
 
     time.sleep(0.3)
-    assert runs(answer.pid), "stop signalled a process whose start time does not match the record"
+    assert proc.alive(answer.pid), "stop signalled a process whose start time does not match the record"
     assert host.alive([answer]) == {answer.pid: True}
     assert host.alive([stranger]) == {answer.pid: False}
     os.killpg(answer.pid, signal.SIGKILL)  # our own clean-up, by pid
-    assert wait_until(lambda: not runs(answer.pid), timeout=5)
+    assert wait_until(lambda: not proc.alive(answer.pid), timeout=5)
 
 
 def test_alive_of_a_pid_that_no_longer_exists_is_false(host: Host, started: Started) -> None:

@@ -13,7 +13,7 @@ import pytest
 from clusterctl import __version__, state
 from clusterctl.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK
 from clusterctl.state import ClusterState
-from tests.helpers.cluster import REPO, clusterctl, local_inventory
+from tests.helpers.cluster import REPO, clusterctl, error_lines, local_inventory
 
 
 @cache
@@ -29,10 +29,6 @@ def listed_commands() -> tuple[str, ...]:
             break  # the end of the indented list
         commands.append(match.group(1))
     return tuple(commands)
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
 def test_help_lists_the_commands_of_the_lecture_story() -> None:
@@ -75,7 +71,7 @@ def test_an_unknown_command_exits_2() -> None:
     assert result.exit_code == EXIT_INVALID
     assert "No such command 'sprout'" in result.stderr
     assert "Traceback" not in result.stderr
-    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+    assert error_lines(result.stderr) == [
         "error: No such command 'sprout'."], "one error line, like every other error"
 
 

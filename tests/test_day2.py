@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from testbed.client_env import SshEnv
 from tests.helpers.cluster import clusterctl, local_inventory, wait_until, write_inventory
-from tests.helpers.sshd import SshdTestBed, SshEnv
+from tests.helpers.fixtures import SshdTestBed
 
 
 def start(tmp_path: Path, name: str) -> Path:

@@ -9,16 +9,12 @@ own cluster name and its own run directory per host, so no test sees another's p
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
-import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +22,10 @@ import pytest
 from distributed import Client
 
 from clusterctl.state import LOCK_WAIT_SECONDS
-from tests.helpers.cluster import PYTHON, REPO, CliResult, clusterctl, is_running, wait_until
-from tests.helpers.sshd import SshEnv
-from tests.helpers.testbed import Testbed
+from testbed import Testbed
+from testbed.client_env import SshEnv
+from tests.helpers.bed_cluster import BedCluster
+from tests.helpers.cluster import CliResult, Running, error_lines, wait_until
 
 pytestmark = pytest.mark.netns
 
@@ -38,18 +35,10 @@ CLI_TIMEOUT = 150.0  # seconds before a hung command fails the test
 HOSTS = ("h1", "h2", "h3", "h4")
 
 
-@dataclass
-class BedCluster:
-    """One test's cluster on the bed: its inventory file, and where its hosts keep pid files and logs."""
+class FaultCluster(BedCluster):
+    """One test's cluster on the bed, with the commands these tests run on it."""
 
-    testbed: Testbed
-    name: str
-    config: Path
-    run_dirs: dict[str, Path]
-    home: Path
-
-    def cli(self, *args: str) -> CliResult:
-        return clusterctl(*args, timeout=CLI_TIMEOUT)
+    cli_timeout = CLI_TIMEOUT
 
     def up(self, *args: str) -> CliResult:
         return self.cli("up", str(self.config), "--timeout", TIMEOUT, "--json", *args)
@@ -60,50 +49,25 @@ class BedCluster:
     def down(self) -> CliResult:
         return self.cli("down", str(self.config), "--grace", "3")
 
-    def state(self) -> dict[str, Any] | None:
-        path = self.home / "clusters" / self.name / "state.json"
-        return json.loads(path.read_text()) if path.exists() else None
-
-    def pids(self) -> dict[str, int]:
-        """Process name -> recorded pid, from the local state."""
-        st = self.state()
-        return {p["name"]: p["pid"] for p in st["processes"]} if st else {}
-
-    def pid_files(self) -> list[dict[str, Any]]:
-        """What the hosts' pid files record (the run dirs live on the one shared filesystem)."""
-        found = []
-        for run_dir in self.run_dirs.values():
-            for path in run_dir.glob("*.pid"):
-                try:
-                    found.append(json.loads(path.read_text()))
-                except (OSError, ValueError):
-                    pass
-        return found
-
     def leftovers(self) -> dict[str, list[int]]:
         """Each host's processes that outlive the wait (sshd excluded): {} when nothing is orphaned."""
-        left = {alias: self.testbed.wait_for_no_pids(alias) for alias in HOSTS}
+        left = {alias: self.bed.wait_for_no_pids(alias) for alias in HOSTS}
         return {alias: pids for alias, pids in left.items() if pids}
 
 
-MakeCluster = Callable[..., BedCluster]
+MakeCluster = Callable[..., FaultCluster]
 
 
 @pytest.fixture
 def bed_cluster(testbed: Testbed, ssh_env: SshEnv, tmp_path: Path) -> Iterator[MakeCluster]:
-    """``make(name, **inventory_sections)`` -> a BedCluster. At teardown, whatever a test left broken is
+    """``make(name, **inventory_sections)`` -> a FaultCluster. At teardown, whatever a test left broken is
     mended (links up, sshd running), every cluster is taken down, and any survivor is killed by pid."""
-    made: list[BedCluster] = []
+    made: list[FaultCluster] = []
 
-    def make(name: str, workers: list[dict[str, Any]] | None = None, **sections: Any) -> BedCluster:
-        run_dirs = {alias: tmp_path / "run" / name / alias for alias in HOSTS}
-        config = testbed.write_inventory(
-            tmp_path / f"{name}.yaml",
-            name=name,
+    def make(name: str, workers: list[dict[str, Any]] | None = None, **sections: Any) -> FaultCluster:
+        cluster = FaultCluster.write(
+            testbed, tmp_path / name, name, ssh_env,
             security={"tls": "off"},  # the tests' own Client connects over plain TCP
-            # Workers import nothing of ours, but a user's tasks would come from PYTHONPATH like this.
-            defaults={"env": {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}},
-            hosts={alias: {"run_dir": str(run_dir)} for alias, run_dir in run_dirs.items()},
             scheduler={"host": "h1", "port": PORT, "dashboard_address": None, **sections.pop("scheduler", {})},
             workers=workers if workers is not None else [
                 {"name": "h2", "host": "h2", "nworkers": 1, "nthreads": 1},
@@ -111,7 +75,6 @@ def bed_cluster(testbed: Testbed, ssh_env: SshEnv, tmp_path: Path) -> Iterator[M
             ],
             **sections,
         )
-        cluster = BedCluster(testbed, name, config, run_dirs, ssh_env.clusterctl_home)
         made.append(cluster)
         return cluster
 
@@ -123,16 +86,9 @@ def bed_cluster(testbed: Testbed, ssh_env: SshEnv, tmp_path: Path) -> Iterator[M
                 testbed.link_up(host)
                 if host.sshd is None:
                     testbed.start_sshd(host)
-            for cluster in made:
-                if cluster.state() is not None or any(is_running(p) for p in cluster.pid_files()):
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        cluster.cli("down", str(cluster.config), "--grace", "1")
         finally:
-            for cluster in made:  # the safety net: by recorded pid and start time, never by name
-                for record in cluster.pid_files():
-                    if is_running(record):
-                        with contextlib.suppress(ProcessLookupError):
-                            os.killpg(record["pid"], signal.SIGKILL)
+            for cluster in made:
+                cluster.tear_down("--grace", "1")
 
 
 def addresses(document: dict[str, Any]) -> dict[str, str]:
@@ -164,7 +120,7 @@ def process_groups(testbed: Testbed, host: str) -> set[int]:
     return groups
 
 
-def status_until(cluster: BedCluster, exit_code: int, timeout: float = 30.0) -> CliResult:
+def status_until(cluster: FaultCluster, exit_code: int, timeout: float = 30.0) -> CliResult:
     """Poll `status` until it exits with ``exit_code``; the last result either way."""
     last: list[CliResult] = []
 
@@ -183,26 +139,11 @@ def precondition(ok: bool, why: str) -> None:
         pytest.fail(why)
 
 
-def wait_for_line(process: subprocess.Popen[str], text: str, timeout: float = 90.0) -> str:
-    """Read ``process``'s stderr until a line contains ``text``; everything read so far."""
-    assert process.stderr is not None
-    lines: list[str] = []
-    found, finished = threading.Event(), threading.Event()
-
-    def read() -> None:
-        try:
-            for line in process.stderr:  # type: ignore[union-attr]
-                lines.append(line)
-                if text in line:
-                    found.set()
-                    return
-        finally:
-            finished.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    finished.wait(timeout)
-    assert found.is_set(), f"never printed {text!r}: {''.join(lines)}"
-    return "".join(lines)
+def wait_for_line(command: Running, text: str, timeout: float = 90.0) -> int:
+    """Wait until ``command`` prints a line containing ``text`` on stderr; how many lines it had printed then."""
+    printed = command.wait_for(command.stderr, lambda lines: any(text in line for line in lines), timeout)
+    assert printed, f"never printed {text!r}: {command.stderr}"
+    return next(index for index, line in enumerate(command.stderr) if text in line) + 1
 
 
 # ---- reconcile ---------------------------------------------------------------------------------------
@@ -210,7 +151,7 @@ def wait_for_line(process: subprocess.Popen[str], text: str, timeout: float = 90
 
 def test_up_starts_only_what_is_missing_keeps_added_workers_and_restart_renews_all(bed_cluster: MakeCluster) -> None:
     cluster = bed_cluster("reconcile")
-    bed = cluster.testbed
+    bed = cluster.bed
     started = cluster.up()
     assert started.exit_code == 0, started.stderr
     added = cluster.cli("add-worker", str(cluster.config), "--host", "h4", "--timeout", TIMEOUT)
@@ -269,7 +210,7 @@ def test_up_restarts_a_worker_the_scheduler_lost_although_its_process_lives(bed_
     healed = cluster.cli("up", str(cluster.config), "--timeout", "15", "--json")
     assert healed.exit_code == 0, healed.stderr
     assert healed.json()["started"] == ["h2"]
-    assert process_groups(cluster.testbed, "h2") == {cluster.pids()["h2"]} != {hung}
+    assert process_groups(cluster.bed, "h2") == {cluster.pids()["h2"]} != {hung}
     assert cluster.down().exit_code == 0
     assert cluster.leftovers() == {}
 
@@ -279,7 +220,7 @@ def test_up_restarts_a_worker_the_scheduler_lost_although_its_process_lives(bed_
 
 def test_remove_worker_moves_the_data_off_then_stops_the_process(bed_cluster: MakeCluster) -> None:
     cluster = bed_cluster("remove")
-    bed = cluster.testbed
+    bed = cluster.bed
     assert cluster.up().exit_code == 0
     added = cluster.cli("add-worker", str(cluster.config), "--host", "h4", "--timeout", TIMEOUT)
     assert added.exit_code == 0, added.stderr
@@ -334,7 +275,7 @@ def test_down_without_local_state_finds_the_processes_through_the_pid_files(bed_
 
 def test_down_without_local_state_also_stops_a_worker_added_on_another_host(bed_cluster: MakeCluster) -> None:
     cluster = bed_cluster("stateless-added", workers=[])  # the scheduler alone, on h1
-    bed = cluster.testbed
+    bed = cluster.bed
     started = cluster.up()
     precondition(started.exit_code == 0, started.stderr)
     added = cluster.cli("add-worker", str(cluster.config), "--host", "h4", "--timeout", TIMEOUT)
@@ -355,7 +296,7 @@ def test_down_with_hosts_cut_off_keeps_them_and_a_later_down_finishes(bed_cluste
     # connect timeout (30 s): both shortened, so that `status` sees the unplugged host within seconds.
     cluster = bed_cluster("cutoff", scheduler={"env": {"DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": "2s",
                                                                    "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"}})
-    bed = cluster.testbed
+    bed = cluster.bed
     assert cluster.up().exit_code == 0
     bed.stop_sshd("h2")
     bed.link_down("h3")
@@ -366,7 +307,7 @@ def test_down_with_hosts_cut_off_keeps_them_and_a_later_down_finishes(bed_cluste
 
         incomplete = cluster.down()
         assert incomplete.exit_code == 1, incomplete.stdout
-        (error,) = [line for line in incomplete.stderr.splitlines() if line.startswith("error:")]
+        (error,) = error_lines(incomplete.stderr)
         assert "h2: not verified" in error and "connection refused" in error
         assert "h3: not verified" in error
         assert bed.wait_for_no_pids("h1") == [], "the scheduler's host was reachable: it is clean"
@@ -387,7 +328,7 @@ def test_down_with_hosts_cut_off_keeps_them_and_a_later_down_finishes(bed_cluste
 
 def test_a_killed_worker_comes_back_and_a_killed_scheduler_leaves_nothing_for_down(bed_cluster: MakeCluster) -> None:
     cluster = bed_cluster("processes", workers=[{"name": "h2", "host": "h2"}])
-    bed = cluster.testbed
+    bed = cluster.bed
     assert cluster.up().exit_code == 0
     nanny = cluster.pids()["h2"]
     (child,) = worker_children(bed, "h2", nanny)
@@ -421,18 +362,14 @@ def test_a_killed_worker_comes_back_and_a_killed_scheduler_leaves_nothing_for_do
 @pytest.mark.parametrize("moment", ["starting", "waiting for"])
 def test_ctrl_c_during_up_leaves_nothing_that_down_cannot_reach(bed_cluster: MakeCluster, moment: str) -> None:
     cluster = bed_cluster("interrupted-" + moment.split()[0])
-    up = subprocess.Popen([PYTHON, "-m", "clusterctl", "up", str(cluster.config), "--timeout", TIMEOUT],
-                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    up = Running("up", str(cluster.config), "--timeout", TIMEOUT, env=cluster.env.variables())
     try:
         progress = wait_for_line(up, moment)
-        up.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        _, rest = up.communicate(timeout=CLI_TIMEOUT)
+        code = up.interrupt(timeout=CLI_TIMEOUT)  # what Ctrl-C sends
     finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait()
-    assert up.returncode == 130, progress + rest
-    assert "interrupted" in rest
+        up.kill()
+    assert code == 130, up.stderr
+    assert any("interrupted" in line for line in up.stderr[progress:]), up.stderr
 
     status = cluster.status()
     assert status.exit_code in (0, 1, 3) and "internal error" not in status.stderr, status.stderr
@@ -453,9 +390,8 @@ def test_a_second_command_waits_briefly_then_refuses_and_nothing_starts_twice(be
         {"name": "h2", "host": "h2"},
         {"name": "h3", "host": "h3", "setup": [hold]},
     ])
-    bed = cluster.testbed
-    first = subprocess.Popen([PYTHON, "-m", "clusterctl", "up", str(cluster.config), "--timeout", TIMEOUT],
-                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    bed = cluster.bed
+    first = Running("up", str(cluster.config), "--timeout", TIMEOUT, env=cluster.env.variables())
     try:
         wait_for_line(first, "waiting for")
         config = str(cluster.config)
@@ -474,12 +410,10 @@ def test_a_second_command_waits_briefly_then_refuses_and_nothing_starts_twice(be
     finally:
         release.touch()
         try:
-            first.communicate(timeout=CLI_TIMEOUT)
+            code = first.wait(timeout=CLI_TIMEOUT)
         finally:
-            if first.poll() is None:
-                first.kill()
-                first.wait()
-    assert first.returncode == 0
+            first.kill()
+    assert code == 0
 
     pids = cluster.pids()
     assert set(pids) == {"scheduler", "h2", "h3"}

@@ -28,8 +28,10 @@ from distributed.security import Security
 from clusterctl import state, tls
 from clusterctl.cli import run
 from clusterctl.state import ClusterState
-from tests.helpers.cluster import PYTHON, REPO, clusterctl, free_port, is_running, write_inventory
-from tests.helpers.sshd import SshdTestBed, SshEnv
+from testbed.client_env import SshEnv
+from testbed.sshd import free_port
+from tests.helpers.cluster import PYTHON, REPO, clusterctl, error_lines, is_running, write_inventory
+from tests.helpers.fixtures import SshdTestBed
 
 CANARY = "CANARY"  # in the corpus: replaced by the test's absolute canary path
 
@@ -52,7 +54,6 @@ HOSTILE: dict[str, Any] = {
     "cyrillic": "d\u0430sk",  # a Cyrillic 'a' (U+0430) in a Latin word
     "nul": "x\0y",
 }
-
 
 
 def hostile(value: Any, canary: Path) -> Any:
@@ -215,7 +216,7 @@ def test_an_identity_file_is_only_ever_a_file_name(case: str, ssh_env: SshEnv, t
     inventory["hosts"]["node1"]["identity_file"] = value
     code, _, err = invoke("up", str(write_inventory(tmp_path / "c.yaml", inventory)), capsys=capsys)
     assert code == 1, err
-    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+    assert error_lines(err) == [
         f"error: node1: identity_file {value} does not exist"]
     assert not (ssh_env.clusterctl_home / "clusters" / "inj").exists()
     assert not canary.exists()
@@ -424,7 +425,7 @@ def test_an_interpreter_that_does_not_exist_is_looked_up_by_its_literal_name(
     })
     result = clusterctl("up", str(config))
     assert result.exit_code == 1, result.stderr
-    (error,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    (error,) = error_lines(result.stderr)
     for alias, python in pythons.items():
         assert f"{alias}: {python}: command not found" in error
     assert not (ssh_env.clusterctl_home / "clusters" / "inj-python").exists()

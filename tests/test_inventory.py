@@ -12,7 +12,7 @@ import pytest
 
 from clusterctl.errors import EXIT_INVALID, InvalidInputError
 from clusterctl.inventory import load_inventory, parse_inventory
-from tests.helpers.cluster import REPO, clusterctl, local_inventory, write_inventory
+from tests.helpers.cluster import REPO, clusterctl, error_lines, local_inventory, write_inventory
 
 SOURCE = "cluster.yaml"
 
@@ -262,7 +262,7 @@ def test_up_with_a_bad_inventory_exits_2_with_one_line_and_starts_nothing(
     result = clusterctl("up", str(path), timeout=60)
 
     assert result.exit_code == EXIT_INVALID, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    errors = error_lines(result.stderr)
     assert len(errors) == 1, result.stderr
     assert errors[0].startswith(f"error: {path}:") and "workers[1]." in errors[0]
     assert "Traceback" not in result.stderr
@@ -274,6 +274,6 @@ def test_up_with_a_missing_file_exits_2(tmp_path: Path, clusterctl_home: Path) -
     missing = tmp_path / "absent.yaml"
     result = clusterctl("up", str(missing), timeout=60)
     assert result.exit_code == EXIT_INVALID
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    errors = error_lines(result.stderr)
     assert errors == [f"error: {missing}: no such file"], result.stderr
     assert not (clusterctl_home / "clusters").exists()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from distributed import Client
 
-from tests.helpers.cluster import clusterctl, is_running, local_inventory, write_inventory
+from tests.helpers.cluster import clusterctl, error_lines, is_running, local_inventory, write_inventory
 
 
 def trace_of_constant_matrix(m: int) -> int:
@@ -117,7 +117,7 @@ def test_a_worker_that_cannot_start_is_named_with_its_log(tmp_path: Path, cluste
     ])
     result = clusterctl("up", str(write_inventory(tmp_path / "c.yaml", inventory)), "--timeout", "30")
     assert result.exit_code == 1
-    first_error_line = next(line for line in result.stderr.splitlines() if line.startswith("error:"))
+    first_error_line = error_lines(result.stderr)[0]
     assert "me: worker broken (pid" in first_error_line and "exited during start-up" in first_error_line
     assert "ImportError: no GPU driver here" in result.stderr  # the log's tail is shown
     # Nothing half-started is left behind, and no state pretends otherwise.

@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 from distributed import Client
 
-from tests.helpers.cluster import PYTHON, REPO, clusterctl, free_port, group_members, is_running, write_inventory
-from tests.helpers.sshd import SshdTestBed, SshEnv
+from testbed.client_env import SshEnv
+from testbed.sshd import free_port
+from tests.helpers.cluster import PYTHON, REPO, clusterctl, error_lines, group_members, is_running, write_inventory
+from tests.helpers.fixtures import SshdTestBed
 from tests.test_lifecycle_local import trace_of_constant_matrix
 
 pytestmark = pytest.mark.ssh
@@ -100,6 +102,6 @@ def test_an_unreachable_host_is_one_line_naming_it(ssh_env: SshEnv, tmp_path: Pa
     inventory["hosts"]["node1"]["port"] = free_port()  # nothing listens there
     result = clusterctl("up", str(write_inventory(tmp_path / "c.yaml", inventory)))
     assert result.exit_code == 1
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    errors = error_lines(result.stderr)
     assert len(errors) == 1 and "node1" in errors[0] and "connection refused" in errors[0]
     assert not (ssh_env.clusterctl_home / "clusters" / "remote").exists()

@@ -7,14 +7,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +25,7 @@ from clusterctl.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_
 from clusterctl.inventory import load_inventory
 from clusterctl.remote_log import AGENT_PLACEHOLDER, describe
 from clusterctl.state import ClusterState, ProcessRecord
-from tests.helpers.cluster import PYTHON, REPO, clusterctl, local_inventory, write_inventory
+from tests.helpers.cluster import PYTHON, REPO, Running, clusterctl, error_lines, local_inventory, write_inventory
 
 # --- snapshots: volatile values (addresses, times, versions) are replaced by their type -------------
 
@@ -105,52 +102,6 @@ def normalise(document: Any, volatile: dict[tuple[str, ...], Any], path: tuple[A
     if isinstance(document, list):
         return [normalise(value, volatile, (*path, index)) for index, value in enumerate(document)]
     return document
-
-
-# --- commands running in the background ----------------------------------------------------------
-
-
-class Running:
-    """`clusterctl ARGS` in the background, its output collected line by line as it comes."""
-
-    def __init__(self, *args: str) -> None:
-        self.process = subprocess.Popen([PYTHON, "-m", "clusterctl", *args], stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
-        self._readers = [threading.Thread(target=self._collect, args=(stream, lines), daemon=True)
-                         for stream, lines in ((self.process.stdout, self.stdout), (self.process.stderr, self.stderr))]
-        for reader in self._readers:
-            reader.start()
-
-    @staticmethod
-    def _collect(stream: Any, lines: list[str]) -> None:
-        for line in stream:
-            lines.append(line.rstrip("\n"))
-
-    def wait_for(self, lines: list[str], predicate: Callable[[list[str]], bool], timeout: float = 30.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate(list(lines)):
-                return True
-            if self.process.poll() is not None:
-                time.sleep(0.2)  # let the readers catch up with what it printed before exiting
-                return predicate(list(lines))
-            time.sleep(0.05)
-        return predicate(list(lines))
-
-    def interrupt(self) -> int:
-        """Ctrl-C, by pid; SIGKILL if it does not end. Returns the exit code."""
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGINT)
-        try:
-            code = self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.kill(self.process.pid, signal.SIGKILL)
-            code = self.process.wait(timeout=10)
-        for reader in self._readers:
-            reader.join(timeout=5)
-        return code
 
 
 def shout(marker: str) -> str:
@@ -342,7 +293,7 @@ def test_check_rejects_an_invalid_inventory_with_exit_2(tmp_path: Path, inventor
     inventory["workers"][0]["nthreads"] = 0
     result = clusterctl("check", str(write_inventory(tmp_path / "cluster.yaml", inventory)))
     assert result.exit_code == EXIT_INVALID
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    errors = error_lines(result.stderr)
     assert len(errors) == 1
     assert re.fullmatch(rf"error: {re.escape(str(tmp_path))}/cluster\.yaml:\d+: workers\[0\]\.nthreads: "
                         r"Input should be greater than or equal to 1 \(got 0\)", errors[0]), errors

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 from distributed import Client
 
-from tests.helpers.cluster import clusterctl, free_port, local_inventory, write_inventory
+from testbed.sshd import free_port
+from tests.helpers.cluster import clusterctl, local_inventory, write_inventory
 
 GROUPS = ["a", "b", "c"]
 WORKERS_PER_GROUP = 2

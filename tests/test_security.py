@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shlex
-import signal
 import socket
 import ssl
 import stat
@@ -33,32 +32,28 @@ from distributed.comm import get_address_host as address_host
 from distributed.security import Security
 
 from clusterctl import tls
+from testbed import Testbed
+from testbed.client_env import SshEnv
+from testbed.sshd import free_port
+from tests.helpers.bed_cluster import BedCluster
 from tests.helpers.cluster import (
     PYTHON,
     REPO,
+    WORKER_ENV,
     CliResult,
+    Running,
     clusterctl,
-    free_port,
+    error_lines,
     is_running,
-    kill_recorded,
     local_inventory,
+    warning_lines,
     write_inventory,
 )
-from tests.helpers.sshd import PasswordUser, SshdTestBed, SshEnv
-from tests.helpers.testbed import Testbed
+from tests.helpers.fixtures import PasswordUser, SshdTestBed
 
-WORKER_ENV = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 REMOTE_TLS_FILES = {"ca.pem", "scheduler.pem", "scheduler-key.pem", "worker.pem", "worker-key.pem"}
 LOCAL_TLS_FILES = REMOTE_TLS_FILES | {"client.pem", "client-key.pem"}
 FIX = "security: {tls: auto}"
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("error:")]
-
-
-def warning_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("warning:")]
 
 
 def mode(path: Path) -> int:
@@ -338,48 +333,29 @@ PRIVATE_DASHBOARD_PORT = 28797
 
 
 @dataclass
-class BedCluster:
-    """A cluster of this module on the bed, with its own CLUSTERCTL_HOME and run directories."""
+class StartedCluster(BedCluster):
+    """A cluster of this module on the bed, with its own CLUSTERCTL_HOME, and what `up --json` said."""
 
-    bed: Testbed
-    name: str
-    config: Path
-    env: dict[str, str]
-    run_dirs: dict[str, Path]
     started: CliResult
-
-    def cli(self, *args: str) -> CliResult:
-        return clusterctl(*args, env=self.env)
-
-    @property
-    def home(self) -> Path:
-        return Path(self.env["CLUSTERCTL_HOME"])
 
 
 @contextlib.contextmanager
-def bed_cluster(bed: Testbed, base: Path, name: str, **sections: Any) -> Iterator[BedCluster]:
+def bed_cluster(bed: Testbed, base: Path, name: str, **sections: Any) -> Iterator[StartedCluster]:
     """Scheduler on h1, one worker on h2; brought up with `up --json` (whatever it says), down at the end."""
-    env = {"HOME": str(base / "home"), "CLUSTERCTL_HOME": str(base / "clusterctl-home"),
-           "CLUSTERCTL_SSH_CONFIG": str(base / "ssh_config"), "SSH_AUTH_SOCK": "", "CLUSTERCTL_SSH_PASSWORD": ""}
-    (base / "home").mkdir(parents=True)
-    run_dirs = {alias: base / alias for alias in ("h1", "h2")}
     scheduler = {"host": "h1", "dashboard_address": None, **sections.pop("scheduler")}
-    config = bed.write_inventory(
-        base / "cluster.yaml", name=name, hosts={alias: {"run_dir": str(d)} for alias, d in run_dirs.items()},
-        defaults={"python": PYTHON, "env": WORKER_ENV}, scheduler=scheduler,
-        workers=[{"name": "w1", "host": "h2"}], **sections)
+    cluster = BedCluster.write(bed, base, name, SshEnv.under(base), scheduler=scheduler,
+                               workers=[{"name": "w1", "host": "h2"}], **sections)
     try:
-        started = clusterctl("up", str(config), "--json", env=env)
+        started = cluster.cli("up", str(cluster.config), "--json")
         if started.exit_code != 0:
             pytest.fail(f"clusterctl up failed ({started.exit_code}):\n{started.stderr}")
-        yield BedCluster(bed, name, config, env, run_dirs, started)
+        yield StartedCluster(**vars(cluster), started=started)
     finally:
-        clusterctl("down", str(config), "--grace", "3", env=env)
-        kill_recorded(Path(env["CLUSTERCTL_HOME"]))
+        cluster.tear_down("--grace", "3")
 
 
 @pytest.fixture(scope="module")
-def exposed(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BedCluster]:
+def exposed(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartedCluster]:
     """TLS off, the scheduler on h1's bridge address: anyone on the bridge can reach it."""
     with bed_cluster(testbed, tmp_path_factory.mktemp("exposed"), "sec-exposed",
                      scheduler={"port": EXPOSED_PORT}) as cluster:
@@ -387,7 +363,7 @@ def exposed(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 @pytest.fixture(scope="module")
-def private_dashboard(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BedCluster]:
+def private_dashboard(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartedCluster]:
     """TLS on, and the dashboard bound to h1's loopback."""
     with bed_cluster(testbed, tmp_path_factory.mktemp("private"), "sec-private", security={"tls": "auto"},
                      scheduler={"port": PRIVATE_PORT, "dashboard": "local",
@@ -396,7 +372,7 @@ def private_dashboard(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.mark.netns
-def test_tls_off_on_a_network_address_warns_once_naming_the_fix(exposed: BedCluster) -> None:
+def test_tls_off_on_a_network_address_warns_once_naming_the_fix(exposed: StartedCluster) -> None:
     address = f"{exposed.bed.host('h1').address}:{EXPOSED_PORT}"
     assert exposed.started.json()["scheduler"]["address"] == f"tcp://{address}"
     warnings = warning_lines(exposed.started.stderr)
@@ -405,7 +381,7 @@ def test_tls_off_on_a_network_address_warns_once_naming_the_fix(exposed: BedClus
 
 
 @pytest.mark.netns
-def test_tls_off_warns_in_the_human_output_too(exposed: BedCluster) -> None:
+def test_tls_off_warns_in_the_human_output_too(exposed: StartedCluster) -> None:
     again = exposed.cli("up", str(exposed.config))  # already running: reconciles, starts nothing
     assert again.exit_code == 0, again.stderr
     warnings = warning_lines(again.stderr)
@@ -413,7 +389,7 @@ def test_tls_off_warns_in_the_human_output_too(exposed: BedCluster) -> None:
 
 
 @pytest.mark.netns
-def test_tls_on_does_not_warn(private_dashboard: BedCluster) -> None:
+def test_tls_on_does_not_warn(private_dashboard: StartedCluster) -> None:
     started = private_dashboard.started
     assert started.json()["scheduler"]["address"] == \
         f"tls://{private_dashboard.bed.host('h1').address}:{PRIVATE_PORT}"
@@ -432,18 +408,6 @@ def test_a_local_loopback_cluster_does_not_warn(tmp_path: Path) -> None:
     assert down.exit_code == 0, down.stderr
 
 
-def read_line(process: subprocess.Popen[str], timeout: float) -> str:
-    """The next line of ``process``'s stdout, or '' if none comes within ``timeout`` seconds."""
-    import selectors
-
-    assert process.stdout is not None
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        if not selector.select(timeout):
-            return ""
-    return process.stdout.readline()
-
-
 def http_get(url: str) -> tuple[int, str]:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # straight to 127.0.0.1
     with opener.open(url, timeout=60) as response:
@@ -451,7 +415,7 @@ def http_get(url: str) -> tuple[int, str]:
 
 
 @pytest.mark.netns
-def test_a_local_dashboard_is_reached_only_through_clusterctl_dashboard(private_dashboard: BedCluster) -> None:
+def test_a_local_dashboard_is_reached_only_through_clusterctl_dashboard(private_dashboard: StartedCluster) -> None:
     bed, h1 = private_dashboard.bed, private_dashboard.bed.host("h1").address
     # Not from the network: nothing listens on h1's bridge address...
     with pytest.raises(OSError):
@@ -461,27 +425,23 @@ def test_a_local_dashboard_is_reached_only_through_clusterctl_dashboard(private_
                                              f"{PRIVATE_DASHBOARD_PORT}), 5).close()"])
     assert inside.returncode == 0, inside.stderr
 
-    process = subprocess.Popen([PYTHON, "-m", "clusterctl", "dashboard", "--cluster", private_dashboard.name],
-                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, **private_dashboard.env})
+    dashboard = Running("dashboard", "--cluster", private_dashboard.name, env=private_dashboard.env.variables())
     try:
-        line = read_line(process, timeout=60)
-        match = re.fullmatch(r"dashboard: (http://127\.0\.0\.1:(\d+)/status)  \(Ctrl-C to close\)\n", line)
-        assert match, (line, process.stderr.read() if process.poll() is not None else "")
+        assert dashboard.wait_for(dashboard.stdout, bool, timeout=60), dashboard.stderr
+        line = dashboard.stdout[0]
+        match = re.fullmatch(r"dashboard: (http://127\.0\.0\.1:(\d+)/status)  \(Ctrl-C to close\)", line)
+        assert match, (line, dashboard.stderr)
         base = match.group(1).removesuffix("/status")
         assert http_get(base + "/health") == (200, "ok")
         status, page = http_get(base + "/status")
         assert status == 200 and "<html" in page.lower()
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=30) == 130
+        assert dashboard.interrupt(timeout=30) == 130
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        dashboard.kill()
 
 
 @pytest.mark.netns
-def test_status_does_not_advertise_an_unreachable_local_dashboard(private_dashboard: BedCluster) -> None:
+def test_status_does_not_advertise_an_unreachable_local_dashboard(private_dashboard: StartedCluster) -> None:
     h1 = private_dashboard.bed.host("h1").address
     status = private_dashboard.cli("status", "--cluster", private_dashboard.name, "--json")
     assert status.exit_code == 0, status.stderr

@@ -16,8 +16,19 @@ from pathlib import Path
 import pytest
 
 from clusterctl.inventory import load_inventory
-from tests.helpers import testbed as testbed_module
-from tests.helpers.testbed import BedHost, Testbed, TestbedError, create_testbed, prune_stale_beds
+from testbed import (
+    BedHost,
+    Testbed,
+    TestbedError,
+    TestbedUnavailableError,
+    create_testbed,
+    prune_stale_beds,
+    registered_beds,
+    unavailable_reason,
+)
+from testbed import build as testbed_build
+from testbed.netns import namespace_key
+from testbed.proc import alive
 
 pytestmark = pytest.mark.netns
 
@@ -205,7 +216,7 @@ def test_destroy_kills_everything_in_the_hosts_and_leaves_no_trace(tmp_path: Pat
         bed.destroy()
         destroyed = time.monotonic() - started
     assert sleeper.wait(timeout=10) != 0
-    assert _is_gone(detached)
+    assert not alive(detached)  # exited: no such process, or a zombie that nobody has reaped yet
     assert leftovers(bed.bed_id) == []
     assert not bed.state_path.exists()
     bed.destroy()  # again: nothing to do, no error
@@ -214,7 +225,7 @@ def test_destroy_kills_everything_in_the_hosts_and_leaves_no_trace(tmp_path: Pat
 
 def test_a_failed_build_removes_what_it_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     built: list[Testbed] = []
-    start_sshd = testbed_module._start_host_sshd
+    start_sshd = testbed_build.start_host_sshd
 
     def fail_on_second_host(bed: Testbed, host: BedHost) -> None:
         built.append(bed)
@@ -222,17 +233,17 @@ def test_a_failed_build_removes_what_it_built(tmp_path: Path, monkeypatch: pytes
             raise TestbedError("h2: sshd would not start (injected)")
         start_sshd(bed, host)
 
-    monkeypatch.setattr(testbed_module, "_start_host_sshd", fail_on_second_host)
+    monkeypatch.setattr(testbed_build, "start_host_sshd", fail_on_second_host)
     with pytest.raises(TestbedError, match="injected"):
         create_testbed(3, tmp_path)
     assert built
     assert leftovers(built[0].bed_id) == []
-    assert testbed_module._namespace_key(built[0].hosts[0].netns) is None
+    assert namespace_key(built[0].hosts[0].netns) is None
 
 
 def test_command_line_up_leaves_a_bed_running_and_down_removes_it(tmp_path: Path) -> None:
     directory = tmp_path / "bed"
-    command = [sys.executable, "-m", "tests.helpers.testbed"]
+    command = [sys.executable, "-m", "testbed"]
     up = subprocess.run([*command, "up", "--hosts", "2", "--dir", str(directory)],
                         capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[1])
     assert up.returncode == 0, up.stderr
@@ -260,20 +271,12 @@ def test_prune_removes_a_bed_whose_owner_died(testbed: Testbed, tmp_path: Path) 
     finally:
         bed.destroy()
     assert leftovers(bed.bed_id) == []
-    assert testbed.bed_id in {b.bed_id for b in testbed_module.registered_beds()}  # a live owner's bed stays
+    assert testbed.bed_id in {b.bed_id for b in registered_beds()}  # a live owner's bed stays
 
 
 def test_the_bed_explains_why_it_cannot_run_without_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    assert "needs root" in (testbed_module.unavailable_reason() or "")
-    with pytest.raises(testbed_module.TestbedUnavailableError, match="needs root"):
+    assert "needs root" in (unavailable_reason() or "")
+    with pytest.raises(TestbedUnavailableError, match="needs root"):
         create_testbed(2, Path("/nonexistent"))
 
-
-def _is_gone(pid: int) -> bool:
-    """Exited: no such process, or a zombie that nobody has reaped yet."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except FileNotFoundError:
-        return True
-    return state in ("Z", "X")

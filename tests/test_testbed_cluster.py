@@ -9,12 +9,7 @@ count; the last test takes the cluster down and checks that every host is empty.
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,29 +18,25 @@ import pytest
 from distributed import Client, get_task_stream, wait
 from distributed.comm import get_address_host as address_host
 
-from tests.helpers.cluster import REPO, CliResult, clusterctl, is_running, kill_recorded
-from tests.helpers.sshd import SshEnv
-from tests.helpers.testbed import Testbed
+from testbed import Testbed
+from testbed.client_env import SshEnv
+from tests.helpers.bed_cluster import BedCluster
+from tests.helpers.cluster import is_running
 from tests.workloads import count_words, howmany_within_range, stdlib_corpus, trace_of_constant_matrix
 
 pytestmark = pytest.mark.netns
 
 CLUSTER = "lecture"
 SCHEDULER_PORT = 8786  # the default, on every host that runs a scheduler: each host has its own ports
-WORKER_ENV = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}  # workers import tests.workloads
 
 
-@dataclass
-class Lecture:
-    """The running cluster and the isolated environment every CLI call of this module uses."""
+class Lecture(BedCluster):
+    """The running cluster; its isolated environment is this process's while the module runs."""
 
-    bed: Testbed
-    env: dict[str, str]  # HOME, CLUSTERCTL_HOME, CLUSTERCTL_SSH_CONFIG
-    run_dirs: dict[str, Path]  # host alias -> the cluster's run directory there
-    address: str  # the scheduler's
-
-    def cli(self, *args: str) -> CliResult:
-        return clusterctl(*args, env=self.env)
+    @property
+    def address(self) -> str:
+        """The scheduler's."""
+        return f"tcp://{self.bed.host('h1').address}:{SCHEDULER_PORT}"
 
     def status(self) -> dict[str, Any]:
         result = self.cli("status", "--cluster", CLUSTER, "--json")
@@ -56,76 +47,29 @@ class Lecture:
         """Addresses of the workers the scheduler knows on host ``alias``."""
         return {w["address"] for w in self.status()["workers"] if w["host"] == alias}
 
-    @property
-    def state_file(self) -> Path:
-        return Path(self.env["CLUSTERCTL_HOME"]) / "clusters" / CLUSTER / "state.json"
-
-    def recorded(self) -> list[dict[str, Any]]:
-        return json.loads(self.state_file.read_text())["processes"]
-
-
-def isolated_env(base: Path) -> dict[str, str]:
-    """What the ``ssh_env`` fixture sets, for a whole module: no real ~/.ssh, no real clusterctl home."""
-    env = SshEnv(base / "home", base / "clusterctl-home", base / "ssh_config")
-    env.home.mkdir(parents=True)
-    return {"HOME": str(env.home), "CLUSTERCTL_HOME": str(env.clusterctl_home),
-            "CLUSTERCTL_SSH_CONFIG": str(env.ssh_config)}
-
-
-def pid_files(run_dirs: dict[str, Path]) -> list[Path]:
-    return sorted(path for run_dir in run_dirs.values() for path in run_dir.glob("*.pid"))
-
-
-def kill_what_pid_files_name(run_dirs: dict[str, Path]) -> None:
-    """The safety net after `down`: SIGKILL, by process group, whatever a pid file still names."""
-    for path in pid_files(run_dirs):
-        try:
-            process = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if is_running(process):
-            try:
-                os.killpg(process["pid"], signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-def write_bed_inventory(bed: Testbed, path: Path, run_dirs: dict[str, Path], **sections: Any) -> Path:
-    hosts = {alias: {"run_dir": str(run_dir)} for alias, run_dir in run_dirs.items()}
-    return bed.write_inventory(path, hosts=hosts, defaults={"python": sys.executable, "env": WORKER_ENV}, **sections)
-
 
 @pytest.fixture(scope="module")
 def lecture(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lecture]:
     base = tmp_path_factory.mktemp("lecture")
-    env = isolated_env(base)
     # Our own run directories: `down` also stops whatever the pid files of its run directories
     # name, and other tests use the bed's default ones.
-    run_dirs = {host.alias: base / host.alias / "run" for host in testbed.hosts}
-    config = write_bed_inventory(
-        testbed, base / "cluster.yaml", run_dirs, name=CLUSTER,
+    lecture = Lecture.write(
+        testbed, base, CLUSTER, SshEnv.under(base),
         scheduler={"host": "h1", "port": SCHEDULER_PORT, "dashboard_address": None},
         workers=[
             {"name": "gpu2", "host": "h2", "nworkers": 2, "nthreads": 1, "resources": {"GPU": 2}},
             {"name": "gpu1", "host": "h3", "nworkers": 1, "nthreads": 1, "resources": "GPU=1"},
         ],
     )
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(name, value)
-        for name in ("SSH_AUTH_SOCK", "CLUSTERCTL_SSH_PASSWORD", "DASK_SCHEDULER_ADDRESS"):
-            patch.delenv(name, raising=False)
+    with lecture.env.applied():
         try:
-            started = clusterctl("up", str(config), env=env)
+            started = lecture.cli("up", str(lecture.config))
             if started.exit_code != 0:
                 sockets = testbed.run_in("h1", ["ss", "-atnp"]).stdout  # a busy port 8786 shows here
                 pytest.fail(f"clusterctl up failed ({started.exit_code}):\n{started.stderr}\nh1: {sockets}")
-            address = f"tcp://{testbed.host('h1').address}:{SCHEDULER_PORT}"
-            yield Lecture(testbed, env, run_dirs, address)
+            yield lecture
         finally:
-            clusterctl("down", "--cluster", CLUSTER, env=env)  # the last test has done it: harmless then
-            kill_recorded(Path(env["CLUSTERCTL_HOME"]))
-            kill_what_pid_files_name(run_dirs)
+            lecture.tear_down()  # the last test has taken it down: then only the safety net runs
 
 
 def test_the_scheduler_is_on_h1_and_each_worker_on_its_own_host(lecture: Lecture) -> None:
@@ -213,31 +157,29 @@ def test_the_word_count_of_5000_documents_equals_the_sequential_count(lecture: L
 
 def test_a_second_cluster_uses_port_8786_on_another_host_at_the_same_time(
         lecture: Lecture, testbed: Testbed, ssh_env: SshEnv, tmp_path: Path) -> None:
-    run_dirs = {host.alias: tmp_path / host.alias for host in testbed.hosts}
-    config = write_bed_inventory(
-        testbed, tmp_path / "second.yaml", run_dirs, name="lecture-h2",
+    cluster = BedCluster.write(  # ssh_env's own CLUSTERCTL_HOME: another user, say
+        testbed, tmp_path, "lecture-h2", ssh_env,
         scheduler={"host": "h2", "port": SCHEDULER_PORT, "dashboard_address": None},
         workers=[],  # a scheduler alone is enough to hold the port
     )
     second = f"tcp://{testbed.host('h2').address}:{SCHEDULER_PORT}"
     try:
-        started = clusterctl("up", str(config))  # ssh_env's own CLUSTERCTL_HOME: another user, say
+        started = cluster.cli("up", str(cluster.config))
         assert started.exit_code == 0, f'{started.stderr}\nh2: {testbed.run_in("h2", ["ss", "-atnp"]).stdout}'
-        assert clusterctl("status", "--json").json()["scheduler"]["address"] == second
+        assert cluster.cli("status", "--json").json()["scheduler"]["address"] == second
         assert lecture.status()["scheduler"]["address"] == lecture.address  # still there, same port on h1
         assert address_host(lecture.address) != address_host(second)
         with Client(second, timeout=30) as one, Client(lecture.address, timeout=30) as other:
             assert one.scheduler_info()["address"] == second
             assert other.scheduler_info()["address"] == lecture.address
-        processes = json.loads((ssh_env.clusterctl_home / "clusters" / "lecture-h2" / "state.json").read_text())
-        processes = processes["processes"]
+        processes = cluster.recorded()
     finally:
-        down = clusterctl("down", "--cluster", "lecture-h2")
-        kill_what_pid_files_name(run_dirs)
+        down = cluster.cli("down", "--cluster", "lecture-h2")
+        cluster.kill_leftovers()
     assert down.exit_code == 0, down.stderr
     assert not any(is_running(p) for p in processes)
     assert not any(p["pid"] in testbed.pids_in(p["host"]) for p in processes)
-    assert pid_files(run_dirs) == []
+    assert cluster.pid_files() == []
 
 
 def test_down_leaves_no_process_on_any_host_and_no_pid_file(lecture: Lecture) -> None:
@@ -245,7 +187,7 @@ def test_down_leaves_no_process_on_any_host_and_no_pid_file(lecture: Lecture) ->
     bed = lecture.bed
     recorded = lecture.recorded()
     assert {p["host"] for p in recorded} >= {"h1", "h2", "h3"}  # and h4, after the add-worker test
-    assert pid_files(lecture.run_dirs), "the running cluster has pid files on its hosts"
+    assert lecture.pid_files(), "the running cluster has pid files on its hosts"
 
     down = lecture.cli("down", "--cluster", CLUSTER)
     assert down.exit_code == 0, down.stderr
@@ -254,6 +196,6 @@ def test_down_leaves_no_process_on_any_host_and_no_pid_file(lecture: Lecture) ->
     for host in bed.hosts:
         assert bed.wait_for_no_pids(host) == [], f"{host.alias} still runs processes"
     assert not any(is_running(p) for p in recorded)
-    assert pid_files(lecture.run_dirs) == []
-    assert not lecture.state_file.exists()
+    assert lecture.pid_files() == []
+    assert not lecture.state_path.exists()
     assert lecture.cli("status", "--cluster", CLUSTER).exit_code == 1  # not running

@@ -1,4 +1,4 @@
-"""The SSH transport against real OpenSSH servers on 127.0.0.0/8 (see tests/helpers/sshd.py).
+"""The SSH transport against real OpenSSH servers on 127.0.0.0/8 (see testbed/sshd.py).
 
 Only DNS failures and a TCP connect timeout are simulated: they cannot be caused on loopback.
 """
@@ -24,7 +24,9 @@ from clusterctl.errors import HostError
 from clusterctl.inventory import HostSettings
 from clusterctl.transport import ssh
 from clusterctl.transport.ssh import SSHTransport
-from tests.helpers.sshd import PasswordUser, Sshd, SshdTestBed, SshEnv, free_port, make_client_key
+from testbed.client_env import SshEnv
+from testbed.sshd import Sshd, free_port, make_client_key
+from tests.helpers.fixtures import PasswordUser, SshdTestBed
 
 pytestmark = pytest.mark.ssh
 

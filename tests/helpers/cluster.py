@@ -1,29 +1,31 @@
-"""Helpers for tests that run real clusters: isolated state, free ports, the CLI as a subprocess,
-and a safety net that kills, by pid, every process a test's clusters recorded."""
+"""Helpers for tests that run real clusters: the CLI as a subprocess (run to the end, or in the background
+with its output read as it comes), its error lines, a local inventory, and a safety net that kills, by pid,
+every process a test's clusters recorded."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
+from testbed.client_env import environ_with
+from testbed.proc import all_pids, process_stat
+from testbed.sshd import free_port
+
 PYTHON = sys.executable
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# PYTHONPATH: the workers import the tests' task functions (tests.workloads), as users ship their own code.
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
 
 @dataclass
@@ -36,19 +38,84 @@ class CliResult:
         return json.loads(self.stdout)
 
 
-def clusterctl(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> CliResult:
-    """Run the real `clusterctl` command line in a subprocess with the test's environment."""
+def clusterctl(*args: str, env: Mapping[str, str | None] | None = None, timeout: float = 180) -> CliResult:
+    """Run the real `clusterctl` command line in a subprocess with the test's environment, changed by ``env``
+    (a None value removes a variable)."""
     done = subprocess.run([PYTHON, "-m", "clusterctl", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+                          env=environ_with(env or {}), stdin=subprocess.DEVNULL)
     return CliResult(done.returncode, done.stdout, done.stderr)
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The lines of ``stderr`` that report an error (clusterctl starts each with ``error:``)."""
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def warning_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("warning:")]
+
+
+class Running:
+    """`clusterctl ARGS` in the background (``env`` as for ``clusterctl``), its output collected line by line
+    as it comes, so a test can wait for a line without blocking on the pipe."""
+
+    def __init__(self, *args: str, env: Mapping[str, str | None] | None = None) -> None:
+        self.process = subprocess.Popen([PYTHON, "-m", "clusterctl", *args], stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                        env=environ_with(env or {}))
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self._readers = [threading.Thread(target=self._collect, args=(stream, lines), daemon=True)
+                         for stream, lines in ((self.process.stdout, self.stdout), (self.process.stderr, self.stderr))]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _collect(stream: IO[str], lines: list[str]) -> None:
+        for line in stream:
+            lines.append(line.rstrip("\n"))
+
+    def wait_for(self, lines: list[str], predicate: Callable[[list[str]], bool], timeout: float = 30.0) -> bool:
+        """Wait until ``predicate(lines)`` (``lines``: self.stdout or self.stderr) holds; whether it did."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(list(lines)):
+                return True
+            if self.process.poll() is not None:
+                time.sleep(0.2)  # let the readers catch up with what it printed before exiting
+                return predicate(list(lines))
+            time.sleep(0.05)
+        return predicate(list(lines))
+
+    def wait(self, timeout: float) -> int:
+        """Its exit code, once it has exited and all its output is read; TimeoutExpired if it runs on."""
+        code = self.process.wait(timeout=timeout)
+        for reader in self._readers:
+            reader.join(timeout=5)
+        return code
+
+    def interrupt(self, timeout: float = 20.0) -> int:
+        """Ctrl-C, by pid; SIGKILL if it does not end within ``timeout``. Returns the exit code."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGINT)
+        try:
+            return self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return self.wait(10)
+
+    def kill(self) -> None:
+        """SIGKILL, by pid, if it still runs."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
 
 
 def local_inventory(name: str = "t", workers: list[dict[str, Any]] | None = None, **scheduler: Any) -> dict[str, Any]:
     """The lecture's cluster on this machine, on free ports, run by this test's python."""
     return {
         "name": name,
-        # PYTHONPATH: the workers import the tests' task functions, as users ship their own code.
-        "defaults": {"python": PYTHON, "env": {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}},
+        "defaults": {"python": PYTHON, "env": WORKER_ENV},
         "hosts": {"me": {"connection": "local"}},
         "scheduler": {"host": "me", "port": free_port(), "dashboard_address": None, **scheduler},
         "workers": workers if workers is not None else [
@@ -71,47 +138,50 @@ def recorded_processes(home: Path) -> list[dict[str, Any]]:
             found += json.loads(state_file.read_text()).get("processes", [])
         except (OSError, ValueError, AttributeError):
             pass
-    for pid_file in home.glob("clusters/*/run/*.pid"):
+    return [p for p in found if _is_record(p)] + pid_file_records(home.glob("clusters/*/run/*.pid"))
+
+
+def pid_file_records(paths: Iterable[Path]) -> list[dict[str, Any]]:
+    """The processes that pid files record (those that can be read)."""
+    found = []
+    for path in paths:
         try:
-            found.append(json.loads(pid_file.read_text()))
+            found.append(json.loads(path.read_text()))
         except (OSError, ValueError):
             pass
-    return [p for p in found if isinstance(p, dict) and isinstance(p.get("pid"), int)]
+    return [p for p in found if _is_record(p)]
 
 
-def _stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, process group, start time) of a process, from /proc."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    return fields[0], int(fields[2]), int(fields[19])
+def _is_record(process: Any) -> bool:
+    return isinstance(process, dict) and isinstance(process.get("pid"), int)
 
 
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes of a process group: what a recorded session left running."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            stat = _stat(int(entry.name))
-            if stat is not None and stat[1] == pgid and stat[0] != "Z":
-                members.append(int(entry.name))
-    return members
+    return [
+        pid for pid in all_pids()
+        if (stat := process_stat(pid)) is not None and stat.group == pgid and stat.state != "Z"
+    ]
 
 
 def is_running(process: dict[str, Any]) -> bool:
     """The recorded process, or what is left of its process group, still runs (zombies don't)."""
-    stat = _stat(process["pid"])
-    if stat is not None and process.get("start_time") not in (None, stat[2]):
+    stat = process_stat(process["pid"])
+    if stat is not None and process.get("start_time") not in (None, stat.start_time):
         return False  # pid reused by a stranger
     return bool(group_members(process["pid"]))
 
 
 def kill_recorded(home: Path) -> list[int]:
     """The safety net: SIGKILL the process group of every recorded process that still runs."""
+    return kill_running(recorded_processes(home))
+
+
+def kill_running(processes: Iterable[dict[str, Any]]) -> list[int]:
+    """SIGKILL the process group of each of ``processes`` (records) that still runs: by recorded pid and
+    start time, never by name. The pids killed."""
     killed = []
-    for process in recorded_processes(home):
+    for process in processes:
         if is_running(process):
             try:
                 os.killpg(process["pid"], signal.SIGKILL)

@@ -1,38 +1,21 @@
-"""Real OpenSSH servers for tests: a small library, and a pytest plugin with fixtures built on it.
+"""Real OpenSSH servers: one per bed host, or one on 127.0.0.1 for the tests that need a single server.
 
 ``start_sshd`` runs ``/usr/sbin/sshd -D -e`` as root with a config, host key and
 authorized_keys of its own in a work directory, optionally inside a network namespace, and
 returns once the server listens. Servers are stopped by their PID, never by a name pattern.
-
-Fixtures (registered through ``pytest_plugins = ["tests.helpers.sshd"]`` in tests/conftest.py):
-
-- ``sshd`` (session): an ``SshdTestBed`` -- one server on 127.0.0.1, the client key it trusts,
-  and ``host()`` which gives an inventory host entry for it.
-- ``sshd_factory`` (function): ``start(**kwargs) -> Sshd`` for more servers (jump hosts, a
-  restarted server with a new host key); each trusts the client key and is stopped at teardown.
-- ``ssh_env`` (function): isolates HOME, CLUSTERCTL_HOME and the ssh config; no agent, no password.
-- ``password_user`` (session): a throw-away local user with a password, deleted at teardown.
-
-Tests that use them skip when sshd is not installed or the tests do not run as root.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 SSHD = Path("/usr/sbin/sshd")
 PRIVSEP_DIR = Path("/run/sshd")  # sshd refuses to start without its privilege separation directory
@@ -206,126 +189,3 @@ MaxSessions 64
         time.sleep(0.02)
     server.stop()
     return None
-
-
-# ---------------------------------------------------------------------------------------------
-# pytest fixtures
-
-
-@dataclass
-class SshdTestBed:
-    """The session's sshd on 127.0.0.1 and the client key it trusts."""
-
-    server: Sshd
-    client_key: Path
-    client_public_key: str
-    run_dir: Path
-
-    def host(self, **overrides: Any) -> dict[str, Any]:
-        """An inventory ``hosts:`` entry that reaches this server as root with the client key."""
-        entry: dict[str, Any] = {
-            "address": self.server.address,
-            "port": self.server.port,
-            "user": "root",
-            "identity_file": str(self.client_key),
-            "run_dir": str(self.run_dir),
-        }
-        entry.update(overrides)
-        return entry
-
-
-@dataclass
-class SshEnv:
-    """Where the isolated test environment keeps clusterctl's and ssh's files."""
-
-    home: Path  # $HOME: ~/.ssh/known_hosts and ~/.ssh/config live below it
-    clusterctl_home: Path  # $CLUSTERCTL_HOME: clusterctl's own known_hosts
-    ssh_config: Path  # $CLUSTERCTL_SSH_CONFIG (not created)
-
-    @property
-    def known_hosts(self) -> Path:
-        return self.clusterctl_home / "known_hosts"
-
-
-@dataclass
-class PasswordUser:
-    name: str
-    password: str
-    home: Path
-
-
-def _require_sshd() -> None:
-    reason = unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def sshd_client_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    _require_sshd()
-    return make_client_key(tmp_path_factory.mktemp("client-key"))
-
-
-@pytest.fixture(scope="session")
-def sshd(tmp_path_factory: pytest.TempPathFactory, sshd_client_key: tuple[Path, str]) -> Iterator[SshdTestBed]:
-    key, public = sshd_client_key
-    server = start_sshd(tmp_path_factory.mktemp("sshd"), authorized_keys=[public])
-    try:
-        yield SshdTestBed(server, key, public, tmp_path_factory.mktemp("run-dir"))
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def sshd_factory(tmp_path: Path, sshd_client_key: tuple[Path, str]) -> Iterator[Callable[..., Sshd]]:
-    """``start(**start_sshd_kwargs)``: another server trusting the client key, stopped at teardown."""
-    started: list[Sshd] = []
-
-    def start(**kwargs: Any) -> Sshd:
-        kwargs.setdefault("authorized_keys", [sshd_client_key[1]])
-        workdir = kwargs.pop("workdir", None) or tmp_path / f"sshd-{len(started)}"
-        server = start_sshd(workdir, **kwargs)
-        started.append(server)
-        return server
-
-    try:
-        yield start
-    finally:
-        for server in started:
-            server.stop()
-
-
-@pytest.fixture
-def ssh_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SshEnv:
-    """Keep tests away from the real ~/.ssh, ssh-agent and clusterctl home."""
-    env = SshEnv(tmp_path / "home", tmp_path / "clusterctl-home", tmp_path / "ssh_config")
-    env.home.mkdir()
-    monkeypatch.setenv("HOME", str(env.home))
-    monkeypatch.setenv("CLUSTERCTL_HOME", str(env.clusterctl_home))
-    monkeypatch.setenv("CLUSTERCTL_SSH_CONFIG", str(env.ssh_config))
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    monkeypatch.delenv("CLUSTERCTL_SSH_PASSWORD", raising=False)
-    return env
-
-
-@pytest.fixture(scope="session")
-def password_user() -> Iterator[PasswordUser]:
-    """A local user that can only log in with a password (its name is unique to this session)."""
-    _require_sshd()
-    if shutil.which("useradd") is None or shutil.which("chpasswd") is None:
-        pytest.skip("useradd/chpasswd are not installed")
-    name = f"cctl-test-{os.getpid()}"
-    password = "pw-" + secrets.token_urlsafe(12)
-    # The home must be reachable by the user itself, so not below pytest's 0700 tmp dirs.
-    base = Path(tempfile.mkdtemp(prefix="cctl-user-"))
-    base.chmod(0o755)
-    home = base / "home"
-    subprocess.run(["useradd", "-M", "-d", str(home), "-s", "/bin/sh", name], check=True, capture_output=True)
-    try:
-        subprocess.run(["chpasswd"], input=f"{name}:{password}".encode(), check=True, capture_output=True)
-        home.mkdir()
-        shutil.chown(home, name, name)
-        yield PasswordUser(name, password, home)
-    finally:
-        subprocess.run(["userdel", name], check=False, capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
