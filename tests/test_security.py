@@ -36,6 +36,7 @@ from testbed import Testbed
 from testbed.client_env import SshEnv
 from testbed.sshd import free_port
 from tests.helpers.bed_cluster import BedCluster
+from tests.helpers.browser import CHROMIUM, Browser
 from tests.helpers.cluster import (
     PYTHON,
     REPO,
@@ -438,6 +439,48 @@ def test_a_local_dashboard_is_reached_only_through_clusterctl_dashboard(private_
         assert dashboard.interrupt(timeout=30) == 130
     finally:
         dashboard.kill()
+
+
+ARTIFACTS = REPO / "test-artifacts"  # screenshots a person can look at after the run (git ignores it)
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium (`make test` installs it as root)")
+# What bokeh's JavaScript builds in the dashboard page: its document roots and figures.
+RENDERED = "document.querySelectorAll('[data-root-id]').length > 0 && !!document.querySelector('.bk-Figure')"
+
+
+@pytest.mark.netns
+@needs_chromium
+def test_the_dashboard_renders_in_a_real_browser_through_the_tunnel(private_dashboard: StartedCluster,
+                                                                    tmp_path: Path) -> None:
+    dashboard = Running("dashboard", "--cluster", private_dashboard.name, env=private_dashboard.env.variables())
+    browser = Browser(tmp_path / "chromium")
+    try:
+        assert dashboard.wait_for(dashboard.stdout, bool, timeout=60), dashboard.stderr
+        browser.open(dashboard.stdout[0].split()[1])
+        assert browser.wait_until(RENDERED, timeout=180), browser.evaluate("document.documentElement.outerHTML")
+        html = browser.evaluate("document.documentElement.outerHTML")
+        assert "Task Stream" in html and browser.evaluate("document.title") == "Dask: Status", html[:3000]
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = browser.screenshot(ARTIFACTS / "dashboard-through-tunnel.png")
+        assert shot.stat().st_size > 10_000
+        assert dashboard.interrupt(timeout=30) == 130
+    finally:
+        browser.close()
+        dashboard.kill()
+
+
+@pytest.mark.netns
+@needs_chromium
+def test_the_same_page_is_unreachable_without_the_tunnel(private_dashboard: StartedCluster, tmp_path: Path) -> None:
+    h1 = private_dashboard.bed.host("h1").address
+    browser = Browser(tmp_path / "chromium")
+    try:
+        browser.open(f"http://{h1}:{PRIVATE_DASHBOARD_PORT}/status")
+        # Chromium shows its own error page, whose text carries the network error's name.
+        assert browser.wait_until("document.body && document.body.innerText.includes('ERR_CONNECTION_REFUSED')",
+                                  timeout=60), browser.evaluate("document.body.innerText")
+        assert not browser.evaluate(RENDERED)
+    finally:
+        browser.close()
 
 
 @pytest.mark.netns
