@@ -17,7 +17,7 @@ from clusterctl.errors import ClusterctlError
 from clusterctl.group import connect
 from clusterctl.report import JSON_SCHEMA_VERSION
 
-QUERY_TIMEOUT = 2.0  # per scheduler: a listing must stay quick when some clusters are down
+QUERY_TIMEOUT = 5.0  # per scheduler, all at once: a busy scheduler still answers within it
 
 
 @dataclass
