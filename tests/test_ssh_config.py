@@ -285,24 +285,16 @@ def test_the_corpus_is_big_enough() -> None:
     assert len({case["id"] for case in CASES}) == len(CASES)
 
 
+@pytest.mark.parametrize("resolver", ["python", "cli"], ids=["python-resolver", "clusterctl-ssh-config"])
 @pytest.mark.parametrize("case", CASES, ids=[case["id"] for case in CASES])
-def test_python_resolver_equals_ssh_dash_g(case: dict[str, Any], results: dict[str, dict[str, Any]]) -> None:
+def test_resolution_equals_ssh_dash_g(case: dict[str, Any], resolver: str, results: dict[str, dict[str, Any]]) -> None:
+    """``python``: the resolver used without the ssh client; ``cli``: `clusterctl ssh-config`, which asks ssh -G."""
     result = results[case["id"]]
     reference = result["ssh"]
     if "error" in reference:
-        assert "error" in result["python"], f"ssh -G refused it ({reference['error']}), the resolver did not"
+        assert "error" in result[resolver], f"ssh -G refused it ({reference['error']}), {resolver} did not"
         return
-    assert result["python"] == reference
-
-
-@pytest.mark.parametrize("case", CASES, ids=[case["id"] for case in CASES])
-def test_clusterctl_ssh_config_equals_ssh_dash_g(case: dict[str, Any], results: dict[str, dict[str, Any]]) -> None:
-    result = results[case["id"]]
-    reference = result["ssh"]
-    if "error" in reference:
-        assert "error" in result["cli"], f"ssh -G refused it ({reference['error']}), clusterctl ssh-config did not"
-        return
-    assert result["cli"] == reference
+    assert result[resolver] == reference
 
 
 def test_the_corpus_exercises_every_key(results: dict[str, dict[str, Any]]) -> None:

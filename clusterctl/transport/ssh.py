@@ -25,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from errno import ECONNREFUSED
 from itertools import pairwise
-from typing import ClassVar
 
 import paramiko
 
@@ -86,9 +85,9 @@ class _Endpoint:
 class _HostKeyRefusedError(Exception):
     """The server's host key is not trusted; carries the verdict and the key for the message."""
 
-    def __init__(self, verdict: known_hosts.Verdict, key: paramiko.PKey, policy: str) -> None:
+    def __init__(self, verdict: known_hosts.Verdict, key: paramiko.PKey) -> None:
         super().__init__(f"host key of {verdict.name} refused: {verdict.status.value}")
-        self.verdict, self.key, self.policy = verdict, key, policy
+        self.verdict, self.key = verdict, key
 
 
 class _PasswordWithheldError(paramiko.AuthenticationException):
@@ -103,15 +102,6 @@ class _Transport(paramiko.Transport):
     """paramiko's Transport offering host key algorithms in OpenSSH's order: certificates first (paramiko
     puts them last), then reordered for the keys and CAs known for the host."""
 
-    _key_info: ClassVar[dict[str, type[paramiko.PKey]]] = {**paramiko.Transport._key_info, **{
-        name: paramiko.Transport._key_info[plain]
-        for plain, name in (("ssh-ed25519", "ssh-ed25519-cert-v01@openssh.com"),
-                            ("ecdsa-sha2-nistp256", "ecdsa-sha2-nistp256-cert-v01@openssh.com"),
-                            ("ecdsa-sha2-nistp384", "ecdsa-sha2-nistp384-cert-v01@openssh.com"),
-                            ("ecdsa-sha2-nistp521", "ecdsa-sha2-nistp521-cert-v01@openssh.com"),
-                            ("rsa-sha2-512", "rsa-sha2-512-cert-v01@openssh.com"),
-                            ("rsa-sha2-256", "rsa-sha2-256-cert-v01@openssh.com"))
-        if plain in paramiko.Transport._key_info}}
     host_key_order: tuple[str, ...] = ()
 
     @property
@@ -380,13 +370,16 @@ class SSHTransport:
             transport.start_client(timeout=endpoint.timeout)
             key = transport.get_remote_server_key()
             verdict = self._check_host_key(known, key, endpoint)
-            agent = paramiko.Agent()
+            agent = _agent()
             self._authenticate(transport, endpoint, agent, trusted=verdict.status is known_hosts.Status.TRUSTED)
             if verdict.status is known_hosts.Status.NEW:  # accept-new: remembered once logged in with a key
                 known_hosts.remember(own_known_hosts, verdict.name, key.get_name(), key.asbytes())
         except HostError:
             transport.close()
             raise
+        except InvalidInputError as exc:  # a token in IdentityFile/CertificateFile that ssh would refuse too
+            transport.close()
+            raise HostError(self.host, exc.message, exc.hint) from None
         except OSError as exc:
             transport.close()
             if exc.filename is not None:  # remembering the key failed
@@ -419,20 +412,17 @@ class SSHTransport:
             # a certificate our CA signed but that fails its checks is never a first contact.
             and (endpoint.host_key_policy == "strict" or verdict.certificate_problem is not None))
         if refuse:
-            raise _HostKeyRefusedError(verdict, key, endpoint.host_key_policy)
+            raise _HostKeyRefusedError(verdict, key)
         return verdict
 
-    def _authenticate(self, transport: paramiko.Transport, endpoint: _Endpoint, agent: paramiko.Agent,
+    def _authenticate(self, transport: paramiko.Transport, endpoint: _Endpoint, agent: paramiko.Agent | None,
                       trusted: bool) -> None:
         """Keys in OpenSSH's order, then a password, as OpenSSH's PreferredAuthentications would."""
         extra = []
         if endpoint.is_hop and self._settings.identity_file:
             # OpenSSH would not offer the inventory's key to a jump host; offering it last saves a config entry.
             extra.append(os.path.expanduser(self._settings.identity_file))
-        try:
-            agent_keys = list(agent.get_keys())
-        except paramiko.SSHException:
-            agent_keys = []
+        agent_keys = list(agent.get_keys()) if agent is not None else []
         failure: paramiko.AuthenticationException | None = None
         for identity in identities.identities(endpoint.options, agent_keys, extra):
             try:
@@ -447,14 +437,13 @@ class SSHTransport:
                 continue
             if transport.is_authenticated():
                 return
-        if not transport.is_active():
-            raise failure or paramiko.AuthenticationException("no key was accepted")
-        password = self._password(endpoint, ask=trusted)
-        if password is None:
+        if not transport.is_active() or not self._password_available():
             raise failure or paramiko.AuthenticationException("no key was accepted")
         if not trusted:
             raise _PasswordWithheldError(transport.get_remote_server_key())
-        transport.auth_password(endpoint.user, password)
+        transport.auth_password(endpoint.user, self._password(endpoint))
+        if not transport.is_authenticated():  # the server wants yet another method
+            raise paramiko.AuthenticationException("the password was not enough")
 
     def _forward(self, hop: paramiko.Transport, endpoint: _Endpoint, after: _Endpoint) -> paramiko.Channel:
         """A direct-tcpip channel from ``hop`` to the next machine: the socket for the next login."""
@@ -467,14 +456,17 @@ class SSHTransport:
                             f"{reason}", "is sshd running there? check `port:`, and AllowTcpForwarding on the hop"
                             ) from None
 
-    def _password(self, endpoint: _Endpoint, ask: bool) -> str | None:
-        """The password from the environment, else (when ``ask`` and on a terminal) from the prompt."""
+    def _password_available(self) -> bool:
+        return bool(os.environ.get(PASSWORD_ENV)) or (
+            self._password_prompt is not None and sys.stdin is not None and sys.stdin.isatty())
+
+    def _password(self, endpoint: _Endpoint) -> str:
+        """The password from the environment, else from the prompt (only asked when available)."""
         password = os.environ.get(PASSWORD_ENV)
         if password:
             return password
-        if ask and self._password_prompt is not None and sys.stdin is not None and sys.stdin.isatty():
-            return self._password_prompt(endpoint.name)
-        return None
+        assert self._password_prompt is not None
+        return self._password_prompt(endpoint.name)
 
     def _connect_error(self, exc: BaseException, endpoint: _Endpoint) -> HostError:
         """The one-line HostError for a failure to reach or log in to ``endpoint``."""
@@ -535,6 +527,14 @@ class SSHTransport:
         return (f"the {key.get_name()} host key of {name} ({fingerprint}) is not known and host_key_policy is strict",
                 f"check the fingerprint, then add it: ssh-keyscan -p {endpoint.port} {endpoint.hostname} >> {own}, "
                 f"or run once with `host_key_policy: accept-new`")
+
+
+def _agent() -> paramiko.Agent | None:
+    """The ssh-agent at $SSH_AUTH_SOCK; None when there is none, or it does not answer."""
+    try:
+        return paramiko.Agent()
+    except (paramiko.SSHException, OSError):
+        return None
 
 
 def _entry_fingerprint(entry: known_hosts.Entry) -> str:

@@ -123,7 +123,7 @@ class SshOptions:
 
     def expand_path(self, path: str) -> str:
         """An IdentityFile/CertificateFile value as ssh uses it: ``~``, ``%`` tokens and ``${VAR}`` expanded."""
-        return _expand(os.path.expanduser(path), self._tokens(), environment=True)
+        return self._expand(os.path.expanduser(path), self._tokens(), environment=True)
 
     def expand_proxy_command(self) -> str | None:
         """ProxyCommand with its tokens expanded, prefixed with ``exec`` as ssh runs it (through ``$SHELL -c``)."""
@@ -132,7 +132,14 @@ class SshOptions:
             return None
         tokens = {"h": self.hostname, "k": self.host_key_alias or self.host, "n": self.host, "p": str(self.port),
                   "r": self.user}
-        return _expand("exec " + command, tokens, environment=False)
+        return self._expand("exec " + command, tokens, environment=False)
+
+    def _expand(self, text: str, tokens: Mapping[str, str], *, environment: bool) -> str:
+        try:
+            return _expand(text, tokens, environment=environment)
+        except _ConfigError as exc:
+            raise InvalidInputError(f"ssh config for {self.host}: {exc}",
+                                    f"fix {described_config()}, or point {CONFIG_ENV} to another file") from None
 
     def _tokens(self) -> dict[str, str]:
         return _client_tokens(host_arg=self.host, hostname=self.hostname, port=self.port, user=self.user,
