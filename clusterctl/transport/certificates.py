@@ -80,7 +80,7 @@ class Certificate:
         if key_class is None:
             return False
         try:
-            ca = key_class(data=self.signature_key)
+            ca = key_class(msg=paramiko.Message(self.signature_key))
             return bool(ca.verify_ssh_sig(self.signed_data, paramiko.Message(self.signature)))
         except (paramiko.SSHException, ValueError, TypeError, struct.error):
             return False

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import paramiko
+from paramiko.pkey import PublicBlob
 
 from clusterctl.transport import certificates
 from clusterctl.transport.ssh_config import SshOptions
@@ -115,7 +116,7 @@ def _load(path: str) -> _Candidate:
     public = private.asbytes() if private is not None else None
     if public is None:
         try:
-            public = paramiko.PublicBlob.from_file(path + ".pub").key_blob
+            public = PublicBlob.from_file(path + ".pub").key_blob
         except (OSError, ValueError, IndexError, paramiko.SSHException):
             public = None
     return _Candidate(path, private, public)
@@ -124,7 +125,7 @@ def _load(path: str) -> _Candidate:
 def _read_certificate(path: str) -> bytes | None:
     """A user certificate's blob from an OpenSSH ``-cert.pub`` file; None if absent or not one."""
     try:
-        blob = paramiko.PublicBlob.from_file(path)
+        blob = PublicBlob.from_file(path)
         certificate = certificates.parse(blob.key_blob)
     except (OSError, ValueError, IndexError, paramiko.SSHException):
         return None

@@ -108,12 +108,11 @@ class _Transport(paramiko.Transport):
     def preferred_keys(self) -> tuple[str, ...]:
         return self.host_key_order or tuple(super().preferred_keys)
 
-    @classmethod
-    def openssh_host_key_algorithms(cls) -> list[str]:
-        """OpenSSH 9.2's default HostKeyAlgorithms, as far as paramiko implements them."""
-        plain = [a for a in ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
-                             "rsa-sha2-512", "rsa-sha2-256") if a in cls._key_info]
-        return [f"{a}-cert-v01@openssh.com" for a in plain if f"{a}-cert-v01@openssh.com" in cls._key_info] + plain
+    def openssh_host_key_algorithms(self) -> list[str]:
+        """paramiko's host key algorithms in OpenSSH 9.2's default order: the certificate types first."""
+        default = list(super().preferred_keys)
+        certified = [a for a in default if certificates.is_certificate_type(a)]
+        return certified + [a for a in default if a not in certified]
 
 
 class SSHTransport:
@@ -362,7 +361,7 @@ class SSHTransport:
         known = known_hosts.KnownHosts.read([*endpoint.options.known_hosts_files, own_known_hosts])
         transport = _Transport(sock)
         transport.host_key_order = tuple(known.host_key_algorithms(
-            _Transport.openssh_host_key_algorithms(), endpoint.hostname, endpoint.port,
+            transport.openssh_host_key_algorithms(), endpoint.hostname, endpoint.port,
             endpoint.options.host_key_alias))
         transport.banner_timeout = transport.handshake_timeout = transport.auth_timeout = endpoint.timeout
         agent: paramiko.Agent | None = None
@@ -493,7 +492,7 @@ class SSHTransport:
         elif isinstance(exc, OSError):
             message = f"cannot connect to {where}: {_reason(exc)}"
         elif isinstance(exc, paramiko.ProxyCommandFailure):
-            message = f"ProxyCommand failed: {_one_line(exc.error)}"
+            message = f"ProxyCommand failed: {' '.join(str(exc.error).split())}"
             hint = f"check ProxyCommand in {ssh_config.described_config()}"
         elif (isinstance(exc, EOFError) or str(exc).startswith("Error reading SSH protocol banner")
               or str(exc) == "No existing session"):  # what paramiko says when the handshake timed out

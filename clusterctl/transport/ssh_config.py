@@ -472,9 +472,10 @@ class _Resolver:
             if is_active and getattr(options, attribute) == -1:
                 setattr(options, attribute, seconds)
         elif keyword in ("identitiesonly", "stricthostkeychecking", "canonicalizehostname"):
-            table: Mapping[str, object] = {"identitiesonly": _FLAG_NAMES, "stricthostkeychecking": _STRICT_NAMES,
-                                           "canonicalizehostname": _CANONICALIZE}[keyword]
-            parsed = table.get(value.lower())
+            tables: dict[str, Mapping[str, object]] = {"identitiesonly": _FLAG_NAMES,
+                                                       "stricthostkeychecking": _STRICT_NAMES,
+                                                       "canonicalizehostname": _CANONICALIZE}
+            parsed = tables[keyword].get(value.lower())
             if parsed is None:
                 raise _ConfigError(f'unsupported option "{value}".')
             attribute = {"identitiesonly": "identities_only", "stricthostkeychecking": "strict_host_key_checking",
