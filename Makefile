@@ -27,17 +27,17 @@ status: install
 down: install
 	$(RUN) down
 
-# The tests need an OpenSSH server and iproute2 (network namespaces), and Chromium for the
-# dashboard seen by a real browser; CI runs as root.
+# The tests need an OpenSSH server and client (`ssh -G` is the reference for ssh config), iproute2
+# (network namespaces) and Chromium (the dashboard seen by a real browser); CI runs as root.
 system-deps:
-	@if [ -x /usr/sbin/sshd ] && command -v ip >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1 \
-		&& command -v chromium >/dev/null 2>&1; then \
+	@if [ -x /usr/sbin/sshd ] && command -v ssh >/dev/null 2>&1 && command -v ip >/dev/null 2>&1 \
+		&& command -v ssh-keygen >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1; then \
 		true; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server iproute2 \
-			chromium >/dev/null; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client \
+			iproute2 chromium >/dev/null; \
 	else \
-		echo "note: openssh-server/iproute2/chromium missing and not root: SSH, multi-host and browser tests will be skipped"; \
+		echo "note: openssh-server/openssh-client/iproute2/chromium missing and not root: SSH, multi-host and browser tests will be skipped"; \
 	fi
 
 test: install system-deps

@@ -447,6 +447,34 @@ def dashboard(config: str | None, cluster: str | None) -> int:
             time.sleep(3600)
 
 
+@cli.command("ssh-config", epilog="""\b
+Examples:
+  clusterctl ssh-config node1 --config cluster.yaml    an inventory host: its address/user/port/key win
+  clusterctl ssh-config db7                            any host name, from the ssh config alone
+  clusterctl ssh-config node1 --config cluster.yaml --json | jq .options.hostname
+
+\b
+Compare with OpenSSH (for an inventory host, give ssh the same -o HostName/-l/-p/-i):
+  keys='^(user|hostname|port|identitiesonly|stricthostkeychecking|serveraliveinterval|hostkeyalias|"""
+    """identityfile|certificatefile|globalknownhostsfile|userknownhostsfile|connecttimeout|proxycommand|proxyjump) '
+  diff <(clusterctl ssh-config db7) <(ssh -G db7 | grep -E "$keys")""")
+@click.argument("host", metavar="HOST")
+@click.option("--config", "config", type=click.Path(dir_okay=False), metavar="CONFIG",
+              help="Inventory whose address/user/port/identity_file for HOST override the ssh config.")
+@json_option
+def ssh_config(host: str, config: str | None, json_output: bool) -> int:
+    """Print the ssh settings clusterctl uses for HOST, resolved as `ssh -G` resolves them.
+
+    Lowercase `key value` lines in `ssh -G`'s order, one line per value of a repeated key, for the
+    keys clusterctl honours. $CLUSTERCTL_SSH_CONFIG, when set, is read alone, like `ssh -F FILE`.
+    """
+    from clusterctl import render
+    from clusterctl.commands.ssh_config import ssh_config as run_ssh_config
+
+    render.ssh_config(run_ssh_config(host, config), json_output)
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> None:
     sys.exit(run(argv))
 

@@ -21,7 +21,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from clusterctl.report import ClusterReport, report_document
+from clusterctl.report import JSON_SCHEMA_VERSION, ClusterReport, report_document
 
 if TYPE_CHECKING:
     from clusterctl.commands.bench import BenchResult
@@ -511,3 +511,25 @@ def enable_remote_log() -> None:
     logger.propagate = False
     if not any(isinstance(h, _RemoteLogHandler) for h in logger.handlers):
         logger.addHandler(_RemoteLogHandler())
+
+
+def ssh_config(report: Any, json_output: bool) -> None:
+    """`ssh-config`: ``key value`` lines as `ssh -G` prints them (one line per value of a repeated key)."""
+    if json_output:
+        options: dict[str, Any] = {}
+        for key, value in report.lines:
+            if key in ("identityfile", "certificatefile"):
+                options.setdefault(key, []).append(value)
+            elif key in ("userknownhostsfile", "globalknownhostsfile"):
+                options[key] = [] if value == "none" else value.split()
+            else:
+                options[key] = value
+        print_json({"schema": JSON_SCHEMA_VERSION, "host": report.host, "resolved_by": report.resolved_by,
+                    "overrides": report.overrides, "options": options})
+        return
+    # Plain lines, never wrapped, for `diff` with `ssh -G`; control characters from the config are replaced.
+    sys.stdout.write("".join(f"{key} {_printable(value)}\n" for key, value in report.lines))
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c == "\t" or not (ord(c) < 32 or 127 <= ord(c) < 160) else "?" for c in text)

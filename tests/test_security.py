@@ -284,6 +284,11 @@ def test_a_password_from_the_environment_is_used_and_leaks_nowhere(
     })
     secret, wrong = password_user.password, "wrong-" + password_user.password[::-1]
     outputs: list[CliResult] = []
+    # A password goes only to a host whose key is already known (tests/test_ssh_openssh.py shows the refusal).
+    ssh_env.clusterctl_home.mkdir(mode=0o700, exist_ok=True)
+    known = os.open(ssh_env.known_hosts, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(known, sshd.server.known_hosts_line().encode())
+    os.close(known)
 
     monkeypatch.setenv("CLUSTERCTL_SSH_PASSWORD", wrong)
     refused = clusterctl("up", str(config))

@@ -1,14 +1,19 @@
-"""``connection: ssh``: a host reached through paramiko, configured like OpenSSH.
+"""``connection: ssh``: a host reached through paramiko, connected as OpenSSH's ``ssh`` would.
 
-The only module that imports paramiko. It honours the user's ssh config (HostName, User, Port,
-IdentityFile, ProxyJump, ProxyCommand), the ssh-agent and default keys, checks host keys against
-``~/.ssh/known_hosts`` (read-only) and clusterctl's own known_hosts, and turns every library error
-into a one-line ``HostError`` with a hint.
+The connection and its errors live here: connect (through ProxyJump hops or a ProxyCommand), run a
+command, read and write files over SFTP, forward a port. How to reach a host comes from
+``ssh_config`` (resolved as ``ssh -G`` does), whether to trust it from ``known_hosts``, which keys
+to offer from ``identities``. Every library error becomes a one-line ``HostError`` with a hint.
+
+A password (``CLUSTERCTL_SSH_PASSWORD`` or the prompt) is offered only after keys failed, and only
+to a server whose host key was trusted before this connection: a key first seen now, under
+``accept-new``, could be a spoofed host's.
 """
 
 from __future__ import annotations
 
-import getpass
+import base64
+import hashlib
 import logging
 import os
 import shlex
@@ -17,25 +22,30 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from errno import ECONNREFUSED
 from itertools import pairwise
-from pathlib import Path
 
 import paramiko
 
 from clusterctl import paths
-from clusterctl.errors import HostError
+from clusterctl.errors import HostError, InvalidInputError
 from clusterctl.inventory import HostSettings
+from clusterctl.transport import certificates, identities, known_hosts, ssh_config
 from clusterctl.transport.base import CommandResult
+from clusterctl.transport.ssh_config import SshOptions
 
 CONNECT_TIMEOUT = 10.0  # seconds for TCP connect, SSH handshake, authentication and opening a channel
-KEEPALIVE_INTERVAL = 30  # seconds, like ServerAliveInterval
+KEEPALIVE_INTERVAL = 30  # seconds, unless ServerAliveInterval sets one
 PASSWORD_ENV = "CLUSTERCTL_SSH_PASSWORD"
+MAX_HOPS = 8  # ProxyJump chains, including a first hop's own ProxyJump
 # sshd allows 10 sessions per connection (MaxSessions); keep one free for SFTP and one spare.
 MAX_CONCURRENT_RUNS = 8
 _AUTH_HINT = f"check `identity_file:` / IdentityFile, that your key is loaded in ssh-agent, or set {PASSWORD_ENV}"
-_KNOWN_HOSTS_LOCK = threading.Lock()  # transports of several hosts may append at the same time
+# StrictHostKeyChecking as `ssh -G` prints it -> clusterctl's policy. clusterctl cannot ask in the
+# middle of a fan-out ("ask", the default, and "no" behave like accept-new), and never connects to
+# a host whose key changed or was revoked.
+_POLICY_FROM_CONFIG = {"true": "strict", "accept-new": "accept-new", "ask": "accept-new", "false": "accept-new"}
 # paramiko logs failed handshakes with tracebacks from its own threads; with no handler at all, Python
 # would print them on stderr next to our one-line HostError. Handlers the CLI installs still get them.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
@@ -46,53 +56,63 @@ class _Endpoint:
     """One machine to authenticate to: the target, or a ProxyJump hop on the way."""
 
     name: str  # as the user wrote it (alias or hop), for messages and the password prompt
-    hostname: str
-    port: int
-    user: str
-    identity_files: tuple[str, ...]
-    proxy_jump: tuple[str, ...]
-    proxy_command: str | None
+    options: SshOptions
+    host_key_policy: str  # "strict" or "accept-new"
     is_hop: bool = False
+
+    @property
+    def hostname(self) -> str:
+        return self.options.hostname
+
+    @property
+    def port(self) -> int:
+        return self.options.port
+
+    @property
+    def user(self) -> str:
+        return self.options.user
+
+    @property
+    def timeout(self) -> float:
+        return self.options.connect_timeout or CONNECT_TIMEOUT
 
     @property
     def known_hosts_name(self) -> str:
         """How OpenSSH names this server in known_hosts."""
-        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
+        return known_hosts.known_hosts_name(self.hostname, self.port, self.options.host_key_alias)
 
 
-class _UnknownHostKeyError(paramiko.SSHException):
-    def __init__(self, name: str, key: paramiko.PKey) -> None:
-        super().__init__(f"unknown host key for {name}")
-        self.name, self.key = name, key
+class _HostKeyRefusedError(Exception):
+    """The server's host key is not trusted; carries the verdict and the key for the message."""
+
+    def __init__(self, verdict: known_hosts.Verdict, key: paramiko.PKey) -> None:
+        super().__init__(f"host key of {verdict.name} refused: {verdict.status.value}")
+        self.verdict, self.key = verdict, key
 
 
-class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
-    """Called by paramiko only for a server whose name is in no known_hosts file.
+class _PasswordWithheldError(paramiko.AuthenticationException):
+    """Keys failed and a password exists, but the host's key was first seen on this connection."""
 
-    A known name with a different key never gets here: paramiko raises BadHostKeyException.
-    """
+    def __init__(self, key: paramiko.PKey) -> None:
+        super().__init__("password withheld from a host seen for the first time")
+        self.key = key
 
-    def __init__(self, host: str, policy: str, record_to: Path) -> None:
-        self.host, self.policy, self.record_to = host, policy, record_to
 
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        if self.policy == "strict":
-            raise _UnknownHostKeyError(hostname, key)
-        line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
-        try:
-            with _KNOWN_HOSTS_LOCK:
-                fd = os.open(self.record_to, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
-                try:
-                    size = os.fstat(fd).st_size
-                    if size and os.pread(fd, 1, size - 1) != b"\n":  # never extend a last line lacking its newline
-                        line = "\n" + line
-                    os.write(fd, line.encode())
-                finally:
-                    os.close(fd)
-        except OSError as exc:
-            raise HostError(self.host, f"cannot record the host key in {self.record_to}: {exc.strerror}",
-                            "check the permissions of $CLUSTERCTL_HOME") from None
-        client.get_host_keys().add(hostname, key.get_name(), key)
+class _Transport(paramiko.Transport):
+    """paramiko's Transport offering host key algorithms in OpenSSH's order: certificates first (paramiko
+    puts them last), then reordered for the keys and CAs known for the host."""
+
+    host_key_order: tuple[str, ...] = ()
+
+    @property
+    def preferred_keys(self) -> tuple[str, ...]:
+        return self.host_key_order or tuple(super().preferred_keys)
+
+    def openssh_host_key_algorithms(self) -> list[str]:
+        """paramiko's host key algorithms in OpenSSH 9.2's default order: the certificate types first."""
+        default = list(super().preferred_keys)
+        certified = [a for a in default if certificates.is_certificate_type(a)]
+        return certified + [a for a in default if a not in certified]
 
 
 class SSHTransport:
@@ -106,16 +126,17 @@ class SSHTransport:
         self._lock = threading.RLock()
         self._sftp_lock = threading.Lock()
         self._sessions = threading.BoundedSemaphore(MAX_CONCURRENT_RUNS)
-        self._clients: list[paramiko.SSHClient] = []  # jump hops first, the target last
+        self._clients: list[paramiko.Transport] = []  # jump hops first, the target last
         self._sftp: paramiko.SFTPClient | None = None
         self._tunnels: list[socket.socket] = []
         # Resolve the config now, for `address`; a broken config is reported when we connect.
         self._target: _Endpoint | None = None
         self._config_error: HostError | None = None
         try:
-            self._target = self._resolve(alias, hostname=settings.address, user=settings.user, port=settings.port)
-        except HostError as exc:
-            self._config_error = exc
+            options = ssh_config.options_for(alias, settings)
+            self._target = _Endpoint(alias, options, self._policy(options))
+        except InvalidInputError as exc:
+            self._config_error = HostError(alias, exc.message, exc.hint)
         self.address = settings.address or (self._target.hostname if self._target else alias)
 
     def __repr__(self) -> str:
@@ -195,21 +216,10 @@ class SSHTransport:
                 raise HostError(self.host, f"cannot write {path}: {_reason(exc)}",
                                 "does the parent directory exist and is it writable by the ssh user?") from None
 
-    def read_file(self, path: str) -> bytes:
-        with self._sftp_lock:
-            sftp = self._open_sftp()
-            try:
-                with sftp.open(_sftp_path(path), "rb") as handle:
-                    handle.prefetch()
-                    return handle.read()
-            except (OSError, paramiko.SSHException) as exc:
-                raise HostError(self.host, f"cannot read {path}: {_reason(exc)}") from None
-
     def open_tunnel(self, remote_host: str, remote_port: int) -> int:
         """Like `ssh -L`: a free port on this machine's 127.0.0.1 whose connections are carried to
         ``remote_host:remote_port`` as seen from the host. It lasts until ``close()``."""
-        transport = self._client().get_transport()
-        assert transport is not None
+        transport = self._client()
         server = socket.create_server(("127.0.0.1", 0))
         self._tunnels.append(server)
 
@@ -231,8 +241,7 @@ class SSHTransport:
         return server.getsockname()[1]
 
     def _open_session(self) -> paramiko.Channel:
-        transport = self._client().get_transport()
-        assert transport is not None
+        transport = self._client()
         try:
             return transport.open_session(timeout=CONNECT_TIMEOUT)
         except paramiko.ChannelException as exc:
@@ -243,7 +252,7 @@ class SSHTransport:
         channel = self._sftp.get_channel() if self._sftp is not None else None
         if channel is None or channel.closed or not channel.get_transport().is_active():
             try:
-                self._sftp = self._client().open_sftp()
+                self._sftp = paramiko.SFTPClient.from_transport(self._client())
             except paramiko.SSHException as exc:
                 raise HostError(self.host, f"cannot start SFTP: {_one_line(exc)}",
                                 "enable `Subsystem sftp` in the host's sshd_config") from None
@@ -252,215 +261,273 @@ class SSHTransport:
 
     # -- connecting --------------------------------------------------------------------------
 
-    def _client(self) -> paramiko.SSHClient:
-        """The connected client for the target; connects (again) if needed."""
+    def _client(self) -> paramiko.Transport:
+        """The authenticated transport to the target; connects (again) if needed."""
         with self._lock:
             if self._clients:
-                transport = self._clients[-1].get_transport()
-                if transport is not None and transport.is_active():
+                if self._clients[-1].is_active():
                     return self._clients[-1]
                 self.close()
             self._clients = self._connect()
             return self._clients[-1]
 
-    def _connect(self) -> list[paramiko.SSHClient]:
+    def _connect(self) -> list[paramiko.Transport]:
         if self._target is None:
             assert self._config_error is not None
             raise self._config_error
         target = self._target
-        if self._settings.identity_file:  # the inventory's key replaces the config's IdentityFile
-            identity = os.path.expanduser(self._settings.identity_file)
-            if not os.path.isfile(identity):
-                raise HostError(self.host, f"identity_file {self._settings.identity_file} does not exist",
-                                "fix `identity_file:` in the inventory")
-            target = replace(target, identity_files=(identity,))
-        hops = [self._hop(spec) for spec in target.proxy_jump]
+        hops = self._hops(target)
         first = hops[0] if hops else target
-        sock: paramiko.ProxyCommand | paramiko.Channel | None = None
-        if first.proxy_command:
-            # OpenSSH runs ProxyCommand through the shell ("exec" so no shell lingers); paramiko
-            # would only split it into words.
-            sock = paramiko.ProxyCommand(shlex.join(["/bin/sh", "-c", "exec " + first.proxy_command]))
-        clients: list[paramiko.SSHClient] = []
+        sock: paramiko.ProxyCommand | paramiko.Channel | socket.socket | None = None
+        clients: list[paramiko.Transport] = []
         try:
+            sock = self._first_socket(first)
             for hop, after in pairwise([*hops, target]):
                 clients.append(self._login(hop, sock))
                 sock = self._forward(clients[-1], hop, after)
             clients.append(self._login(target, sock))
         except BaseException:
-            for client in reversed(clients):  # a failed login closed its own client, and with it `sock`
+            for client in reversed(clients):  # a failed login closed its own transport, and with it `sock`
                 client.close()
             raise
         return clients
 
+    def _first_socket(self, endpoint: _Endpoint) -> paramiko.ProxyCommand | socket.socket:
+        """A TCP connection to ``endpoint``, or its ProxyCommand run as OpenSSH runs it (``$SHELL -c "exec ..."``)."""
+        try:
+            command = endpoint.options.expand_proxy_command()
+        except InvalidInputError as exc:
+            raise HostError(self.host, exc.message, exc.hint) from None
+        if command is not None:
+            shell = os.environ.get("SHELL") or "/bin/sh"
+            return paramiko.ProxyCommand(shlex.join([shell, "-c", command]))
+        try:
+            return socket.create_connection((endpoint.hostname, endpoint.port), timeout=endpoint.timeout)
+        except OSError as exc:
+            raise self._connect_error(exc, endpoint) from None
+
+    def _hops(self, target: _Endpoint) -> list[_Endpoint]:
+        """The ProxyJump chain to ``target``, first hop first. Like OpenSSH, the first hop's own ProxyJump
+        and ProxyCommand are honoured (each hop is reached with ``ssh -J`` through the earlier ones)."""
+        chain: list[_Endpoint] = []
+        specs = target.options.proxy_jump
+        while specs:
+            hops = [self._hop(spec) for spec in specs]
+            chain = hops + chain
+            if len(chain) > MAX_HOPS:
+                raise HostError(self.host, f"more than {MAX_HOPS} ProxyJump hops (a loop?)",
+                                f"check ProxyJump in {ssh_config.described_config()}")
+            specs = hops[0].options.proxy_jump
+        return chain
+
     def _hop(self, spec: str) -> _Endpoint:
         """A ProxyJump entry, ``[user@]host[:port]`` or ``ssh://...``, itself resolved through ssh config."""
-        user, _, host_port = spec.strip().removeprefix("ssh://").rpartition("@")
-        host, port = host_port, ""
-        if host_port.startswith("["):  # [IPv6]:port
-            host, _, rest = host_port[1:].partition("]")
-            port = rest.removeprefix(":")
-        elif host_port.count(":") == 1:
-            host, port = host_port.split(":")
-        if not host or (port and not port.isdigit()):
+        parsed = ssh_config.parse_hop(spec.strip())
+        if parsed is None:
             raise HostError(self.host, f"cannot parse ProxyJump {spec!r}", "write it as [user@]host[:port]")
-        hop = self._resolve(host, user=user or None, port=int(port) if port else None)
-        # OpenSSH would not offer the inventory's key to a jump host; offering it last saves a config entry.
-        extra = self._settings.identity_file
-        if extra and os.path.isfile(os.path.expanduser(extra)):
-            hop = replace(hop, identity_files=(*hop.identity_files, os.path.expanduser(extra)))
-        return replace(hop, name=spec.strip(), proxy_jump=(), is_hop=True)  # named as the user wrote it
+        user, host, port = parsed
+        endpoint = self._endpoint(host, user=user, port=port if port > 0 else None)
+        # Named for messages as people write it (ssh -G prints a numeric host in brackets).
+        name = (f"{user}@" if user else "") + (f"[{host}]" if ":" in host else host) + (f":{port}" if port > 0 else "")
+        return _Endpoint(name, endpoint.options, endpoint.host_key_policy, is_hop=True)
 
-    def _resolve(self, name: str, *, hostname: str | None = None, user: str | None = None,
-                 port: int | None = None) -> _Endpoint:
-        """``name`` looked up in the ssh config, with explicit values taking precedence as ssh's -l/-p do."""
-        config_path = paths.ssh_config_file()
-        # ssh config keeps the first value it reads, so a leading stanza overrides the file and
-        # %h/%p/%r in ProxyCommand see the values actually used.
-        overrides = [f"{key} {value}" for key, value in (("HostName", hostname), ("User", user), ("Port", port))
-                     if value is not None]
+    def _endpoint(self, name: str, *, user: str | None = None, port: int | None = None) -> _Endpoint:
+        """``name`` resolved through ssh config as ``ssh -G -l USER -p PORT NAME`` would."""
         try:
-            text = config_path.read_text() if config_path.is_file() else ""
-            options = paramiko.SSHConfig.from_text("\n".join(["Host *", *overrides, text])).lookup(name)
-            port_value = int(options.get("port", 22))
-        except (OSError, UnicodeDecodeError, ValueError, ImportError, paramiko.SSHException) as exc:
-            # ImportError: `Match exec` needs the optional `invoke` package.
-            raise HostError(self.host, f"cannot use ssh config {config_path}: {_one_line(exc)}",
-                            "fix the file, or point CLUSTERCTL_SSH_CONFIG to another one") from None
-        jump = options.get("proxyjump")
-        identity_files = [os.path.expanduser(p) for p in options.get("identityfile", [])]
-        return _Endpoint(
-            name=name,
-            hostname=options["hostname"],
-            port=port_value,
-            user=options.get("user") or _local_user(),
-            # OpenSSH skips IdentityFile entries that do not exist (the defaults often do not).
-            identity_files=tuple(p for p in identity_files if os.path.isfile(p)),
-            proxy_jump=tuple(jump.split(",")) if jump and jump.lower() != "none" else (),
-            proxy_command=options.get("proxycommand"),
-        )
+            options = ssh_config.resolve(name, user=user, port=port)
+        except InvalidInputError as exc:
+            raise HostError(self.host, exc.message, exc.hint) from None
+        return _Endpoint(name, options, self._policy(options))
 
-    def _login(self, endpoint: _Endpoint, sock: paramiko.ProxyCommand | paramiko.Channel | None
-               ) -> paramiko.SSHClient:
-        client = paramiko.SSHClient()
+    def _policy(self, options: SshOptions) -> str:
+        """The inventory's host_key_policy, else StrictHostKeyChecking's, else accept-new."""
+        return self._settings.host_key_policy or _POLICY_FROM_CONFIG.get(options.strict_host_key_checking,
+                                                                         "accept-new")
+
+    def _login(self, endpoint: _Endpoint, sock: paramiko.ProxyCommand | paramiko.Channel | socket.socket
+               ) -> paramiko.Transport:
+        """Handshake, host key check and authentication on ``sock``; the transport on success."""
         own_known_hosts = paths.known_hosts_file()
-        for known_hosts in (Path.home() / ".ssh" / "known_hosts", own_known_hosts):
-            _load_known_hosts(client.get_host_keys(), known_hosts)
-        policy = self._settings.host_key_policy or "accept-new"
-        client.set_missing_host_key_policy(_HostKeyPolicy(self.host, policy, own_known_hosts))
+        known = known_hosts.KnownHosts.read([*endpoint.options.known_hosts_files, own_known_hosts])
+        transport = _Transport(sock)
+        transport.host_key_order = tuple(known.host_key_algorithms(
+            transport.openssh_host_key_algorithms(), endpoint.hostname, endpoint.port,
+            endpoint.options.host_key_alias))
+        transport.banner_timeout = transport.handshake_timeout = transport.auth_timeout = endpoint.timeout
+        agent: paramiko.Agent | None = None
         try:
-            try:
-                client.connect(endpoint.hostname, endpoint.port, username=endpoint.user,
-                               key_filename=list(endpoint.identity_files) or None, allow_agent=True,
-                               look_for_keys=True, sock=sock, timeout=CONNECT_TIMEOUT,
-                               banner_timeout=CONNECT_TIMEOUT, auth_timeout=CONNECT_TIMEOUT,
-                               channel_timeout=CONNECT_TIMEOUT)
-            except paramiko.SSHException as exc:
-                # paramiko tried the keys (identity files, agent, defaults); like OpenSSH, a password is last.
-                transport = client.get_transport()
-                keys_failed = (isinstance(exc, paramiko.AuthenticationException)
-                               or str(exc) == "No authentication methods available")  # there were no keys
-                if not keys_failed or transport is None or not transport.is_active():
-                    raise
-                password = self._password(endpoint)
-                if password is None:
-                    raise paramiko.AuthenticationException(str(exc)) from None
-                transport.auth_password(endpoint.user, password)
+            transport.start_client(timeout=endpoint.timeout)
+            key = transport.get_remote_server_key()
+            verdict = self._check_host_key(known, key, endpoint)
+            agent = _agent()
+            self._authenticate(transport, endpoint, agent, trusted=verdict.status is known_hosts.Status.TRUSTED)
+            if verdict.status is known_hosts.Status.NEW:  # accept-new: remembered once logged in with a key
+                known_hosts.remember(own_known_hosts, verdict.name, key.get_name(), key.asbytes())
         except HostError:
-            client.close()
+            transport.close()
             raise
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            client.close()
+        except InvalidInputError as exc:  # a token in IdentityFile/CertificateFile that ssh would refuse too
+            transport.close()
+            raise HostError(self.host, exc.message, exc.hint) from None
+        except OSError as exc:
+            transport.close()
+            if exc.filename is not None:  # remembering the key failed
+                raise HostError(self.host, f"cannot record the host key in {exc.filename}: {exc.strerror}",
+                                "check the permissions of $CLUSTERCTL_HOME") from None
             raise self._connect_error(exc, endpoint) from None
-        transport = client.get_transport()
-        assert transport is not None
-        transport.set_keepalive(KEEPALIVE_INTERVAL)  # a long-lived idle connection must survive NAT timeouts
-        return client
+        except (EOFError, paramiko.SSHException, _HostKeyRefusedError) as exc:
+            transport.close()
+            raise self._connect_error(exc, endpoint) from None
+        finally:
+            if agent is not None:
+                agent.close()  # signing is done once logged in
+        transport.set_keepalive(endpoint.options.server_alive_interval or KEEPALIVE_INTERVAL)
+        return transport
 
-    def _forward(self, hop: paramiko.SSHClient, endpoint: _Endpoint, after: _Endpoint) -> paramiko.Channel:
+    def _check_host_key(self, known: known_hosts.KnownHosts, key: paramiko.PKey, endpoint: _Endpoint
+                        ) -> known_hosts.Verdict:
+        certificate = None
+        blob = getattr(key, "public_blob", None)
+        if blob is not None and certificates.is_certificate_type(blob.key_type):
+            try:
+                certificate = certificates.parse(blob.key_blob)
+            except certificates.CertificateFormatError:
+                certificate = None  # checked as its plain key, like a certificate from an unknown CA
+        verdict = known.check(key.get_name(), key.asbytes(), certificate, endpoint.hostname, endpoint.port,
+                              endpoint.options.host_key_alias)
+        refuse = verdict.status in (known_hosts.Status.CHANGED, known_hosts.Status.REVOKED) or (
+            verdict.status is known_hosts.Status.NEW
+            # Stricter than OpenSSH, which would trust the plain key on first use under accept-new:
+            # a certificate our CA signed but that fails its checks is never a first contact.
+            and (endpoint.host_key_policy == "strict" or verdict.certificate_problem is not None))
+        if refuse:
+            raise _HostKeyRefusedError(verdict, key)
+        return verdict
+
+    def _authenticate(self, transport: paramiko.Transport, endpoint: _Endpoint, agent: paramiko.Agent | None,
+                      trusted: bool) -> None:
+        """Keys in OpenSSH's order, then a password, as OpenSSH's PreferredAuthentications would."""
+        extra = []
+        if endpoint.is_hop and self._settings.identity_file:
+            # OpenSSH would not offer the inventory's key to a jump host; offering it last saves a config entry.
+            extra.append(os.path.expanduser(self._settings.identity_file))
+        agent_keys = list(agent.get_keys()) if agent is not None else []
+        failure: paramiko.AuthenticationException | None = None
+        for identity in identities.identities(endpoint.options, agent_keys, extra):
+            try:
+                transport.auth_publickey(endpoint.user, identity.key)
+            except paramiko.BadAuthenticationType as exc:
+                failure = exc
+                break  # the server takes no keys
+            except paramiko.AuthenticationException as exc:
+                failure = exc
+                if not transport.is_active():
+                    break
+                continue
+            if transport.is_authenticated():
+                return
+        if not transport.is_active() or not self._password_available():
+            raise failure or paramiko.AuthenticationException("no key was accepted")
+        if not trusted:
+            raise _PasswordWithheldError(transport.get_remote_server_key())
+        transport.auth_password(endpoint.user, self._password(endpoint))
+        if not transport.is_authenticated():  # the server wants yet another method
+            raise paramiko.AuthenticationException("the password was not enough")
+
+    def _forward(self, hop: paramiko.Transport, endpoint: _Endpoint, after: _Endpoint) -> paramiko.Channel:
         """A direct-tcpip channel from ``hop`` to the next machine: the socket for the next login."""
-        transport = hop.get_transport()
-        assert transport is not None
         try:
-            return transport.open_channel("direct-tcpip", (after.hostname, after.port), ("127.0.0.1", 0),
-                                          timeout=CONNECT_TIMEOUT)
+            return hop.open_channel("direct-tcpip", (after.hostname, after.port), ("127.0.0.1", 0),
+                                    timeout=endpoint.timeout)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             reason = exc.text if isinstance(exc, paramiko.ChannelException) else _one_line(exc)
             raise HostError(self.host, f"ProxyJump hop {endpoint.name} cannot reach {after.hostname}:{after.port}: "
                             f"{reason}", "is sshd running there? check `port:`, and AllowTcpForwarding on the hop"
                             ) from None
 
-    def _password(self, endpoint: _Endpoint) -> str | None:
+    def _password_available(self) -> bool:
+        return bool(os.environ.get(PASSWORD_ENV)) or (
+            self._password_prompt is not None and sys.stdin is not None and sys.stdin.isatty())
+
+    def _password(self, endpoint: _Endpoint) -> str:
+        """The password from the environment, else from the prompt (only asked when available)."""
         password = os.environ.get(PASSWORD_ENV)
         if password:
             return password
-        if self._password_prompt is not None and sys.stdin is not None and sys.stdin.isatty():
-            return self._password_prompt(endpoint.name)
-        return None
+        assert self._password_prompt is not None
+        return self._password_prompt(endpoint.name)
 
     def _connect_error(self, exc: BaseException, endpoint: _Endpoint) -> HostError:
         """The one-line HostError for a failure to reach or log in to ``endpoint``."""
         where = f"{endpoint.hostname}:{endpoint.port}"
         prefix = f"ProxyJump hop {endpoint.name}: " if endpoint.is_hop else ""
-        own_known_hosts = paths.known_hosts_file()
         message, hint = f"ssh error: {_one_line(exc)}", None
-        if isinstance(exc, _UnknownHostKeyError):
-            message = (f"the {exc.key.get_name()} host key of {exc.name} ({exc.key.fingerprint}) is not known "
-                       f"and host_key_policy is strict")
-            hint = (f"check the fingerprint, then add it: ssh-keyscan -p {endpoint.port} {endpoint.hostname} >> "
-                    f"{shlex.quote(str(own_known_hosts))}, or run once with `host_key_policy: accept-new`")
-        elif isinstance(exc, paramiko.BadHostKeyException):
-            name = endpoint.known_hosts_name
-            holder = next((f for f in (own_known_hosts, Path.home() / ".ssh" / "known_hosts")
-                           if _load_known_hosts(paramiko.HostKeys(), f).lookup(name)), own_known_hosts)
-            message = (f"the host key of {name} has CHANGED (server offers {exc.key.fingerprint}, {holder} "
-                       f"expects {exc.expected_key.fingerprint}): the host was reinstalled, or someone is "
-                       f"intercepting the connection")
-            hint = (f"if the change is expected, forget the old key: ssh-keygen -R {shlex.quote(name)} "
-                    f"-f {shlex.quote(str(holder))}")
+        if isinstance(exc, _HostKeyRefusedError):
+            message, hint = self._host_key_message(exc, endpoint)
+        elif isinstance(exc, _PasswordWithheldError):
+            message = (f"authentication failed for user {endpoint.user}: no key was accepted, and a password is "
+                       f"offered only to a host whose key was known before; this one's {exc.key.get_name()} key "
+                       f"({exc.key.fingerprint}) was seen for the first time")
+            hint = (f"if that is the host's key, add it: ssh-keyscan -p {endpoint.port} {endpoint.hostname} >> "
+                    f"{shlex.quote(str(paths.known_hosts_file()))}")
         elif isinstance(exc, paramiko.AuthenticationException):
             message, hint = f"authentication failed for user {endpoint.user}", _AUTH_HINT
         elif isinstance(exc, socket.gaierror):
             message = f"cannot resolve hostname {endpoint.hostname}"
-            hint = f"check `address:` in the inventory, or HostName in {paths.ssh_config_file()}"
-        elif isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError | ConnectionRefusedError):
-            errors = getattr(exc, "errors", {}).values() or [exc]
-            if all(e.errno == ECONNREFUSED for e in errors):
-                message, hint = f"connection refused on {where}", "is sshd running? check `port:`"
-            else:
-                message = f"cannot connect to {where}: {_reason(next(iter(errors)))}"
+            hint = f"check `address:` in the inventory, or HostName in {ssh_config.described_config()}"
+        elif isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) == ECONNREFUSED:
+            message, hint = f"connection refused on {where}", "is sshd running? check `port:`"
         elif isinstance(exc, TimeoutError):
             message, hint = f"timed out connecting to {where}", "is the host up and the port open in its firewall?"
         elif isinstance(exc, OSError):
             message = f"cannot connect to {where}: {_reason(exc)}"
         elif isinstance(exc, paramiko.ProxyCommandFailure):
-            message = f"ProxyCommand failed: {_one_line(exc.error)}"
-            hint = f"check ProxyCommand in {paths.ssh_config_file()}"
+            message = f"ProxyCommand failed: {' '.join(str(exc.error).split())}"
+            hint = f"check ProxyCommand in {ssh_config.described_config()}"
         elif (isinstance(exc, EOFError) or str(exc).startswith("Error reading SSH protocol banner")
               or str(exc) == "No existing session"):  # what paramiko says when the handshake timed out
-            message = f"no ssh server answered on {where} (closed, or no SSH banner within {CONNECT_TIMEOUT:g}s)"
-            hint = (f"check ProxyCommand in {paths.ssh_config_file()}" if endpoint.proxy_command
+            message = f"no ssh server answered on {where} (closed, or no SSH banner within {endpoint.timeout:g}s)"
+            hint = (f"check ProxyCommand in {ssh_config.described_config()}" if endpoint.options.proxy_command
                     else "is that port sshd's? check `port:`")
         return HostError(self.host, prefix + message, hint)
 
+    def _host_key_message(self, refused: _HostKeyRefusedError, endpoint: _Endpoint) -> tuple[str, str | None]:
+        verdict, key = refused.verdict, refused.key
+        name, fingerprint = verdict.name, key.fingerprint
+        entry = verdict.entry
+        if verdict.status is known_hosts.Status.REVOKED:
+            assert entry is not None
+            what = "the CA that signed its certificate" if verdict.revoked_ca else f"its {key.get_name()} key"
+            return (f"the host key of {name} is REVOKED: {what} ({fingerprint}) is marked @revoked in {entry.where}",
+                    "a revoked key may be stolen; ask the host's administrator for its new key")
+        if verdict.status is known_hosts.Status.CHANGED:
+            assert entry is not None
+            message = (f"the host key of {name} has CHANGED (server offers {fingerprint}, {entry.path} "
+                       f"expects {_entry_fingerprint(entry)}): the host was reinstalled, or someone is "
+                       f"intercepting the connection")
+            hint = (f"if the change is expected, forget the old key: ssh-keygen -R {shlex.quote(name)} "
+                    f"-f {shlex.quote(entry.path)}")
+            return message, hint
+        if verdict.certificate_problem is not None:
+            return (f"the host certificate of {name} is not valid: {verdict.certificate_problem}, and its "
+                    f"{key.get_name()} key ({fingerprint}) is not known",
+                    "renew the host's certificate (ssh-keygen -s CA -h), or check you reached the right host")
+        own = shlex.quote(str(paths.known_hosts_file()))
+        return (f"the {key.get_name()} host key of {name} ({fingerprint}) is not known and host_key_policy is strict",
+                f"check the fingerprint, then add it: ssh-keyscan -p {endpoint.port} {endpoint.hostname} >> {own}, "
+                f"or run once with `host_key_policy: accept-new`")
 
-def _load_known_hosts(keys: paramiko.HostKeys, path: Path) -> paramiko.HostKeys:
-    """Add ``path``'s entries to ``keys``, skipping lines paramiko cannot parse, as OpenSSH does."""
+
+def _agent() -> paramiko.Agent | None:
+    """The ssh-agent at $SSH_AUTH_SOCK; None when there is none, or it does not answer."""
     try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return keys
-    for number, line in enumerate(lines, 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        try:
-            entry = paramiko.hostkeys.HostKeyEntry.from_line(line, number)
-        except (paramiko.SSHException, paramiko.hostkeys.InvalidHostKey, ValueError):
-            continue
-        if entry is not None and entry.key is not None:
-            for name in entry.hostnames:
-                keys.add(name, entry.key.get_name(), entry.key)
-    return keys
+        return paramiko.Agent()
+    except (paramiko.SSHException, OSError):
+        return None
+
+
+def _entry_fingerprint(entry: known_hosts.Entry) -> str:
+    return "SHA256:" + base64.b64encode(hashlib.sha256(entry.key).digest()).decode().rstrip("=")
 
 
 def _pump(connection: socket.socket, channel: paramiko.Channel) -> None:
@@ -496,13 +563,6 @@ def _sftp_path(path: str) -> str:
     if path == "~":
         return "."
     return path[2:] if path.startswith("~/") else path
-
-
-def _local_user() -> str:
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):  # no USER/LOGNAME and no passwd entry, e.g. in a bare container
-        return str(os.getuid())
 
 
 def _reason(exc: BaseException) -> str:
