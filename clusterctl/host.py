@@ -19,7 +19,7 @@ from clusterctl import agent, paths
 from clusterctl.errors import HostError
 from clusterctl.inventory import HostSettings
 from clusterctl.launch import ProcessPlan
-from clusterctl.records import AnswerError, FoundProcess, ProcessRecord, StartFailure, StopOutcome, field_of, list_of
+from clusterctl.records import AnswerError, FoundProcess, ProcessRecord, StartFailure, StopOutcome, field_of, list_of, pid_of
 from clusterctl.remote_log import AGENT_PLACEHOLDER, log_command
 from clusterctl.transport import Transport
 
@@ -90,6 +90,8 @@ class Host:
                                     "check the host's `python:`; run with -v to see the exchange") from None
                 if not isinstance(answer, dict):
                     raise HostError(self.alias, f"the agent's answer to {op!r} is not a JSON object")
+                if "refused" in answer:  # e.g. a run directory another user can write to
+                    raise HostError(self.alias, str(answer["refused"]), str(answer.get("hint") or "") or None)
                 return answer
         if result.exit_status == 127:
             raise HostError(self.alias, f"{self.python}: command not found",
@@ -124,7 +126,7 @@ class Host:
                     results.append(StartFailure(plan.name, str(field_of(item, "error", str))))
                     continue
                 results.append(ProcessRecord(
-                    role=plan.role, name=plan.name, host=self.alias, pid=field_of(item, "pid", int),
+                    role=plan.role, name=plan.name, host=self.alias, pid=pid_of(item),
                     start_time=field_of(item, "start_time", int, optional=True), log=field_of(item, "log", str),
                     worker_names=list(plan.worker_names), argv=list(plan.argv)))
             return results
@@ -133,7 +135,7 @@ class Host:
 
     def alive(self, records: list[ProcessRecord]) -> dict[int, bool]:
         answer = self.call("alive", processes=[{"pid": r.pid, "start_time": r.start_time} for r in records])
-        return self._checked("alive", lambda: {field_of(p, "pid", int): field_of(p, "alive", bool)
+        return self._checked("alive", lambda: {pid_of(p): field_of(p, "alive", bool)
                                                for p in list_of(answer, "processes")})
 
     def stop(self, records: list[ProcessRecord], grace: float) -> dict[int, bool]:

@@ -30,6 +30,14 @@ def field_of(document: Any, key: str, kind: type | tuple[type, ...], optional: b
     return value
 
 
+def pid_of(document: Any) -> int:
+    """``document["pid"]``: an int above 1 (0 and negatives name process groups, 1 is init)."""
+    pid: int = field_of(document, "pid", int)
+    if pid <= 1:
+        raise AnswerError(f"'pid' {pid} is not a process of ours")
+    return pid
+
+
 def list_of(document: Any, key: str) -> list[Any]:
     return list(field_of(document, key, list))
 
@@ -61,7 +69,7 @@ class ProcessRecord:
         """A record from the state file, checked like an agent answer."""
         return cls(
             role=field_of(document, "role", str), name=field_of(document, "name", str),
-            host=field_of(document, "host", str), pid=field_of(document, "pid", int),
+            host=field_of(document, "host", str), pid=pid_of(document),
             start_time=field_of(document, "start_time", int, optional=True), log=field_of(document, "log", str),
             worker_names=_names(document, "worker_names"), added=bool(document.get("added", False)),
             spec=field_of(document, "spec", dict, optional=True) or {}, argv=_names(document, "argv"),
@@ -95,7 +103,7 @@ class FoundProcess:
     @classmethod
     def from_answer(cls, document: Any) -> FoundProcess:
         return cls(name=field_of(document, "name", str), role=field_of(document, "role", str, optional=True) or "worker",
-                   pid=field_of(document, "pid", int), start_time=field_of(document, "start_time", int, optional=True),
+                   pid=pid_of(document), start_time=field_of(document, "start_time", int, optional=True),
                    log=field_of(document, "log", str, optional=True) or "", alive=field_of(document, "alive", bool),
                    worker_names=_names(document, "worker_names"))
 
@@ -117,5 +125,5 @@ class StopOutcome:
     @classmethod
     def from_answer(cls, document: Any) -> StopOutcome:
         return cls(name=field_of(document, "name", str), role=field_of(document, "role", str, optional=True) or "worker",
-                   pid=field_of(document, "pid", int), gone=field_of(document, "gone", bool),
+                   pid=pid_of(document), gone=field_of(document, "gone", bool),
                    signalled=bool(field_of(document, "signalled", bool, optional=True)))

@@ -1,0 +1,180 @@
+"""Issue 12, "Hardening": what a security review found by running clusterctl as an attacker would.
+
+Another user on a shared host (a run_dir they created, files planted in it), anyone who can reach
+the scheduler (worker names and resources full of markup and escape sequences), a compromised host
+(hostile agent answers, endless output), a hostile file (YAML bombs, a tampered state file). Each
+test here failed before its fix. The other user is a spare uid that root hands files to and runs
+commands as (``setpriv``); everything it made is removed after.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clusterctl import agent
+from tests.helpers.cluster import PYTHON, clusterctl, local_inventory, write_inventory
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="plays another local user: needs root")
+
+
+def spare_uid() -> int:
+    """A uid no account uses: the other local user."""
+    for uid in range(54321, 54421):
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            return uid
+    raise RuntimeError("no spare uid")
+
+
+OTHER = spare_uid()
+
+
+def as_other(*argv: str) -> None:
+    subprocess.run(["setpriv", f"--reuid={OTHER}", f"--regid={OTHER}", "--clear-groups", *argv], check=True)
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A directory in /tmp that the other user created for everyone (mode 0777), as on a shared host."""
+    base = Path(tempfile.mkdtemp(prefix="cctl-hardening-"))
+    os.chmod(base, 0o1777)  # like /tmp itself
+    shared = base / "shared"
+    as_other("mkdir", "-m", "0777", str(shared))
+    try:
+        yield shared
+    finally:
+        shutil.rmtree(base)
+
+
+def ask_agent(request: dict[str, Any]) -> dict[str, Any]:
+    """One agent round trip, as a host runs it: the agent's source on ``python -c``, the request on stdin."""
+    done = subprocess.run([PYTHON, "-c", Path(agent.__file__).read_text()], input=json.dumps(request),
+                          capture_output=True, text=True, timeout=60)
+    line = next(line for line in done.stdout.splitlines() if line.startswith("CLUSTERCTL-AGENT "))
+    return json.loads(line[len("CLUSTERCTL-AGENT "):])
+
+
+def victim(tmp_path: Path) -> Path:
+    """A file of root's elsewhere, which a planted symlink points at."""
+    target = tmp_path / "victim"
+    target.write_text("precious\n")
+    target.chmod(0o644)
+    return target
+
+
+# --- a run_dir someone else created -------------------------------------------------------------
+
+
+def test_up_refuses_a_run_dir_another_user_created_naming_it_and_the_fix(
+        shared_tmp: Path, tmp_path: Path, clusterctl_home: Path) -> None:
+    target = victim(tmp_path)
+    as_other("ln", "-s", str(target), str(shared_tmp / "w1.log"))
+    as_other("ln", "-s", str(target), str(shared_tmp / "scheduler.pid.tmp"))
+    inventory = local_inventory(workers=[{"name": "w1", "host": "me"}])
+    inventory["hosts"]["me"]["run_dir"] = str(shared_tmp)
+    result = clusterctl("up", str(write_inventory(tmp_path / "c.yaml", inventory)))
+    assert result.exit_code == 1, result.stderr
+    assert f"run directory {shared_tmp} is owned by uid {OTHER}, not by you (uid 0)" in result.stderr
+    assert "hint: choose a `run_dir:` inside your home" in result.stderr
+    assert target.read_text() == "precious\n" and target.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("case", ["others' directory", "ours but world-writable", "ours but group-writable",
+                                  "parent owned by another user", "parent world-writable without sticky bit"])
+def test_the_agent_refuses_a_run_dir_that_another_user_can_write_to(case: str, tmp_path: Path) -> None:
+    run_dir = tmp_path / "parent" / "run"
+    run_dir.mkdir(parents=True, mode=0o700)
+    bad = {"others' directory": run_dir, "ours but world-writable": run_dir, "ours but group-writable": run_dir,
+           "parent owned by another user": run_dir.parent,
+           "parent world-writable without sticky bit": run_dir.parent}[case]
+    if "another user" in case or case == "others' directory":
+        os.chown(bad, OTHER, OTHER)
+    if "writable" in case:
+        bad.chmod(0o770 if "group" in case else 0o777)
+    for op in ("prepare", "start", "list"):
+        answer = ask_agent({"op": op, "run_dir": str(run_dir), "processes": []})
+        assert str(bad) in answer.get("refused", ""), (op, answer)
+        assert answer["hint"]
+
+
+def test_the_agent_accepts_its_own_run_dir_below_a_sticky_world_writable_parent(tmp_path: Path) -> None:
+    parent = tmp_path / "like-tmp"
+    parent.mkdir()
+    parent.chmod(0o1777)
+    assert ask_agent({"op": "prepare", "run_dir": str(parent / "run")}) == {"run_dir": str(parent / "run")}
+    assert (parent / "run").stat().st_mode & 0o777 == 0o700
+
+
+def test_start_writes_no_log_or_pid_file_through_a_symlink(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(mode=0o700)
+    target = victim(tmp_path)
+    (run_dir / "w1.log").symlink_to(target)
+    (run_dir / "w2.pid.tmp").symlink_to(target)
+    answer = ask_agent({"op": "start", "run_dir": str(run_dir), "processes": [
+        {"name": "w1", "argv": ["true"], "env": {}}, {"name": "w2", "argv": ["true"], "env": {}}]})
+    w1, w2 = answer["processes"]
+    assert "cannot open its log" in w1["error"] and "pid" not in w1
+    assert w2["pid"] > 1 and json.loads((run_dir / "w2.pid").read_text())["name"] == "w2"
+    assert target.read_text() == "precious\n" and target.stat().st_mode & 0o777 == 0o644
+    assert (run_dir / "w2.log").stat().st_mode & 0o777 == 0o600
+    assert (run_dir / "w2.pid").stat().st_mode & 0o777 == 0o600
+
+
+def _start_time(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2:].split()[19])
+
+
+def test_only_pid_files_we_own_naming_a_real_process_of_that_name_are_trusted(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(mode=0o700)
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)  # a process of root's we did not start
+    try:
+        real = {"pid": stranger.pid, "start_time": _start_time(stranger.pid), "log": "x", "role": "worker"}
+        planted = {
+            "zero.pid": {**real, "name": "zero", "pid": 0},
+            "one.pid": {**real, "name": "one", "pid": 1},
+            "text.pid": {**real, "name": "text", "pid": str(stranger.pid)},
+            "nostart.pid": {**real, "name": "nostart", "start_time": None},
+            "renamed.pid": {**real, "name": "someone-else"},
+            "others.pid": {**real, "name": "others"},
+            "deep.pid": json.loads("[" * 50 + "]" * 50),
+        }
+        for name, record in planted.items():
+            (run_dir / name).write_text(json.dumps(record))
+        os.chown(run_dir / "others.pid", OTHER, OTHER)
+        (run_dir / "linked.pid").symlink_to(run_dir / "others.pid")
+        assert ask_agent({"op": "list", "run_dir": str(run_dir)}) == {"processes": []}
+        answer = ask_agent({"op": "stop", "run_dir": str(run_dir), "processes": [], "grace": 1})
+        assert answer == {"processes": []}
+        assert stranger.poll() is None  # still running: nothing signalled it
+        (run_dir / "ours.pid").write_text(json.dumps({**real, "name": "ours"}))
+        assert [p["name"] for p in ask_agent({"op": "list", "run_dir": str(run_dir)})["processes"]] == ["ours"]
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_a_recorded_process_without_start_time_or_with_pid_0_is_never_signalled(tmp_path: Path) -> None:
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        for record in ({"pid": stranger.pid, "start_time": None}, {"pid": 0, "start_time": 0}):
+            assert ask_agent({"op": "alive", "processes": [record]})["processes"][0]["alive"] is False
+            answer = ask_agent({"op": "stop", "processes": [{**record, "name": "w"}], "grace": 1})
+            assert answer["processes"][0]["signalled"] is False
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
