@@ -77,7 +77,7 @@ def _check_directory(path, info, uid, leaf):
             raise Refused("run directory path %s is a symlink owned by uid %d, not by you (uid %d)"
                           % (path, info.st_uid, uid), fix)
         info = os.stat(path)
-    if leaf and info.st_uid != uid or info.st_uid not in (uid, 0):
+    if (leaf and info.st_uid != uid) or info.st_uid not in (uid, 0):
         raise Refused("run directory %s%s is owned by uid %d, not by you (uid %d)"
                       % ("" if leaf else "parent ", path, info.st_uid, uid), fix)
     writable = info.st_mode & 0o022
