@@ -178,3 +178,27 @@ def test_a_recorded_process_without_start_time_or_with_pid_0_is_never_signalled(
     finally:
         stranger.kill()
         stranger.wait()
+
+
+# --- clusterctl's own secrets stay with clusterctl ----------------------------------------------
+
+
+def test_processes_get_the_inventorys_env_but_never_clusterctls_ssh_password(tmp_path: Path, clusterctl_home: Path) -> None:
+    from distributed import Client
+
+    secret = "hunter2-not-for-tasks"
+    inventory = local_inventory(workers=[{"name": "w1", "host": "me"}])
+    inventory["defaults"]["env"]["FROM_INVENTORY"] = "yes"
+    config = write_inventory(tmp_path / "c.yaml", inventory)
+    result = clusterctl("up", str(config), "--json", env={"CLUSTERCTL_SSH_PASSWORD": secret, "CLUSTERCTL_X": "1"})
+    assert result.exit_code == 0, result.stderr
+    try:
+        with Client(result.json()["scheduler"]["address"], timeout=30) as client:
+            seen = client.submit(lambda: {k: v for k, v in os.environ.items() if "CLUSTERCTL" in k or k == "FROM_INVENTORY"},
+                                 pure=False).result(timeout=30)
+        assert seen == {"FROM_INVENTORY": "yes"}
+        for process in json.loads((clusterctl_home / "clusters/t/state.json").read_text())["processes"]:
+            environ = Path(f"/proc/{process['pid']}/environ").read_bytes()
+            assert secret.encode() not in environ and b"FROM_INVENTORY=yes" in environ
+    finally:
+        assert clusterctl("down", str(config)).exit_code == 0

@@ -10,6 +10,12 @@ from clusterctl.errors import HostError
 from clusterctl.transport.base import CommandResult
 
 
+def host_environment() -> dict[str, str]:
+    """What a local command inherits: this machine's environment without clusterctl's own
+    variables (CLUSTERCTL_SSH_PASSWORD above all), as an SSH host's commands never see them."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("CLUSTERCTL_")}
+
+
 class LocalTransport:
     def __init__(self, host: str, address: str | None = None) -> None:
         self.host = host
@@ -17,7 +23,7 @@ class LocalTransport:
 
     def run(self, argv: list[str], *, stdin: bytes | None = None, timeout: float = 60.0) -> CommandResult:
         try:
-            done = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout,
+            done = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout, env=host_environment(),
                                   stdin=None if stdin is not None else subprocess.DEVNULL)
         except FileNotFoundError:
             raise HostError(self.host, f"command not found: {argv[0]}",
