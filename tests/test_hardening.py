@@ -202,3 +202,89 @@ def test_processes_get_the_inventorys_env_but_never_clusterctls_ssh_password(tmp
             assert secret.encode() not in environ and b"FROM_INVENTORY=yes" in environ
     finally:
         assert clusterctl("down", str(config)).exit_code == 0
+
+
+# --- what a third party registers reaches the operator's terminal as text ----------------------
+
+HOSTILE_NAME = "[/]evil\x1b]0;PWNED\x07\x1b[2J\x9b31m"
+RAW = ("\x1b", "\x07", "\x9b")
+
+
+def hostile_report() -> Any:
+    from clusterctl.report import ClusterReport, ProcessRow, WorkerRow
+
+    return ClusterReport(
+        cluster="t", scheduler_address="tcp://127.0.0.1:1", dashboard=None, scheduler_answers=True,
+        workers=[WorkerRow(name=HOSTILE_NAME, host="[bold]h\x1b[5m", address="tcp://[/]:1", nthreads=1,
+                           memory_limit=None, resources={"[blink]X": 1.0}, state="extra")],
+        extra=[HOSTILE_NAME],
+        processes=[ProcessRow(role="[red]w", name="[/]p\x1b[2J", host="[i]h", pid=2, alive=True, log="l\x07")])
+
+
+def test_status_shows_markup_and_escape_sequences_from_the_scheduler_as_text(capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    from rich.console import Console
+
+    from clusterctl import render
+
+    render.cluster_report(hostile_report())  # plain: stdout is not a terminal
+    plain = capsys.readouterr().out
+    terminal = Console(file=io.StringIO(), force_terminal=True, color_system="truecolor", width=300)
+    render.cluster_report(hostile_report(), terminal)
+    rich = terminal.file.getvalue()  # type: ignore[attr-defined]
+    for out in (plain, rich):
+        assert "[/]evil\\x1b]0;PWNED\\x07\\x1b[2J\\x9b31m" in out
+        assert "[blink]X=1" in out and "[bold]h" in out and "[red]w" in out and "[/]p" in out
+        assert not any(c in out.replace("\x1b[", "") for c in RAW), repr(out)
+    assert "\x1b[5m" not in rich  # no blink
+    assert "\x1b]" not in rich and "\x1b[2J" not in rich
+
+
+def test_errors_log_tails_and_log_lines_are_printed_as_text(capsys: pytest.CaptureFixture[str]) -> None:
+    from clusterctl import render
+    from clusterctl.commands.logs import LogLines, LogStream
+    from clusterctl.records import ProcessRecord
+
+    render.error("w1: [/]died\x1b[2J", "see [bold]x\x07", "tail line 1\x1b]0;PWNED\x07\n\ttab kept")
+    render.internal_error("ValueError: [/]\x1b[2J", "/tmp/crash.log")
+    record = ProcessRecord(role="scheduler", name="scheduler", host="me", pid=2, start_time=1, log="x")
+
+    class Replay(LogStream):
+        def __iter__(self) -> Any:
+            yield LogLines("scheduler", "me", lines=[f"Register worker name: {HOSTILE_NAME}", "a\tb"])
+
+    render.log_stream(Replay("t", [record], lines=10, follow=False))
+    out, err = capsys.readouterr()
+    for text in (out, err):
+        assert not any(c in text for c in RAW), repr(text)
+    assert "error: w1: [/]died\\x1b[2J" in err and "hint: see [bold]x\\x07" in err
+    assert "tail line 1\\x1b]0;PWNED\\x07\n" in err and "tab kept" in err  # rich expands the tab
+    assert "internal error: ValueError: [/]\\x1b[2J" in err
+    assert "Register worker name: [/]evil\\x1b]0;PWNED\\x07\\x1b[2J\\x9b31m\na\tb\n" in out
+
+
+def test_a_worker_named_with_markup_and_escapes_breaks_neither_status_nor_logs(tmp_path: Path) -> None:
+    config = write_inventory(tmp_path / "c.yaml", local_inventory(workers=[{"name": "w1", "host": "me"}]))
+    up = clusterctl("up", str(config), "--json")
+    assert up.exit_code == 0, up.stderr
+    intruder = subprocess.Popen(
+        [PYTHON, "-m", "distributed.cli.dask_worker", up.json()["scheduler"]["address"], "--name", HOSTILE_NAME,
+         "--resources", "[blink]X=1", "--nthreads", "1", "--no-nanny", "--no-dashboard"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        from tests.helpers.cluster import wait_until
+
+        assert wait_until(lambda: "evil" in clusterctl("status", "--json").stdout, timeout=60)
+        status = clusterctl("status", "--processes")
+        assert status.exit_code == 0, status.stderr
+        assert "[/]evil\\x1b]0;PWNED\\x07\\x1b[2J" in status.stdout and "[blink]X=1" in status.stdout
+        logs = clusterctl("logs", "scheduler", "-n", "500")
+        assert logs.exit_code == 0, logs.stderr
+        assert "evil\\x1b]0;PWNED" in logs.stdout
+        for out in (status.stdout, status.stderr, logs.stdout, logs.stderr):
+            assert not any(c in out for c in RAW), repr(out)
+    finally:
+        intruder.kill()
+        intruder.wait()
+        assert clusterctl("down", str(config)).exit_code == 0
