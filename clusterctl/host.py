@@ -19,7 +19,19 @@ from clusterctl import agent, paths
 from clusterctl.errors import HostError
 from clusterctl.inventory import HostSettings
 from clusterctl.launch import ProcessPlan
-from clusterctl.records import AnswerError, FoundProcess, ProcessRecord, StartFailure, StopOutcome, field_of, list_of, pid_of
+from clusterctl.records import (
+    AnswerError,
+    FoundProcess,
+    ProcessRecord,
+    StartFailure,
+    StopOutcome,
+    connected_of,
+    field_of,
+    list_of,
+    listening_of,
+    pid_of,
+    versions_of,
+)
 from clusterctl.remote_log import AGENT_PLACEHOLDER, log_command
 from clusterctl.transport import Transport
 
@@ -156,7 +168,30 @@ class Host:
         return self._checked("list", lambda: [FoundProcess.from_answer(p) for p in list_of(answer, "processes")])
 
     def versions(self) -> dict[str, Any]:
-        return self.call("versions")
+        answer = self.call("versions")
+        return self._checked("versions", lambda: versions_of(answer))
+
+    def listen(self, host: str, port: int, seconds: float) -> dict[str, Any]:
+        """A test listener on ``host:port`` for `check` (see the agent's ``listen``)."""
+        answer = self.call("listen", host=host, port=port, seconds=seconds)
+        return self._checked("listen", lambda: listening_of(answer))
+
+    def connect(self, host: str, port: int, timeout: float) -> dict[str, Any]:
+        """Can this host open a TCP connection to ``host:port``?"""
+        answer = self.call("connect", host=host, port=port, timeout=timeout)
+        return self._checked("connect", lambda: connected_of(answer))
+
+    def stop_listener(self, pid: int, start_time: int | None) -> bool:
+        """Stop what ``listen`` started; True once it is verified gone."""
+        answer = self.call("stop", processes=[{"pid": pid, "start_time": start_time}], grace=2.0)
+
+        def parse() -> bool:
+            items = list_of(answer, "processes")
+            if len(items) != 1:
+                raise AnswerError(f"{len(items)} answers for 1 process")
+            return bool(field_of(items[0], "gone", bool))
+
+        return self._checked("stop", parse)
 
     def upload(self, files: dict[str, bytes]) -> None:
         """Private files (0600) into the run directory (made 0700, with tls/): ``{"tls/ca.pem": data}``."""

@@ -127,3 +127,33 @@ class StopOutcome:
         return cls(name=field_of(document, "name", str), role=field_of(document, "role", str, optional=True) or "worker",
                    pid=pid_of(document), gone=field_of(document, "gone", bool),
                    signalled=bool(field_of(document, "signalled", bool, optional=True)))
+
+
+VERSION_KEYS = ("python", "executable", "dask", "distributed", "cloudpickle", "msgpack")
+
+
+def versions_of(document: Any) -> dict[str, Any]:
+    """A ``versions`` answer: each of ``VERSION_KEYS`` text or missing, ``errors`` module -> text."""
+    found = {key: field_of(document, key, str, optional=True) for key in VERSION_KEYS}
+    errors = field_of(document, "errors", dict, optional=True)
+    if errors is not None:
+        if not all(isinstance(key, str) and isinstance(value, str) for key, value in errors.items()):
+            raise AnswerError("'errors' holds a non-string")
+        found["errors"] = dict(errors)
+    return found
+
+
+def listening_of(document: Any) -> dict[str, Any]:
+    """A ``listen`` answer: ``listening`` with the listener's ``pid`` and ``start_time``, or an ``error``."""
+    if field_of(document, "listening", bool):
+        return {"listening": True, "pid": pid_of(document),
+                "start_time": field_of(document, "start_time", int, optional=True)}
+    return {"listening": False, "error": field_of(document, "error", str),
+            "in_use": bool(field_of(document, "in_use", bool, optional=True))}
+
+
+def connected_of(document: Any) -> dict[str, Any]:
+    """A ``connect`` answer: ``connected``, or not with an ``error``."""
+    if field_of(document, "connected", bool):
+        return {"connected": True}
+    return {"connected": False, "error": field_of(document, "error", str)}

@@ -288,3 +288,79 @@ def test_a_worker_named_with_markup_and_escapes_breaks_neither_status_nor_logs(t
         intruder.kill()
         intruder.wait()
         assert clusterctl("down", str(config)).exit_code == 0
+
+
+# --- a hostile host: its answers and its output -------------------------------------------------
+
+
+def hostile_python(tmp_path: Path, op: str, script: str) -> str:
+    """A host `python:` that answers ``op`` with what ``script`` (python) writes, and runs the real
+    agent for every other request: a compromised host, or a shell profile that talks too much."""
+    path = tmp_path / f"hostile-{op}.py"
+    path.write_text(f"#!{PYTHON}\nimport json, subprocess, sys\ndata = sys.stdin.read()\n"
+                    f"if json.loads(data)['op'] == {op!r}:\n"
+                    + "".join(f"    {line}\n" for line in script.splitlines())
+                    + "    sys.exit(0)\n"
+                    f"sys.exit(subprocess.run([{PYTHON!r}, *sys.argv[1:]], input=data.encode()).returncode)\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def two_hosts(tmp_path: Path, bad_python: str) -> Path:
+    inventory = local_inventory(workers=[{"name": "w1", "host": "me"}, {"name": "w2", "host": "bad"}])
+    inventory["hosts"]["bad"] = {"connection": "local", "python": bad_python}
+    return write_inventory(tmp_path / "c.yaml", inventory)
+
+
+ANSWERS = {
+    "errors is a number": {"errors": 5},
+    "errors is text": {"errors": "distributed"},
+    "a list where text is expected": {"python": [1], "dask": "1"},
+    "a list instead of an object": [],
+}
+
+
+@pytest.mark.parametrize("case", ANSWERS)
+def test_check_reports_a_malformed_answer_as_a_failure_of_that_host_alone(case: str, tmp_path: Path) -> None:
+    bad = hostile_python(tmp_path, "versions", f"print('CLUSTERCTL-AGENT ' + json.dumps({ANSWERS[case]!r}))")
+    result = clusterctl("check", str(two_hosts(tmp_path, bad)))
+    assert result.exit_code == 1, result.stderr
+    assert "internal error" not in result.stderr
+    assert "✗ bad: python: the agent's answer to 'versions' is" in result.stdout, result.stdout
+    assert "✗ 1 check(s) failed on 1 of 2 host(s)" in result.stdout
+
+
+@pytest.mark.parametrize("answer", ["[" * 200_000, "{not json", '{"processes": [{"name": "w2", "pid": 0, "log": "x"}]}',
+                                    '{"processes": [{"name": "w2", "pid": "12", "log": "x"}]}', '{"processes": {}}'])
+def test_up_reports_a_hostile_start_answer_for_that_host_and_down_cleans_up(answer: str, tmp_path: Path) -> None:
+    bad = hostile_python(tmp_path, "start", f"print('CLUSTERCTL-AGENT ' + {answer!r})")
+    config = two_hosts(tmp_path, bad)
+    result = clusterctl("up", str(config))
+    assert result.exit_code == 1, result.stderr
+    assert "internal error" not in result.stderr
+    assert "bad: the agent's answer to 'start' is" in result.stderr and "(succeeded on me)" in result.stderr
+    assert clusterctl("down", str(config)).exit_code == 0
+
+
+def test_endless_output_before_the_answer_is_cut_off_not_read_into_memory(tmp_path: Path) -> None:
+    bad = hostile_python(tmp_path, "versions", "junk = b'x' * (1 << 20) + b'\\n'\nfor _ in range(100):\n"
+                                               "    sys.stdout.buffer.write(junk)\n"
+                                               "print('CLUSTERCTL-AGENT ' + json.dumps({'python': '3'}))")
+    result = clusterctl("check", str(two_hosts(tmp_path, bad)))
+    assert result.exit_code == 1, result.stderr
+    assert "✗ bad: python: " in result.stdout and "wrote more than 64 MiB of output" in result.stdout, result.stdout
+
+
+@pytest.mark.ssh
+def test_an_ssh_command_that_writes_without_end_is_cut_off(sshd: Any, ssh_env: Any) -> None:
+    import time
+
+    from clusterctl.errors import HostError
+    from clusterctl.inventory import HostSettings
+    from clusterctl.transport.ssh import SSHTransport
+
+    started = time.monotonic()
+    with SSHTransport("web1", HostSettings(**sshd.host())) as transport, pytest.raises(HostError) as caught:
+        transport.run(["sh", "-c", "yes 0123456789abcdef | head -c 200000000; echo 'CLUSTERCTL-AGENT {}'"], timeout=120)
+    assert "wrote more than 64 MiB of output" in str(caught.value)
+    assert time.monotonic() - started < 60

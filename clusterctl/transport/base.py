@@ -11,6 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+#: What clusterctl reads of one remote command's stdout (and, apart, its stderr): a host that
+#: writes more is answered with a ``HostError``, not with all of this machine's memory.
+MAX_OUTPUT_BYTES = 64 * 1024 * 1024
+
+
+def too_much_output(command: str) -> str:
+    return f"{command} wrote more than {MAX_OUTPUT_BYTES // (1024 * 1024)} MiB of output: stopped reading it"
+
 
 @dataclass(frozen=True)
 class CommandResult:

@@ -27,7 +27,7 @@ import paramiko
 from clusterctl import paths
 from clusterctl.errors import HostError
 from clusterctl.inventory import HostSettings
-from clusterctl.transport.base import CommandResult
+from clusterctl.transport.base import MAX_OUTPUT_BYTES, CommandResult, too_much_output
 
 CONNECT_TIMEOUT = 10.0  # seconds for TCP connect, SSH handshake, authentication and opening a channel
 KEEPALIVE_INTERVAL = 30  # seconds, like ServerAliveInterval
@@ -174,7 +174,10 @@ class SSHTransport:
         for worker in workers:
             worker.start()
         for worker in workers:
-            worker.join(max(0.0, deadline - time.monotonic()))
+            while worker.is_alive() and time.monotonic() < deadline and max(len(stdout), len(stderr)) <= MAX_OUTPUT_BYTES:
+                worker.join(min(0.1, max(0.0, deadline - time.monotonic())))
+        if max(len(stdout), len(stderr)) > MAX_OUTPUT_BYTES:  # run() closes the channel, which ends the command
+            raise HostError(self.host, too_much_output(argv[0]))
         if any(w.is_alive() for w in workers) or not channel.status_event.wait(max(0.0, deadline - time.monotonic())):
             return None
         status = channel.recv_exit_status()
@@ -479,7 +482,7 @@ def _pump(connection: socket.socket, channel: paramiko.Channel) -> None:
 
 
 def _drain(read: Callable[[int], bytes], sink: bytearray) -> None:
-    while chunk := read(65536):
+    while len(sink) <= MAX_OUTPUT_BYTES and (chunk := read(65536)):  # past the cap, run() closes the channel
         sink.extend(chunk)
 
 
