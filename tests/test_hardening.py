@@ -364,3 +364,33 @@ def test_an_ssh_command_that_writes_without_end_is_cut_off(sshd: Any, ssh_env: A
         transport.run(["sh", "-c", "yes 0123456789abcdef | head -c 200000000; echo 'CLUSTERCTL-AGENT {}'"], timeout=120)
     assert "wrote more than 64 MiB of output" in str(caught.value)
     assert time.monotonic() - started < 60
+
+
+# --- a hostile inventory ------------------------------------------------------------------------
+
+# A "billion laughs": 10 levels of 10 aliases each, 10**9 strings once expanded, all in `name`.
+LAUGHS = ("name: [\n  &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol],\n"
+          + "".join(f"  &a{i} [{', '.join([f'*a{i - 1}'] * 10)}],\n" for i in range(1, 10))
+          + "]\nhosts: {me: {connection: local}}\nscheduler: {host: me}\nworkers: [{name: w, host: me}]\n")
+
+
+@pytest.mark.parametrize("case", ["alias bomb", "deep flow nesting", "deep block nesting", "a huge value"])
+def test_a_hostile_inventory_is_refused_with_exit_2_in_one_short_line(case: str, tmp_path: Path) -> None:
+    import time
+
+    text = {
+        "alias bomb": LAUGHS,
+        "deep flow nesting": "name: x\nhosts: " + "[" * 100_000 + "]" * 100_000 + "\n",
+        "deep block nesting": "name: x\nhosts:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 400)),
+        "a huge value": "name: x\nhosts: {me: {connection: local}}\nscheduler: {host: me}\n"
+                        f"workers: [{{name: w, host: me, memory_limit: '{'9' * 1_000_000}X'}}]\n",
+    }[case]
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
+    started = time.monotonic()
+    result = clusterctl("check", str(config), timeout=30)
+    assert result.exit_code == 2, result.stderr[:2000]
+    assert time.monotonic() - started < 20
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and len(result.stderr) < 1000, result.stderr[:2000]
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
