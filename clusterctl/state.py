@@ -109,7 +109,11 @@ def load(name: str) -> ClusterState | None:
 
 
 def remove(name: str) -> None:
-    shutil.rmtree(cluster_dir(name), ignore_errors=True)
+    directory = cluster_dir(name)
+    if directory.is_symlink():  # never follow it out of $CLUSTERCTL_HOME: only the link goes
+        directory.unlink()
+    elif directory.resolve().parent == (paths.home() / "clusters").resolve():
+        shutil.rmtree(directory, ignore_errors=True)
     if current() == name:
         (paths.home() / "current").unlink(missing_ok=True)
 

@@ -394,3 +394,53 @@ def test_a_hostile_inventory_is_refused_with_exit_2_in_one_short_line(case: str,
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and len(result.stderr) < 1000, result.stderr[:2000]
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+
+
+# --- a tampered state file ----------------------------------------------------------------------
+
+
+def plant_state(home: Path, directory: str, document: dict[str, Any]) -> Path:
+    path = home / "clusters" / directory / "state.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document))
+    return path
+
+
+def state_document(name: str, **changes: Any) -> dict[str, Any]:
+    inventory = local_inventory(name=name, workers=[{"name": "w1", "host": "me"}])
+    return {"name": name, "inventory": inventory, "config_path": None, "scheduler_address": "tcp://127.0.0.1:1",
+            "dashboard_url": None, "processes": [], **changes}
+
+
+@pytest.mark.parametrize("case", ["invalid inventory", "another cluster's name", "a path as name", "pid 0"])
+def test_a_tampered_state_file_is_one_error_line_and_nothing_is_removed(case: str, clusterctl_home: Path) -> None:
+    victim_dir = clusterctl_home / "victim"
+    victim_dir.mkdir(parents=True)
+    (victim_dir / "keep").write_text("x")
+    record = {"role": "worker", "name": "w1", "host": "me", "pid": 0, "start_time": 1, "log": "x"}
+    document = {
+        "invalid inventory": state_document("t", inventory={"name": "t", "hosts": "[/]"}),
+        "another cluster's name": state_document("other"),
+        "a path as name": state_document("../victim"),
+        "pid 0": state_document("t", processes=[record]),
+    }[case]
+    state_file = plant_state(clusterctl_home, "t", document)
+    for command in (["status", "--cluster", "t"], ["down", "--cluster", "t"]):
+        result = clusterctl(*command)
+        assert result.exit_code == 1, result.stderr
+        assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+            line for line in result.stderr.splitlines() if line.startswith("error: ") and str(state_file) in line]
+        assert "internal error" not in result.stderr
+    assert (victim_dir / "keep").exists() and state_file.exists()
+
+
+def test_down_never_removes_a_path_outside_clusterctl_home(clusterctl_home: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "state.json").write_text(json.dumps(state_document("t")))
+    (clusterctl_home / "clusters").mkdir(parents=True)
+    (clusterctl_home / "clusters" / "t").symlink_to(outside)
+    assert clusterctl("down", "--cluster", "../outside").exit_code == 2
+    result = clusterctl("down", "--cluster", "t")
+    assert result.exit_code == 0, result.stderr
+    assert (outside / "state.json").exists()

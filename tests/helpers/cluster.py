@@ -76,7 +76,8 @@ def recorded_processes(home: Path) -> list[dict[str, Any]]:
             found.append(json.loads(pid_file.read_text()))
         except (OSError, ValueError):
             pass
-    return [p for p in found if isinstance(p, dict) and isinstance(p.get("pid"), int)]
+    # pid 0 (or 1) planted in a state file must not make the safety net killpg(0): the test's own group
+    return [p for p in found if isinstance(p, dict) and isinstance(p.get("pid"), int) and p["pid"] > 1]
 
 
 def _stat(pid: int) -> tuple[str, int, int] | None:
