@@ -32,7 +32,7 @@ from clusterctl.records import (
     pid_of,
     versions_of,
 )
-from clusterctl.remote_log import AGENT_PLACEHOLDER, log_command
+from clusterctl.remote_log import AGENT_PLACEHOLDER, log_command, mask
 from clusterctl.transport import Transport
 
 AGENT_MARKER = "CLUSTERCTL-AGENT "
@@ -229,6 +229,6 @@ class Host:
             env = " ".join(f"{k}={shlex.quote(v)}" for k, v in plan.env.items())
             host_setup = "".join(f"{line}; " for line in self.settings.setup)
             log = agent.log_path(self.run_dir, plan.name)
-            lines.append(f"{host_setup}{'env ' + env + ' ' if env else ''}setsid {shlex.join(agent.launch_argv(request))} "
-                         f"</dev/null >>{shlex.quote(log)} 2>&1 &")
+            lines.append(mask(f"{host_setup}{'env ' + env + ' ' if env else ''}setsid {shlex.join(agent.launch_argv(request))} "
+                              f"</dev/null >>{shlex.quote(log)} 2>&1 &"))  # secrets as `-v` masks them
         return lines

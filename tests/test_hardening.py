@@ -444,3 +444,38 @@ def test_down_never_removes_a_path_outside_clusterctl_home(clusterctl_home: Path
     result = clusterctl("down", "--cluster", "t")
     assert result.exit_code == 0, result.stderr
     assert (outside / "state.json").exists()
+
+
+# --- secrets in `up --dry-run` and `-v` ---------------------------------------------------------
+
+SECRETS = ["s3cret-env", "s3cret-export", "s3cret-option", "s3cret-word", "s3cret-host"]
+
+
+def secret_inventory(tmp_path: Path) -> Path:
+    inventory = local_inventory(workers=[{
+        "name": "w1", "host": "me", "env": {"DB_PASSWORD": "s3cret-env"},
+        "setup": ["export SETUP_TOKEN=s3cret-export", ": mytool --password=s3cret-option", ": login --token s3cret-word"]}])
+    inventory["hosts"]["me"]["setup"] = [": --api-key 's3cret-host'"]
+    return write_inventory(tmp_path / "c.yaml", inventory)
+
+
+def test_dry_run_masks_secrets_as_verbose_does(tmp_path: Path) -> None:
+    config = secret_inventory(tmp_path)
+    for output in ([], ["--json"]):
+        result = clusterctl("up", str(config), "--dry-run", *output)
+        assert result.exit_code == 0, result.stderr
+        assert not [s for s in SECRETS if s in result.stdout + result.stderr], result.stdout
+        assert "DB_PASSWORD=***" in result.stdout and "SETUP_TOKEN=***" in result.stdout
+        assert "--password=***" in result.stdout and "--token ***" in result.stdout
+
+
+def test_verbose_masks_secret_options_by_name_and_by_pattern(tmp_path: Path) -> None:
+    config = secret_inventory(tmp_path)
+    try:
+        result = clusterctl("-v", "up", str(config))
+        assert result.exit_code == 0, result.stderr
+        assert "→ me:" in result.stderr
+        assert not [s for s in SECRETS if s in result.stdout + result.stderr], result.stderr
+        assert "--token ***" in result.stderr and "--api-key ***" in result.stderr
+    finally:
+        assert clusterctl("down", str(config)).exit_code == 0
