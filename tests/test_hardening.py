@@ -479,3 +479,67 @@ def test_verbose_masks_secret_options_by_name_and_by_pattern(tmp_path: Path) -> 
         assert "--token ***" in result.stderr and "--api-key ***" in result.stderr
     finally:
         assert clusterctl("down", str(config)).exit_code == 0
+
+
+# --- the dashboard tunnel, for this user alone ----------------------------------------------------
+
+
+def http_over_unix_socket(path: str, url_path: str) -> str:
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(30)
+        client.connect(path)
+        client.sendall(f"GET {url_path} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+    return answer.decode(errors="replace")
+
+
+@pytest.mark.ssh
+def test_dashboard_socket_is_a_unix_socket_only_its_user_can_open(sshd: Any, ssh_env: Any, tmp_path: Path) -> None:
+    import re
+    import selectors
+    import signal
+    import stat
+
+    from tests.helpers.cluster import free_port
+
+    inventory = {
+        "name": "dash", "defaults": {"python": PYTHON, "env": {"OMP_NUM_THREADS": "1"}},
+        "hosts": {"node1": sshd.host(run_dir=str(tmp_path / "run"))},
+        "scheduler": {"host": "node1", "port": free_port(), "dashboard_address": f":{free_port()}", "dashboard": "local"},
+        "workers": [{"name": "w1", "host": "node1"}],
+    }
+    config = write_inventory(tmp_path / "c.yaml", inventory)
+    up = clusterctl("up", str(config))
+    assert up.exit_code == 0, up.stderr
+    shared = Path(tempfile.mkdtemp(prefix="cctl-dash-"))
+    shared.chmod(0o755)  # the other user may look, not write
+    path = str(shared / "dash.sock")
+    process = subprocess.Popen([PYTHON, "-m", "clusterctl", "dashboard", "--socket", path], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(process.stdout, selectors.EVENT_READ)
+            assert selector.select(60), process.stderr.read() if process.poll() is not None else "no line"
+        line = process.stdout.readline()
+        assert re.fullmatch(rf"dashboard: unix:{re.escape(path)}  \(Ctrl-C to close\)\n", line), line
+        info = os.stat(path)
+        assert stat.S_ISSOCK(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o600 and info.st_uid == 0
+        assert http_over_unix_socket(path, "/health").endswith("ok")
+        other = subprocess.run(["setpriv", f"--reuid={OTHER}", f"--regid={OTHER}", "--clear-groups", PYTHON, "-c",
+                                f"import socket; socket.socket(socket.AF_UNIX).connect({path!r})"],
+                               capture_output=True, text=True)
+        assert other.returncode != 0 and "Permission denied" in other.stderr
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 130
+        assert not os.path.exists(path)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        shutil.rmtree(shared)
+        assert clusterctl("down", str(config)).exit_code == 0

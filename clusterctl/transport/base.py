@@ -8,6 +8,7 @@ boundary, with a hint for the fix.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -56,9 +57,10 @@ class Transport(Protocol):
         """Write ``data`` to ``path`` on the host with permissions ``mode`` (parents must exist)."""
         ...
 
-    def open_tunnel(self, remote_host: str, remote_port: int) -> int:
+    def open_tunnel(self, remote_host: str, remote_port: int, listener: socket.socket | None = None) -> int:
         """A port on this machine's 127.0.0.1 that leads to ``remote_host:remote_port`` as the host
-        sees it (for SSH, like `ssh -L`); open until ``close()``."""
+        sees it (for SSH, like `ssh -L`); open until ``close()``. Given a ``listener`` (a Unix
+        socket only its user may open), connections come through it instead, and 0 is returned."""
         ...
 
     def close(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -83,8 +84,11 @@ class LocalTransport:
             handle.write(data)
         os.chmod(target, mode)
 
-    def open_tunnel(self, remote_host: str, remote_port: int) -> int:
-        """This machine's own ports need no tunnel."""
+    def open_tunnel(self, remote_host: str, remote_port: int, listener: socket.socket | None = None) -> int:
+        """This machine's own ports need no tunnel (and a Unix socket would not make them private)."""
+        if listener is not None:
+            raise HostError(self.host, "a Unix socket cannot make a dashboard on this machine private: it listens on "
+                            f"127.0.0.1:{remote_port} already", "run `clusterctl dashboard` without --socket")
         return remote_port
 
     def close(self) -> None:

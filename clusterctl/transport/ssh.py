@@ -208,12 +208,13 @@ class SSHTransport:
             except (OSError, paramiko.SSHException) as exc:
                 raise HostError(self.host, f"cannot read {path}: {_reason(exc)}") from None
 
-    def open_tunnel(self, remote_host: str, remote_port: int) -> int:
-        """Like `ssh -L`: a free port on this machine's 127.0.0.1 whose connections are carried to
-        ``remote_host:remote_port`` as seen from the host. It lasts until ``close()``."""
+    def open_tunnel(self, remote_host: str, remote_port: int, listener: socket.socket | None = None) -> int:
+        """Like `ssh -L`: a free port on this machine's 127.0.0.1 (or the caller's ``listener``, e.g. a
+        Unix socket) whose connections are carried to ``remote_host:remote_port`` as seen from the
+        host. It lasts until ``close()``."""
         transport = self._client().get_transport()
         assert transport is not None
-        server = socket.create_server(("127.0.0.1", 0))
+        server = listener or socket.create_server(("127.0.0.1", 0))
         self._tunnels.append(server)
 
         def accept() -> None:
@@ -223,7 +224,8 @@ class SSHTransport:
                 except OSError:
                     return  # closed
                 try:
-                    channel = transport.open_channel("direct-tcpip", (remote_host, remote_port), peer,
+                    channel = transport.open_channel("direct-tcpip", (remote_host, remote_port),
+                                                     peer if isinstance(peer, tuple) else ("127.0.0.1", 0),
                                                      timeout=CONNECT_TIMEOUT)
                 except (paramiko.SSHException, OSError):
                     connection.close()
@@ -231,7 +233,7 @@ class SSHTransport:
                 threading.Thread(target=_pump, args=(connection, channel), daemon=True).start()
 
         threading.Thread(target=accept, daemon=True).start()
-        return server.getsockname()[1]
+        return server.getsockname()[1] if server.family != socket.AF_UNIX else 0
 
     def _open_session(self) -> paramiko.Channel:
         transport = self._client().get_transport()
