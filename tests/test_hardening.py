@@ -543,3 +543,16 @@ def test_dashboard_socket_is_a_unix_socket_only_its_user_can_open(sshd: Any, ssh
             process.wait()
         shutil.rmtree(shared)
         assert clusterctl("down", str(config)).exit_code == 0
+
+
+def test_the_local_transport_writes_no_file_through_a_symlink(tmp_path: Path) -> None:
+    from clusterctl.errors import HostError
+    from clusterctl.transport.local import LocalTransport
+
+    target = victim(tmp_path)
+    (tmp_path / "ca.pem").symlink_to(target)
+    with pytest.raises(HostError, match="cannot write"):
+        LocalTransport("me").put_file(str(tmp_path / "ca.pem"), b"planted", 0o600)
+    assert target.read_text() == "precious\n" and target.stat().st_mode & 0o777 == 0o644
+    LocalTransport("me").put_file(str(tmp_path / "key.pem"), b"k", 0o600)
+    assert (tmp_path / "key.pem").stat().st_mode & 0o777 == 0o600

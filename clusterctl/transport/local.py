@@ -79,10 +79,13 @@ class LocalTransport:
 
     def put_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
         target = Path(path).expanduser()
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:  # never through a symlink; the mode is set before the first byte, on the open file
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+        except OSError as exc:
+            raise HostError(self.host, f"cannot write {path}: {exc.strerror}") from None
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(fd, mode)
             handle.write(data)
-        os.chmod(target, mode)
 
     def open_tunnel(self, remote_host: str, remote_port: int, listener: socket.socket | None = None) -> int:
         """This machine's own ports need no tunnel (and a Unix socket would not make them private)."""
