@@ -18,11 +18,93 @@ import json
 import os
 import signal
 import socket
+import stat as stat_module
 import subprocess
 import sys
 import time
 
 PID_SUFFIX = ".pid"
+# What a process inherits from this agent's own environment: everything but clusterctl's own
+# variables (CLUSTERCTL_SSH_PASSWORD above all), which only the controller may read.
+OWN_PREFIX = "CLUSTERCTL_"
+
+
+class Refused(Exception):
+    """A request this host refuses, e.g. a run directory someone else can write to: one message
+    (naming what and why) and a hint, sent back as the answer for the controller to report."""
+
+    def __init__(self, message, hint):
+        Exception.__init__(self, message)
+        self.message, self.hint = message, hint
+
+
+def trusted_run_dir(run_dir, create=True):
+    """The run directory, made if missing, once it and its parents up to the home are safe.
+
+    Another user who can write to it (or to a parent) could plant symlinks and pid files there,
+    and turn our writes and signals against files and processes of their choosing. So every
+    directory on the way must be owned by us (or by root, for the parents), and writable by
+    nobody else: a sticky parent such as /tmp is fine, since others cannot rename what we own.
+    """
+    run_dir = os.path.abspath(os.path.expanduser(run_dir))
+    if create:
+        try:
+            os.makedirs(run_dir, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise Refused("cannot create run directory %s: %s" % (run_dir, exc.strerror),
+                          "check `run_dir:` for this host") from None
+    uid = os.geteuid()
+    home = os.path.realpath(os.path.expanduser("~"))
+    path = run_dir
+    while True:
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            info = None
+        if info is not None:
+            _check_directory(path, info, uid, leaf=path == run_dir)
+        parent = os.path.dirname(path)
+        if parent == path or path == home:
+            break
+        path = parent
+    return run_dir
+
+
+def _check_directory(path, info, uid, leaf):
+    fix = "choose a `run_dir:` inside your home, or remove %s and let clusterctl create it" % path
+    if stat_module.S_ISLNK(info.st_mode):
+        if info.st_uid not in (uid, 0):
+            raise Refused("run directory path %s is a symlink owned by uid %d, not by you (uid %d)"
+                          % (path, info.st_uid, uid), fix)
+        info = os.stat(path)
+    if (leaf and info.st_uid != uid) or info.st_uid not in (uid, 0):
+        raise Refused("run directory %s%s is owned by uid %d, not by you (uid %d)"
+                      % ("" if leaf else "parent ", path, info.st_uid, uid), fix)
+    writable = info.st_mode & 0o022
+    if writable and (leaf or not info.st_mode & stat_module.S_ISVTX):
+        raise Refused("run directory %s%s is writable by %s (mode %04o)"
+                      % ("" if leaf else "parent ", path, "group and others" if writable == 0o022
+                         else "its group" if writable == 0o020 else "others", stat_module.S_IMODE(info.st_mode)),
+                      "if only you ever wrote to it, `chmod go-w %s`; else %s" % (path, fix))
+
+
+def _pid(value):
+    """A pid worth signalling: an int above 1 (0 and negatives name process groups, 1 is init)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 1 else None
+
+
+def _open_private(path, flags):
+    """Open a file of ours for writing, never through a symlink; mode 0600 set on the descriptor."""
+    fd = os.open(path, flags | os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        info = os.fstat(fd)
+        if not stat_module.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+            raise OSError(errno.EPERM, "not a regular file of ours")
+        os.fchmod(fd, 0o600)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _stat(pid):
@@ -75,8 +157,10 @@ def _alive(pid, start_time):
     A process group id is never reused while any member lives, so surviving children of a dead
     leader are still ours. A live process with another start time holds a reused pid: a stranger.
     """
+    if _pid(pid) is None:
+        return False
     stat = _stat(pid)
-    if stat is not None and start_time is not None and stat[2] != start_time:
+    if stat is not None and stat[2] != start_time:  # no start time recorded: nothing proves it ours
         return False
     if stat is None and not os.path.isdir("/proc/self"):
         return _exists(pid) or _group_alive(pid)
@@ -99,17 +183,26 @@ def launch_argv(spec):
     return argv
 
 
+def process_env(spec):
+    """The environment a process starts with: this host's own, minus clusterctl's, plus the inventory's ``env``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(OWN_PREFIX)}
+    env.update(spec.get("env") or {})
+    return env
+
+
 def start(request):
-    run_dir = os.path.expanduser(request["run_dir"])
-    os.makedirs(run_dir, mode=0o700, exist_ok=True)
+    run_dir = trusted_run_dir(request["run_dir"])
     started = []
     for spec in request["processes"]:
         path = log_path(run_dir, spec["name"])
-        env = dict(os.environ)
-        env.update(spec.get("env") or {})
+        env = process_env(spec)
         argv = launch_argv(spec)
-        with open(path, "ab") as log:
-            os.chmod(path, 0o600)
+        try:
+            fd = _open_private(path, os.O_APPEND)
+        except OSError as exc:
+            started.append({"name": spec["name"], "error": "cannot open its log %s: %s" % (path, exc.strerror), "log": path})
+            continue
+        with os.fdopen(fd, "ab") as log:
             log.write(("--- clusterctl: starting %s at %s\n" % (spec["name"], time.strftime("%Y-%m-%dT%H:%M:%S"))).encode())
             log.flush()
             try:
@@ -128,7 +221,11 @@ def start(request):
                 continue
         record = {"name": spec["name"], "pid": process.pid, "start_time": _start_time(process.pid), "log": path}
         pid_path = os.path.join(run_dir, spec["name"] + PID_SUFFIX)
-        with open(pid_path + ".tmp", "w") as handle:
+        try:
+            os.unlink(pid_path + ".tmp")  # left by an interrupted start; never written through
+        except FileNotFoundError:
+            pass
+        with os.fdopen(_open_private(pid_path + ".tmp", os.O_EXCL), "w") as handle:
             json.dump(dict(record, role=spec.get("role"), worker_names=spec.get("worker_names", [])), handle)
         os.replace(pid_path + ".tmp", pid_path)
         started.append(record)
@@ -176,6 +273,8 @@ def stop(request):
 
 def _signal(process, signum):
     # Signal the whole session's process group; fall back to the leader alone.
+    if _pid(process["pid"]) is None:  # killpg(0) would signal this agent's own group
+        return
     try:
         os.killpg(process["pid"], signum)
     except ProcessLookupError:
@@ -188,26 +287,43 @@ def _signal(process, signum):
 
 
 def listing(request):
-    """Every pid file in the run directory, with liveness: what runs here without local state."""
-    run_dir = os.path.expanduser(request["run_dir"])
+    """Every pid file in the run directory, with liveness: what runs here without local state.
+
+    A pid file is believed only if we own it, it is the record of the process its file is named
+    after, and it names a real pid (an int above 1) with its start time.
+    """
+    run_dir = os.path.abspath(os.path.expanduser(request["run_dir"]))
+    if not os.path.lexists(run_dir):
+        return {"processes": []}
+    trusted_run_dir(run_dir, create=False)
     found = []
-    try:
-        names = sorted(os.listdir(run_dir))
-    except FileNotFoundError:
-        names = []
-    for name in names:
+    for name in sorted(os.listdir(run_dir)):
         if not name.endswith(PID_SUFFIX):
             continue
         path = os.path.join(run_dir, name)
-        try:
-            with open(path) as handle:
-                record = json.load(handle)
-        except (OSError, ValueError):
+        record = _pid_record(path)
+        if (not isinstance(record, dict) or record.get("name") != name[: -len(PID_SUFFIX)] or _pid(record.get("pid")) is None
+                or not isinstance(record.get("start_time"), int)):
             continue
         record["pid_file"] = path
-        record["alive"] = _alive(record["pid"], record.get("start_time"))
+        record["alive"] = _alive(record["pid"], record["start_time"])
         found.append(record)
     return {"processes": found}
+
+
+def _pid_record(path):
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    with os.fdopen(fd) as handle:
+        info = os.fstat(fd)
+        if not stat_module.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_size > 1024 * 1024:
+            return None
+        try:
+            return json.load(handle)
+        except (ValueError, RecursionError):
+            return None
 
 
 def versions(request):
@@ -226,10 +342,12 @@ def versions(request):
 
 def prepare(request):
     """Make the run directory and its tls/ directory, private to the user."""
-    run_dir = os.path.expanduser(request["run_dir"])
-    for directory in (run_dir, os.path.join(run_dir, "tls")):
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+    run_dir = trusted_run_dir(request["run_dir"])
+    tls_dir = os.path.join(run_dir, "tls")
+    os.makedirs(tls_dir, mode=0o700, exist_ok=True)
+    for directory in (run_dir, tls_dir):
         os.chmod(directory, 0o700)
+    trusted_run_dir(tls_dir, create=False)
     return {"run_dir": run_dir}
 
 
@@ -373,7 +491,10 @@ OPERATIONS = {
 def main():
     # The request comes on stdin (not argv, which every user of the host can read).
     request = json.loads(sys.stdin.read())
-    answer = OPERATIONS[request["op"]](request)
+    try:
+        answer = OPERATIONS[request["op"]](request)
+    except Refused as exc:
+        answer = {"refused": exc.message, "hint": exc.hint}
     sys.stdout.write("CLUSTERCTL-AGENT " + json.dumps(answer) + "\n")
 
 

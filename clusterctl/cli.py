@@ -426,21 +426,26 @@ def schema() -> int:
 @cli.command(epilog="""\b
 Examples:
   clusterctl dashboard                  prints http://127.0.0.1:PORT/status; Ctrl-C closes it
-  clusterctl dashboard --cluster lab""")
+  clusterctl dashboard --cluster lab
+  clusterctl dashboard --socket ~/dash.sock   only you can connect: curl --unix-socket ~/dash.sock
+                                        http://localhost/status, or `ssh -L 8787:$HOME/dash.sock` to it""")
 @config_argument
 @cluster_option
-def dashboard(config: str | None, cluster: str | None) -> int:
+@click.option("--socket", "socket_path", type=click.Path(dir_okay=False),
+              help="Listen on this new Unix socket (mode 0600) instead of a 127.0.0.1 port any local user can use.")
+def dashboard(config: str | None, cluster: str | None, socket_path: str | None) -> int:
     """Reach the scheduler's dashboard from this machine, through an SSH tunnel when needed.
 
     With `dashboard: local` in the inventory the dashboard listens only on the scheduler host's
-    loopback; this command forwards a local port to it until you press Ctrl-C.
+    loopback; this command forwards a local port to it until you press Ctrl-C. Every user of
+    this machine can use that port; with --socket only you can.
     """
     import time
 
     from clusterctl import render
     from clusterctl.commands.dashboard import dashboard as open_dashboard
 
-    with open_dashboard(cluster, config) as url:
+    with open_dashboard(cluster, config, socket_path) as url:
         render.line(f"dashboard: {url}  (Ctrl-C to close)")
         sys.stdout.flush()
         while True:

@@ -19,8 +19,20 @@ from clusterctl import agent, paths
 from clusterctl.errors import HostError
 from clusterctl.inventory import HostSettings
 from clusterctl.launch import ProcessPlan
-from clusterctl.records import AnswerError, FoundProcess, ProcessRecord, StartFailure, StopOutcome, field_of, list_of
-from clusterctl.remote_log import AGENT_PLACEHOLDER, log_command
+from clusterctl.records import (
+    AnswerError,
+    FoundProcess,
+    ProcessRecord,
+    StartFailure,
+    StopOutcome,
+    connected_of,
+    field_of,
+    list_of,
+    listening_of,
+    pid_of,
+    versions_of,
+)
+from clusterctl.remote_log import AGENT_PLACEHOLDER, log_command, mask
 from clusterctl.transport import Transport
 
 AGENT_MARKER = "CLUSTERCTL-AGENT "
@@ -90,6 +102,8 @@ class Host:
                                     "check the host's `python:`; run with -v to see the exchange") from None
                 if not isinstance(answer, dict):
                     raise HostError(self.alias, f"the agent's answer to {op!r} is not a JSON object")
+                if "refused" in answer:  # e.g. a run directory another user can write to
+                    raise HostError(self.alias, str(answer["refused"]), str(answer.get("hint") or "") or None)
                 return answer
         if result.exit_status == 127:
             raise HostError(self.alias, f"{self.python}: command not found",
@@ -124,7 +138,7 @@ class Host:
                     results.append(StartFailure(plan.name, str(field_of(item, "error", str))))
                     continue
                 results.append(ProcessRecord(
-                    role=plan.role, name=plan.name, host=self.alias, pid=field_of(item, "pid", int),
+                    role=plan.role, name=plan.name, host=self.alias, pid=pid_of(item),
                     start_time=field_of(item, "start_time", int, optional=True), log=field_of(item, "log", str),
                     worker_names=list(plan.worker_names), argv=list(plan.argv), env=dict(plan.env),
                     setup=list(plan.setup)))
@@ -134,7 +148,7 @@ class Host:
 
     def alive(self, records: list[ProcessRecord]) -> dict[int, bool]:
         answer = self.call("alive", processes=[{"pid": r.pid, "start_time": r.start_time} for r in records])
-        return self._checked("alive", lambda: {field_of(p, "pid", int): field_of(p, "alive", bool)
+        return self._checked("alive", lambda: {pid_of(p): field_of(p, "alive", bool)
                                                for p in list_of(answer, "processes")})
 
     def stop(self, records: list[ProcessRecord], grace: float) -> dict[int, bool]:
@@ -155,7 +169,30 @@ class Host:
         return self._checked("list", lambda: [FoundProcess.from_answer(p) for p in list_of(answer, "processes")])
 
     def versions(self) -> dict[str, Any]:
-        return self.call("versions")
+        answer = self.call("versions")
+        return self._checked("versions", lambda: versions_of(answer))
+
+    def listen(self, host: str, port: int, seconds: float) -> dict[str, Any]:
+        """A test listener on ``host:port`` for `check` (see the agent's ``listen``)."""
+        answer = self.call("listen", host=host, port=port, seconds=seconds)
+        return self._checked("listen", lambda: listening_of(answer))
+
+    def connect(self, host: str, port: int, timeout: float) -> dict[str, Any]:
+        """Can this host open a TCP connection to ``host:port``?"""
+        answer = self.call("connect", host=host, port=port, timeout=timeout)
+        return self._checked("connect", lambda: connected_of(answer))
+
+    def stop_listener(self, pid: int, start_time: int | None) -> bool:
+        """Stop what ``listen`` started; True once it is verified gone."""
+        answer = self.call("stop", processes=[{"pid": pid, "start_time": start_time}], grace=2.0)
+
+        def parse() -> bool:
+            items = list_of(answer, "processes")
+            if len(items) != 1:
+                raise AnswerError(f"{len(items)} answers for 1 process")
+            return bool(field_of(items[0], "gone", bool))
+
+        return self._checked("stop", parse)
 
     def upload(self, files: dict[str, bytes]) -> None:
         """Private files (0600) into the run directory (made 0700, with tls/): ``{"tls/ca.pem": data}``."""
@@ -193,6 +230,6 @@ class Host:
             env = " ".join(f"{k}={shlex.quote(v)}" for k, v in plan.env.items())
             host_setup = "".join(f"{line}; " for line in self.settings.setup)
             log = agent.log_path(self.run_dir, plan.name)
-            lines.append(f"{host_setup}{'env ' + env + ' ' if env else ''}setsid {shlex.join(agent.launch_argv(request))} "
-                         f"</dev/null >>{shlex.quote(log)} 2>&1 &")
+            lines.append(mask(f"{host_setup}{'env ' + env + ' ' if env else ''}setsid {shlex.join(agent.launch_argv(request))} "
+                              f"</dev/null >>{shlex.quote(log)} 2>&1 &"))  # secrets as `-v` masks them
         return lines

@@ -380,15 +380,50 @@ def load_inventory(path: str | Path) -> Inventory:
     return parse_inventory(text, str(path))
 
 
+MAX_YAML_DEPTH = 32  # an inventory nests a few levels; a bomb nests thousands
+MAX_YAML_NODES = 100_000  # values after aliases are expanded; a real inventory has hundreds
+MAX_QUOTED = 200  # characters of an error message: a huge value is cut, not printed whole
+
+
+def _check_size(root: yaml.Node | None, source: str) -> None:
+    """Refuse nesting beyond ``MAX_YAML_DEPTH`` and aliases that expand beyond ``MAX_YAML_NODES``
+    values (a "billion laughs"), before anything expands them. Aliases share their node, so each
+    node's expanded size is counted once."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)] if root is not None else []
+    while stack:
+        node, depth, children_done = stack.pop()
+        if depth > MAX_YAML_DEPTH:
+            raise InvalidInputError(f"{source}:{node.start_mark.line + 1}: nested more than {MAX_YAML_DEPTH} levels deep",
+                                    "an inventory needs only a few levels")
+        children = [item for pair in node.value for item in pair] if isinstance(node, yaml.MappingNode) else (
+            node.value if isinstance(node, yaml.SequenceNode) else [])
+        if children_done:
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
+            if sizes[id(node)] > MAX_YAML_NODES:
+                raise InvalidInputError(f"{source}: its aliases expand to more than {MAX_YAML_NODES} values",
+                                        "use fewer `*alias` references")
+        elif id(node) not in sizes:
+            stack.append((node, depth, True))
+            stack.extend((child, depth + 1, False) for child in children if id(child) not in sizes)
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_QUOTED else text[:MAX_QUOTED] + "… (cut)"
+
+
 def parse_inventory(text: str, source: str = "<inventory>") -> Inventory:
     try:
+        root = yaml.compose(text)  # nodes, aliases not expanded: checked before they are
+        _check_size(root, source)
         data = yaml.safe_load(text)
-        root = yaml.compose(text)
+    except RecursionError:
+        raise InvalidInputError(f"{source}: nested too deeply", "an inventory needs only a few levels") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InvalidInputError(f"{where}: malformed YAML: {problem}", "check indentation and quoting") from None
+        raise InvalidInputError(f"{where}: malformed YAML: {_cut(problem)}", "check indentation and quoting") from None
     if not isinstance(data, dict):
         raise InvalidInputError(f"{source}: the inventory must be a YAML mapping with name, hosts, scheduler and workers")
     try:
@@ -403,7 +438,7 @@ def parse_inventory(text: str, source: str = "<inventory>") -> Inventory:
 def _locate(root: yaml.Node | None, loc: list[Any], source: str, message: str) -> str:
     line = _line_of(root, loc)
     where = f"{source}:{line}" if line else source
-    key_path = _format_loc(loc)
+    key_path, message = _cut(_format_loc(loc)), _cut(message)
     return f"{where}: {key_path}: {message}" if key_path else f"{where}: {message}"
 
 
@@ -425,7 +460,7 @@ def _describe(exc: ValidationError, root: yaml.Node | None, source: str) -> str:
     else:
         message = str(error["msg"]).removeprefix("Value error, ")
         if kind not in ("value_error", "assertion_error") and "input" in error:
-            message += f" (got {error['input']!r})"
+            message += f" (got {_cut(repr(error['input']))})"
     return _locate(root, loc, source, message)
 
 

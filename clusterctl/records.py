@@ -30,6 +30,14 @@ def field_of(document: Any, key: str, kind: type | tuple[type, ...], optional: b
     return value
 
 
+def pid_of(document: Any) -> int:
+    """``document["pid"]``: an int above 1 (0 and negatives name process groups, 1 is init)."""
+    pid: int = field_of(document, "pid", int)
+    if pid <= 1:
+        raise AnswerError(f"'pid' {pid} is not a process of ours")
+    return pid
+
+
 def list_of(document: Any, key: str) -> list[Any]:
     return list(field_of(document, key, list))
 
@@ -70,7 +78,7 @@ class ProcessRecord:
         """A record from the state file, checked like an agent answer."""
         return cls(
             role=field_of(document, "role", str), name=field_of(document, "name", str),
-            host=field_of(document, "host", str), pid=field_of(document, "pid", int),
+            host=field_of(document, "host", str), pid=pid_of(document),
             start_time=field_of(document, "start_time", int, optional=True), log=field_of(document, "log", str),
             worker_names=_names(document, "worker_names"), added=bool(document.get("added", False)),
             spec=field_of(document, "spec", dict, optional=True) or {}, argv=_names(document, "argv"),
@@ -105,7 +113,7 @@ class FoundProcess:
     @classmethod
     def from_answer(cls, document: Any) -> FoundProcess:
         return cls(name=field_of(document, "name", str), role=field_of(document, "role", str, optional=True) or "worker",
-                   pid=field_of(document, "pid", int), start_time=field_of(document, "start_time", int, optional=True),
+                   pid=pid_of(document), start_time=field_of(document, "start_time", int, optional=True),
                    log=field_of(document, "log", str, optional=True) or "", alive=field_of(document, "alive", bool),
                    worker_names=_names(document, "worker_names"))
 
@@ -127,5 +135,35 @@ class StopOutcome:
     @classmethod
     def from_answer(cls, document: Any) -> StopOutcome:
         return cls(name=field_of(document, "name", str), role=field_of(document, "role", str, optional=True) or "worker",
-                   pid=field_of(document, "pid", int), gone=field_of(document, "gone", bool),
+                   pid=pid_of(document), gone=field_of(document, "gone", bool),
                    signalled=bool(field_of(document, "signalled", bool, optional=True)))
+
+
+VERSION_KEYS = ("python", "executable", "dask", "distributed", "cloudpickle", "msgpack")
+
+
+def versions_of(document: Any) -> dict[str, Any]:
+    """A ``versions`` answer: each of ``VERSION_KEYS`` text or missing, ``errors`` module -> text."""
+    found = {key: field_of(document, key, str, optional=True) for key in VERSION_KEYS}
+    errors = field_of(document, "errors", dict, optional=True)
+    if errors is not None:
+        if not all(isinstance(key, str) and isinstance(value, str) for key, value in errors.items()):
+            raise AnswerError("'errors' holds a non-string")
+        found["errors"] = dict(errors)
+    return found
+
+
+def listening_of(document: Any) -> dict[str, Any]:
+    """A ``listen`` answer: ``listening`` with the listener's ``pid`` and ``start_time``, or an ``error``."""
+    if field_of(document, "listening", bool):
+        return {"listening": True, "pid": pid_of(document),
+                "start_time": field_of(document, "start_time", int, optional=True)}
+    return {"listening": False, "error": field_of(document, "error", str),
+            "in_use": bool(field_of(document, "in_use", bool, optional=True))}
+
+
+def connected_of(document: Any) -> dict[str, Any]:
+    """A ``connect`` answer: ``connected``, or not with an ``error``."""
+    if field_of(document, "connected", bool):
+        return {"connected": True}
+    return {"connected": False, "error": field_of(document, "error", str)}

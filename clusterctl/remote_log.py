@@ -3,7 +3,8 @@
 The log shows the argv as a shell would read it, with the agent's source abbreviated and secrets
 masked: the value of every environment variable whose name contains PASSWORD, SECRET, TOKEN or
 KEY becomes ``***``, in the JSON requests sent to the agent and in ``NAME=value`` words of setup
-lines alike. Formatting happens only when the logger is enabled (``-v``), so it costs nothing
+lines alike, and so does the word after an option so named (``--password VALUE``). `up --dry-run`
+masks its lines with the same ``mask``. Formatting happens only when the logger is enabled (``-v``), so it costs nothing
 otherwise. ``clusterctl.cli`` attaches the handler; ``clusterctl.render`` prints.
 """
 
@@ -23,6 +24,10 @@ AGENT_PLACEHOLDER = "<clusterctl agent.py>"
 # NAME=value, NAME containing a secret word; the value quoted or up to the next blank or ';'.
 _ASSIGNMENT = re.compile(
     r"\b([A-Za-z_][A-Za-z0-9_]*)=(\"(?:[^\"\\]|\\.)*\"|'[^']*'|[^\s;'\"]+)")
+# --password VALUE: an option named for a secret, then its value as the next word.
+_SECRET_OPTION = re.compile(r"--?[A-Za-z0-9_-]*(?:" + "|".join(SECRET_WORDS) + r")[A-Za-z0-9_-]*", re.IGNORECASE)
+_OPTION = re.compile(r"(?<![\w-])(--?[A-Za-z0-9_-]*(?:" + "|".join(SECRET_WORDS) + r")[A-Za-z0-9_-]*)(\s+)"
+                     r"(\"(?:[^\"\\]|\\.)*\"|'[^']*'|[^\s;'\"-][^\s;'\"]*)", re.IGNORECASE)
 
 
 def is_secret_name(name: str) -> bool:
@@ -40,7 +45,15 @@ def log_command(host: str, argv: list[str], stdin: str | None = None) -> None:
 def describe(argv: list[str]) -> str:
     """``argv`` as one shell-quoted line, secrets masked; the caller puts ``AGENT_PLACEHOLDER``
     where the agent's source would be."""
-    return " ".join(arg if arg == AGENT_PLACEHOLDER else shlex.quote(mask(arg)) for arg in argv)
+    return " ".join(arg if arg == AGENT_PLACEHOLDER else shlex.quote(arg) for arg in _mask_words(argv))
+
+
+def _mask_words(words: list[Any]) -> list[Any]:
+    """Each word masked, and the word after a secret option (``["--password", VALUE]``) too."""
+    return [MASK if index and isinstance(words[index - 1], str) and _SECRET_OPTION.fullmatch(words[index - 1])
+            and isinstance(word, str) else (mask(word) if isinstance(word, str) and word != AGENT_PLACEHOLDER
+                                            else _mask_json(word))
+            for index, word in enumerate(words)]
 
 
 def mask(text: str) -> str:
@@ -52,7 +65,8 @@ def mask(text: str) -> str:
             pass
         else:
             return json.dumps(_mask_json(document))
-    return _ASSIGNMENT.sub(lambda m: f"{m.group(1)}={MASK}" if is_secret_name(m.group(1)) else m.group(0), text)
+    text = _ASSIGNMENT.sub(lambda m: f"{m.group(1)}={MASK}" if is_secret_name(m.group(1)) else m.group(0), text)
+    return _OPTION.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
 
 
 def _mask_json(value: Any) -> Any:
@@ -60,7 +74,7 @@ def _mask_json(value: Any) -> Any:
         return {key: (MASK if isinstance(key, str) and is_secret_name(key) and isinstance(item, str)
                       else _mask_json(item)) for key, item in value.items()}
     if isinstance(value, list):
-        return [_mask_json(item) for item in value]
+        return _mask_words(value)
     if isinstance(value, str):
         return mask(value)  # e.g. setup lines and argv inside a start request
     return value

@@ -1,7 +1,9 @@
 """The only place that prints: rich tables and live progress for people, JSON for scripts.
 
 Colour and live displays are decided in one function, ``_plain``: off when the stream is not a
-terminal or NO_COLOR is set.
+terminal or NO_COLOR is set. Every value shown goes through ``safe`` (or ``clean``, outside
+markup): names, log lines and answers come from hosts, the scheduler and whoever can reach it,
+so they are data, never rich markup or terminal control sequences.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -37,6 +40,21 @@ if TYPE_CHECKING:
     from clusterctl.progress import PasswordPrompt
 
 
+# C0 and C1 control characters, DEL, and newline unless allowed; tab is harmless and kept.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL_OR_NEWLINE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def clean(text: object, newlines: bool = False) -> str:
+    """``text`` with control characters shown as ``\\xNN``: no escape sequence reaches the terminal."""
+    return (_CONTROL if newlines else _CONTROL_OR_NEWLINE).sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
+def safe(text: object, newlines: bool = False) -> str:
+    """``text`` as rich shows it literally: control characters replaced, markup escaped."""
+    return escape(clean(text, newlines))
+
+
 def _plain(stream: Any) -> bool:
     """No colour, no live display: the stream is not a terminal, or the user set NO_COLOR."""
     return not stream.isatty() or "NO_COLOR" in os.environ
@@ -51,11 +69,11 @@ def _console(stderr: bool = False) -> Console:
 
 def error(message: str, hint: str | None = None, details: str | None = None) -> None:
     console = _console(stderr=True)
-    console.print(f"[bold red]error:[/] {escape(message)}")
+    console.print(f"[bold red]error:[/] {safe(message)}")
     if details:
-        console.print(escape(details), style="dim")
+        console.print(safe(details, newlines=True), style="dim")
     if hint:
-        console.print(f"[yellow]hint:[/] {escape(hint)}")
+        console.print(f"[yellow]hint:[/] {safe(hint)}")
 
 
 def interrupted() -> None:
@@ -63,7 +81,7 @@ def interrupted() -> None:
 
 
 def internal_error(summary: str, log: str) -> None:
-    _console(stderr=True).print(f"[bold red]internal error:[/] {escape(summary)} (traceback in {escape(log)}; "
+    _console(stderr=True).print(f"[bold red]internal error:[/] {safe(summary)} (traceback in {safe(log)}; "
                                 "please report it)")
 
 
@@ -72,11 +90,11 @@ def help_text(text: str) -> None:
 
 
 def warning(message: str) -> None:
-    _console(stderr=True).print(f"[yellow]warning:[/] {escape(message)}")
+    _console(stderr=True).print(f"[yellow]warning:[/] {safe(message)}")
 
 
 def line(message: str) -> None:
-    _console().print(escape(message))
+    _console().print(safe(message))
 
 
 def print_json(document: Any) -> None:
@@ -103,7 +121,7 @@ class PlainProgress:
     def _say(self, text: str) -> None:
         if not self.quiet and text != self.last:
             self.last = text
-            print(f"[{time.monotonic() - self.started:5.1f}s] {text}", file=sys.stderr, flush=True)
+            print(f"[{time.monotonic() - self.started:5.1f}s] {clean(text)}", file=sys.stderr, flush=True)
 
     def step(self, message: str) -> None:
         self._say(message)
@@ -140,7 +158,7 @@ class LiveProgress:
         self._refresh()
 
     def _refresh(self) -> None:
-        self.live.update(f"[cyan]⠿[/] {escape(self.text)} [dim]{time.monotonic() - self.started:.1f}s[/]")
+        self.live.update(f"[cyan]⠿[/] {safe(self.text)} [dim]{time.monotonic() - self.started:.1f}s[/]")
 
     def done(self) -> None:
         self.live.stop()
@@ -189,14 +207,14 @@ def _resources(resources: dict[str, float]) -> str:
 def cluster_report(report: ClusterReport, console: Console | None = None) -> None:
     console = console or _console()
     if report.headline:
-        console.print(f"[green]✓[/] {escape(report.headline)}")
-    console.print(f"cluster    [bold]{escape(report.cluster)}[/]")
+        console.print(f"[green]✓[/] {safe(report.headline)}")
+    console.print(f"cluster    [bold]{safe(report.cluster)}[/]")
     state = ("[green]answers[/]" if report.scheduler_answers
-             else f"[red]does not answer[/] ({escape(report.scheduler_error or '')})")
+             else f"[red]does not answer[/] ({safe(report.scheduler_error or '')})")
     if report.scheduler_uptime is not None:
         state += f", up {duration(report.scheduler_uptime)}"
-    console.print(f"scheduler  {escape(report.scheduler_address)}  {state}")
-    console.print(f"dashboard  {escape(report.dashboard or report.dashboard_note or 'not running on the scheduler')}")
+    console.print(f"scheduler  {safe(report.scheduler_address)}  {state}")
+    console.print(f"dashboard  {safe(report.dashboard or report.dashboard_note or 'not running on the scheduler')}")
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     for column in ("worker", "host", "address", "threads", "memory", "resources", "processing", "in memory"):
         table.add_column(column, justify="right" if column in ("threads", "processing", "in memory") else "left")
@@ -204,9 +222,9 @@ def cluster_report(report: ClusterReport, console: Console | None = None) -> Non
         style = {"missing": "red", "extra": "cyan"}.get(worker.state)
         name = worker.name + {"missing": " (missing)", "extra": " (extra)"}.get(worker.state, "")
         memory = f"{_bytes(worker.memory)} / {_bytes(worker.memory_limit)}" if worker.address else "-"
-        table.add_row(name, worker.host, worker.address or "-", str(worker.nthreads or "-"), memory,
-                      _resources(worker.resources), str(worker.processing) if worker.address else "-",
-                      str(worker.in_memory) if worker.address else "-", style=style)
+        table.add_row(safe(name), safe(worker.host), safe(worker.address or "-"), safe(worker.nthreads or "-"), safe(memory),
+                      safe(_resources(worker.resources)), safe(worker.processing) if worker.address else "-",
+                      safe(worker.in_memory) if worker.address else "-", style=style)
     console.print(table)
     if report.processes is not None:
         processes = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
@@ -214,12 +232,12 @@ def cluster_report(report: ClusterReport, console: Console | None = None) -> Non
             processes.add_column(column)
         for p in report.processes:
             alive = {True: "[green]alive[/]", False: "[red]dead[/]", None: "[yellow]host unreachable[/]"}[p.alive]
-            processes.add_row(p.name, p.role, p.host, str(p.pid), alive, escape(p.note or p.log))
+            processes.add_row(safe(p.name), safe(p.role), safe(p.host), str(p.pid), alive, safe(p.note or p.log))
         console.print(processes)
     if not report.scheduler_answers:
         console.print("[red]✗ the scheduler does not answer[/]")
     elif report.missing:
-        console.print(f"[red]✗ {len(report.missing)} expected worker(s) missing:[/] {escape(', '.join(report.missing))}")
+        console.print(f"[red]✗ {len(report.missing)} expected worker(s) missing:[/] {safe(', '.join(report.missing))}")
     else:
         count = len(report.workers)
         console.print(f"[green]✓ all {count - len(report.extra)} expected worker(s) present[/]"
@@ -232,12 +250,12 @@ def dry_run(result: DryRun, json_output: bool) -> None:
                     "commands": result.commands})
         return
     console = _console()
-    console.print(f"dry run for cluster [bold]{escape(result.cluster)}[/]: nothing is started")
-    console.print(f"scheduler address {escape(result.scheduler_address)}")
+    console.print(f"dry run for cluster [bold]{safe(result.cluster)}[/]: nothing is started")
+    console.print(f"scheduler address {safe(result.scheduler_address)}")
     for host, lines in result.commands.items():
-        console.print(f"[bold]{escape(host)}[/]")
+        console.print(f"[bold]{safe(host)}[/]")
         for text in lines:
-            console.print(f"  {escape(text)}", soft_wrap=True)
+            console.print(f"  {safe(text)}", soft_wrap=True)
 
 
 def remove_result(result: RemoveResult, json_output: bool) -> None:
@@ -246,9 +264,9 @@ def remove_result(result: RemoveResult, json_output: bool) -> None:
         return
     console = _console()
     if result.retire_note:
-        console.print(f"[yellow]note:[/] {escape(result.retire_note)}")
-    console.print(f"[green]✓[/] removed {escape(', '.join(result.removed))} from cluster {escape(result.cluster)}"
-                  + (f"; stopped {escape(', '.join(result.stopped))}" if result.stopped else ""))
+        console.print(f"[yellow]note:[/] {safe(result.retire_note)}")
+    console.print(f"[green]✓[/] removed {safe(', '.join(result.removed))} from cluster {safe(result.cluster)}"
+                  + (f"; stopped {safe(', '.join(result.stopped))}" if result.stopped else ""))
 
 
 def down_result(result: DownResult, json_output: bool) -> None:
@@ -257,15 +275,15 @@ def down_result(result: DownResult, json_output: bool) -> None:
         return
     console = _console()
     if result.already_gone:
-        console.print(f"cluster {escape(result.cluster)} is not running: nothing to do")
+        console.print(f"cluster {safe(result.cluster)} is not running: nothing to do")
         return
     if result.without_state:
-        console.print(f"no local state for {escape(result.cluster)}: found its processes through the hosts' pid files")
+        console.print(f"no local state for {safe(result.cluster)}: found its processes through the hosts' pid files")
     if result.scheduler_note:
-        console.print(f"[yellow]note:[/] {escape(result.scheduler_note)}; stopped the processes by pid instead")
+        console.print(f"[yellow]note:[/] {safe(result.scheduler_note)}; stopped the processes by pid instead")
     for note in result.notes:
-        console.print(f"[yellow]note:[/] {escape(note)}")
-    console.print(f"[green]✓[/] cluster {escape(result.cluster)} is down: "
+        console.print(f"[yellow]note:[/] {safe(note)}")
+    console.print(f"[green]✓[/] cluster {safe(result.cluster)} is down: "
                   f"{len(result.stopped)} process(es) stopped and verified gone")
 
 
@@ -288,10 +306,10 @@ def version_table(report: PreflightReport) -> None:
         table.add_column(package)
     for host, found in report.versions.items():
         bad = report.mismatched.get(host, [])
-        cells = [f"[red]{escape(str(found.get(p)))}[/]" if p in bad else escape(str(found.get(p)))
+        cells = [f"[red]{safe(str(found.get(p)))}[/]" if p in bad else safe(str(found.get(p)))
                  for p in report.packages]
         marker = " (scheduler)" if host == report.reference_host else ""
-        table.add_row(escape(host) + marker, *cells)
+        table.add_row(safe(host) + marker, *cells)
     console.print(table)
 
 
@@ -354,22 +372,22 @@ def log_stream(stream: LogStream, quiet: bool = False) -> None:
     styles = {p.name: _LOG_STYLES[i % len(_LOG_STYLES)] for i, p in enumerate(stream.processes)}
     if stream.follow and not quiet:
         _console(stderr=True).print(f"[dim]following {len(stream.processes)} log(s) of cluster "
-                                    f"{escape(stream.cluster)}; Ctrl-C to stop[/]")
+                                    f"{safe(stream.cluster)}; Ctrl-C to stop[/]")
     for chunk in stream:
         if chunk.note:
             (warning if chunk.failed else note)(chunk.note)
             continue
         prefix = f"[{chunk.process}]".ljust(width) if stream.prefixed else ""
         if plain:
-            sys.stdout.write("".join(f"{prefix}{line}\n" for line in chunk.lines))
+            sys.stdout.write("".join(f"{clean(prefix)}{clean(line)}\n" for line in chunk.lines))
         else:
             for text in chunk.lines:
-                console.print(Text.assemble((prefix, styles.get(chunk.process, "")), text), soft_wrap=True)
+                console.print(Text.assemble((clean(prefix), styles.get(chunk.process, "")), clean(text)), soft_wrap=True)
         sys.stdout.flush()
 
 
 def note(message: str) -> None:
-    _console(stderr=True).print(f"[dim]note:[/] {escape(message)}")
+    _console(stderr=True).print(f"[dim]note:[/] {safe(message)}")
 
 
 CHECK_LABELS = {"reachable": "reachable", "python": "python", "versions": "versions", "port_free": "port free",
@@ -381,9 +399,9 @@ def check_report(report: CheckReport, json_output: bool) -> None:
         print_json(report.document())
         return
     console = _console()
-    where = f" at {escape(report.scheduler_address)}" if report.scheduler_address else ""
-    console.print(f"cluster [bold]{escape(report.cluster)}[/] ({escape(report.config)}): "
-                  f"scheduler on {escape(report.scheduler_host)}{where}")
+    where = f" at {safe(report.scheduler_address)}" if report.scheduler_address else ""
+    console.print(f"cluster [bold]{safe(report.cluster)}[/] ({safe(report.config)}): "
+                  f"scheduler on {safe(report.scheduler_host)}{where}")
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     table.add_column("host")
     table.add_column("roles")
@@ -392,12 +410,12 @@ def check_report(report: CheckReport, json_output: bool) -> None:
     marks = {"ok": "[green]✓[/]", "failed": "[red]✗[/]", "skipped": "[dim]-[/]"}
     for host in report.hosts:
         cells = [marks[host.checks[name].status] if name in host.checks else "" for name in CHECK_LABELS]
-        table.add_row(escape(host.host), ",".join(host.roles), *cells)
+        table.add_row(safe(host.host), safe(",".join(host.roles)), *cells)
     console.print(table)
     for alias, result in report.failures:
-        console.print(f"[red]✗[/] {escape(alias)}: {CHECK_LABELS[result.name]}: {escape(result.reason or '')}")
+        console.print(f"[red]✗[/] {safe(alias)}: {CHECK_LABELS[result.name]}: {safe(result.reason or '')}")
         if result.hint:
-            console.print(f"  [yellow]hint:[/] {escape(result.hint)}")
+            console.print(f"  [yellow]hint:[/] {safe(result.hint)}")
     failed_hosts = [h for h in report.hosts if not h.ok]
     if failed_hosts:
         console.print(f"[red]✗ {len(report.failures)} check(s) failed on {len(failed_hosts)} of "
@@ -413,8 +431,8 @@ def init_result(result: InitResult) -> None:
     import shlex
 
     path = shlex.quote(result.path)
-    _console().print(f"[green]✓[/] wrote {escape(result.path)}{' (replaced)' if result.overwrote else ''}; "
-                     f"next: edit it, then `clusterctl check {escape(path)}` and `clusterctl up {escape(path)}`")
+    _console().print(f"[green]✓[/] wrote {safe(result.path)}{' (replaced)' if result.overwrote else ''}; "
+                     f"next: edit it, then `clusterctl check {safe(path)}` and `clusterctl up {safe(path)}`")
 
 
 def list_result(result: ListResult, json_output: bool) -> None:
@@ -498,7 +516,7 @@ def bench_result(result: BenchResult, json_output: bool) -> None:
 class _RemoteLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            _console(stderr=True).print(f"[dim]→ {escape(record.getMessage())}[/]", soft_wrap=True)
+            _console(stderr=True).print(f"[dim]→ {safe(record.getMessage())}[/]", soft_wrap=True)
         except (OSError, ValueError):
             self.handleError(record)
 

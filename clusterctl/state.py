@@ -109,7 +109,11 @@ def load(name: str) -> ClusterState | None:
 
 
 def remove(name: str) -> None:
-    shutil.rmtree(cluster_dir(name), ignore_errors=True)
+    directory = cluster_dir(name)
+    if directory.is_symlink():  # never follow it out of $CLUSTERCTL_HOME: only the link goes
+        directory.unlink()
+    elif directory.resolve().parent == (paths.home() / "clusters").resolve():
+        shutil.rmtree(directory, ignore_errors=True)
     if current() == name:
         (paths.home() / "current").unlink(missing_ok=True)
 
@@ -173,10 +177,10 @@ def _write_atomically(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as handle:
+            os.fchmod(fd, 0o600)
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -147,7 +147,7 @@ def _reach_and_ask(host: Host, row: HostCheck) -> None:
     row.record("reachable", True)
     row.address = host.address
     try:
-        found = host.call("versions")  # nothing created on the host, unlike `up`'s prepare
+        found = host.versions()  # nothing created on the host, unlike `up`'s prepare
     except ClusterctlError as exc:
         row.record("python", False, _reason(exc), exc.hint)
         return
@@ -191,7 +191,7 @@ def _check_port(inventory: Inventory, hosts: HostGroup, rows: dict[str, HostChec
     listen_host, report.scheduler_address = endpoint.listen_host, endpoint.address
     scheduler = hosts[inventory.scheduler.host]
     try:
-        listening = scheduler.call("listen", host=listen_host, port=port, seconds=LISTEN_SECONDS + connect_timeout)
+        listening = scheduler.listen(listen_host, port, LISTEN_SECONDS + connect_timeout)
     except ClusterctlError as exc:
         listening = {"listening": False, "error": _reason(exc)}
     if not listening["listening"]:
@@ -219,7 +219,7 @@ def _check_port(inventory: Inventory, hosts: HostGroup, rows: dict[str, HostChec
 
 def _reach_scheduler(host: Host, row: HostCheck, listen_host: str, port: int, timeout: float) -> None:
     try:
-        answer = host.call("connect", host=listen_host, port=port, timeout=timeout)
+        answer = host.connect(listen_host, port, timeout)
     except ClusterctlError as exc:
         row.record("reaches_scheduler", False, _reason(exc), exc.hint)
         return
@@ -236,7 +236,7 @@ def _stop_listener(scheduler: Host, row: HostCheck, listening: dict[str, Any], l
     """Leave nothing behind: stop the test listener by pid (and start time) and verify it is gone."""
     process = {"pid": listening["pid"], "start_time": listening.get("start_time")}
     try:
-        gone = scheduler.call("stop", processes=[process], grace=2.0)["processes"][0]["gone"]
+        gone = scheduler.stop_listener(process["pid"], process["start_time"])
     except ClusterctlError as exc:
         gone, why = False, _reason(exc)
     else:

@@ -1,21 +1,43 @@
 """`clusterctl dashboard`: the scheduler's dashboard on this machine, through SSH when it is private.
 
 With `dashboard: local` the dashboard listens only on the scheduler host's loopback; this opens a
-tunnel to it over the SSH connection clusterctl already uses, and yields the local URL.
+tunnel to it over the SSH connection clusterctl already uses, and yields the local URL. The tunnel's
+port on 127.0.0.1 is open to every user of this machine; with ``socket_path`` it is a Unix socket
+that only this user can open (mode 0600) instead.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from clusterctl import scheduler_api, state
 from clusterctl.errors import ClusterctlError
 from clusterctl.group import connect
 
 
+def _private_socket(path: str) -> socket.socket:
+    """A Unix socket listening at ``path``, created with mode 0600: nobody else can connect."""
+    if os.path.lexists(path):
+        raise ClusterctlError(f"{path} already exists", "remove it, or pass another --socket path")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    umask = os.umask(0o177)  # bind creates the file: 0600 from its first moment
+    try:
+        server.bind(path)
+        server.listen(16)
+    except OSError as exc:
+        server.close()
+        raise ClusterctlError(f"cannot listen on {path}: {exc.strerror or exc}", "pass another --socket path") from None
+    finally:
+        os.umask(umask)
+    return server
+
+
 @contextmanager
-def dashboard(cluster: str | None = None, config: str | None = None) -> Iterator[str]:
+def dashboard(cluster: str | None = None, config: str | None = None, socket_path: str | None = None) -> Iterator[str]:
+    """The dashboard's local URL (``unix:PATH`` with ``socket_path``), open until the context exits."""
     name = state.resolve_name(cluster, config)
     st = state.load(name)
     if st is None:
@@ -29,5 +51,15 @@ def dashboard(cluster: str | None = None, config: str | None = None) -> Iterator
     target = "127.0.0.1" if inventory.scheduler.dashboard == "local" else st.scheduler_host
     with connect(inventory, [scheduler_host]) as hosts:
         # A local host's dashboard is on this machine already; an SSH host's comes through a tunnel.
-        port = hosts[scheduler_host].transport.open_tunnel(target, view.dashboard_port)
-        yield f"http://127.0.0.1:{port}/status"
+        if socket_path is None:
+            port = hosts[scheduler_host].transport.open_tunnel(target, view.dashboard_port)
+            yield f"http://127.0.0.1:{port}/status"
+            return
+        listener = _private_socket(socket_path)
+        try:
+            hosts[scheduler_host].transport.open_tunnel(target, view.dashboard_port, listener)
+            yield f"unix:{socket_path}"
+        finally:
+            listener.close()
+            with suppress(FileNotFoundError):
+                os.unlink(socket_path)

@@ -8,8 +8,17 @@ boundary, with a hint for the fix.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from typing import Protocol
+
+#: What clusterctl reads of one remote command's stdout (and, apart, its stderr): a host that
+#: writes more is answered with a ``HostError``, not with all of this machine's memory.
+MAX_OUTPUT_BYTES = 64 * 1024 * 1024
+
+
+def too_much_output(command: str) -> str:
+    return f"{command} wrote more than {MAX_OUTPUT_BYTES // (1024 * 1024)} MiB of output: stopped reading it"
 
 
 @dataclass(frozen=True)
@@ -48,9 +57,10 @@ class Transport(Protocol):
         """Write ``data`` to ``path`` on the host with permissions ``mode`` (parents must exist)."""
         ...
 
-    def open_tunnel(self, remote_host: str, remote_port: int) -> int:
+    def open_tunnel(self, remote_host: str, remote_port: int, listener: socket.socket | None = None) -> int:
         """A port on this machine's 127.0.0.1 that leads to ``remote_host:remote_port`` as the host
-        sees it (for SSH, like `ssh -L`); open until ``close()``."""
+        sees it (for SSH, like `ssh -L`); open until ``close()``. Given a ``listener`` (a Unix
+        socket only its user may open), connections come through it instead, and 0 is returned."""
         ...
 
     def close(self) -> None:

@@ -3,11 +3,40 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
+from typing import IO
 
 from clusterctl.errors import HostError
-from clusterctl.transport.base import CommandResult
+from clusterctl.transport.base import MAX_OUTPUT_BYTES, CommandResult, too_much_output
+
+
+def host_environment() -> dict[str, str]:
+    """What a local command inherits: this machine's environment without clusterctl's own
+    variables (CLUSTERCTL_SSH_PASSWORD above all), as an SSH host's commands never see them."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("CLUSTERCTL_")}
+
+
+def _drain(stream: IO[bytes] | None, sink: bytearray) -> None:
+    """Read ``stream`` into ``sink``, stopping once it holds more than the cap."""
+    assert stream is not None
+    try:
+        while len(sink) <= MAX_OUTPUT_BYTES and (chunk := stream.read1(65536)):  # type: ignore[attr-defined]
+            sink.extend(chunk)
+    except (OSError, ValueError):
+        pass  # closed under us: the command was killed
+
+
+def _feed(stream: IO[bytes] | None, data: bytes) -> None:
+    assert stream is not None
+    try:
+        stream.write(data)
+        stream.close()
+    except OSError:
+        pass  # the command exited without reading all its input, like a closed pipe
 
 
 class LocalTransport:
@@ -17,24 +46,52 @@ class LocalTransport:
 
     def run(self, argv: list[str], *, stdin: bytes | None = None, timeout: float = 60.0) -> CommandResult:
         try:
-            done = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout,
-                                  stdin=None if stdin is not None else subprocess.DEVNULL)
+            process = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=host_environment())
         except FileNotFoundError:
             raise HostError(self.host, f"command not found: {argv[0]}",
                             "install it or set `python:` in the inventory to an interpreter that exists") from None
-        except subprocess.TimeoutExpired:
-            raise HostError(self.host, f"{argv[0]} did not finish within {timeout:g}s") from None
-        return CommandResult(done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace"))
+        with process:
+            stdout, stderr = bytearray(), bytearray()
+            # Both streams at once (an unread one would stall the other), each read up to the cap.
+            readers = [threading.Thread(target=_drain, args=(process.stdout, stdout), daemon=True),
+                       threading.Thread(target=_drain, args=(process.stderr, stderr), daemon=True)]
+            if stdin is not None:
+                readers.append(threading.Thread(target=_feed, args=(process.stdin, stdin), daemon=True))
+            for reader in readers:
+                reader.start()
+            deadline = time.monotonic() + timeout
+            for reader in readers:
+                reader.join(max(0.0, deadline - time.monotonic()))
+            status: int | None = None
+            overflow = len(stdout) > MAX_OUTPUT_BYTES or len(stderr) > MAX_OUTPUT_BYTES
+            try:
+                status = None if overflow else process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            if status is None:
+                process.kill()
+                for reader in readers:  # at EOF now, unless something the command started holds its output
+                    reader.join(1.0)
+                raise HostError(self.host, too_much_output(argv[0]) if overflow
+                                else f"{argv[0]} did not finish within {timeout:g}s")
+        return CommandResult(status, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
 
     def put_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
         target = Path(path).expanduser()
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:  # never through a symlink; the mode is set before the first byte, on the open file
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+        except OSError as exc:
+            raise HostError(self.host, f"cannot write {path}: {exc.strerror}") from None
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(fd, mode)
             handle.write(data)
-        os.chmod(target, mode)
 
-    def open_tunnel(self, remote_host: str, remote_port: int) -> int:
-        """This machine's own ports need no tunnel."""
+    def open_tunnel(self, remote_host: str, remote_port: int, listener: socket.socket | None = None) -> int:
+        """This machine's own ports need no tunnel (and a Unix socket would not make them private)."""
+        if listener is not None:
+            raise HostError(self.host, "a Unix socket cannot make a dashboard on this machine private: it listens on "
+                            f"127.0.0.1:{remote_port} already", "run `clusterctl dashboard` without --socket")
         return remote_port
 
     def close(self) -> None:

@@ -32,7 +32,7 @@ from clusterctl import paths
 from clusterctl.errors import HostError, InvalidInputError
 from clusterctl.inventory import HostSettings
 from clusterctl.transport import certificates, identities, known_hosts, ssh_config
-from clusterctl.transport.base import CommandResult
+from clusterctl.transport.base import MAX_OUTPUT_BYTES, CommandResult, too_much_output
 from clusterctl.transport.ssh_config import SshOptions
 
 CONNECT_TIMEOUT = 10.0  # seconds for TCP connect, SSH handshake, authentication and opening a channel
@@ -195,7 +195,10 @@ class SSHTransport:
         for worker in workers:
             worker.start()
         for worker in workers:
-            worker.join(max(0.0, deadline - time.monotonic()))
+            while worker.is_alive() and time.monotonic() < deadline and max(len(stdout), len(stderr)) <= MAX_OUTPUT_BYTES:
+                worker.join(min(0.1, max(0.0, deadline - time.monotonic())))
+        if max(len(stdout), len(stderr)) > MAX_OUTPUT_BYTES:  # run() closes the channel, which ends the command
+            raise HostError(self.host, too_much_output(argv[0]))
         if any(w.is_alive() for w in workers) or not channel.status_event.wait(max(0.0, deadline - time.monotonic())):
             return None
         status = channel.recv_exit_status()
@@ -216,11 +219,12 @@ class SSHTransport:
                 raise HostError(self.host, f"cannot write {path}: {_reason(exc)}",
                                 "does the parent directory exist and is it writable by the ssh user?") from None
 
-    def open_tunnel(self, remote_host: str, remote_port: int) -> int:
-        """Like `ssh -L`: a free port on this machine's 127.0.0.1 whose connections are carried to
-        ``remote_host:remote_port`` as seen from the host. It lasts until ``close()``."""
+    def open_tunnel(self, remote_host: str, remote_port: int, listener: socket.socket | None = None) -> int:
+        """Like `ssh -L`: a free port on this machine's 127.0.0.1 (or the caller's ``listener``, e.g. a
+        Unix socket) whose connections are carried to ``remote_host:remote_port`` as seen from the
+        host. It lasts until ``close()``."""
         transport = self._client()
-        server = socket.create_server(("127.0.0.1", 0))
+        server = listener or socket.create_server(("127.0.0.1", 0))
         self._tunnels.append(server)
 
         def accept() -> None:
@@ -230,7 +234,8 @@ class SSHTransport:
                 except OSError:
                     return  # closed
                 try:
-                    channel = transport.open_channel("direct-tcpip", (remote_host, remote_port), peer,
+                    channel = transport.open_channel("direct-tcpip", (remote_host, remote_port),
+                                                     peer if isinstance(peer, tuple) else ("127.0.0.1", 0),
                                                      timeout=CONNECT_TIMEOUT)
                 except (paramiko.SSHException, OSError):
                     connection.close()
@@ -238,7 +243,7 @@ class SSHTransport:
                 threading.Thread(target=_pump, args=(connection, channel), daemon=True).start()
 
         threading.Thread(target=accept, daemon=True).start()
-        return server.getsockname()[1]
+        return server.getsockname()[1] if server.family != socket.AF_UNIX else 0
 
     def _open_session(self) -> paramiko.Channel:
         transport = self._client()
@@ -546,7 +551,7 @@ def _pump(connection: socket.socket, channel: paramiko.Channel) -> None:
 
 
 def _drain(read: Callable[[int], bytes], sink: bytearray) -> None:
-    while chunk := read(65536):
+    while len(sink) <= MAX_OUTPUT_BYTES and (chunk := read(65536)):  # past the cap, run() closes the channel
         sink.extend(chunk)
 
 

@@ -153,7 +153,8 @@ def pid_file_records(paths: Iterable[Path]) -> list[dict[str, Any]]:
 
 
 def _is_record(process: Any) -> bool:
-    return isinstance(process, dict) and isinstance(process.get("pid"), int)
+    # pid 0 (or 1) planted in a state file must not make the safety net killpg(0): the test's own group
+    return isinstance(process, dict) and isinstance(process.get("pid"), int) and process["pid"] > 1
 
 
 def group_members(pgid: int) -> list[int]:
