@@ -233,6 +233,11 @@ def prepare(request):
     return {"run_dir": run_dir}
 
 
+def expand(request):
+    """A path as an absolute path on this host: `~` resolved here, where it means something."""
+    return {"path": os.path.abspath(os.path.expanduser(request["path"]))}
+
+
 def tail(request):
     lines = int(request.get("lines", 20))
     try:
@@ -363,6 +368,7 @@ OPERATIONS = {
     "list": listing,
     "versions": versions,
     "prepare": prepare,
+    "expand": expand,
     "tail": tail,
     "read": read,
     "listen": listen,

@@ -44,9 +44,13 @@ def scheduler_endpoint(inventory: Inventory, hosts: HostGroup) -> SchedulerEndpo
     return SchedulerEndpoint(listen_host, inventory.scheduler.port, "tls" if inventory.security.enabled else "tcp")
 
 
-def tls_dirs(hosts: HostGroup, enabled: bool) -> dict[str, str] | None:
-    """Each host's run directory, where its TLS files go; None when TLS is off."""
-    return {alias: hosts[alias].run_dir for alias in hosts} if enabled else None
+def tls_dirs(hosts: HostGroup, enabled: bool, resolve: bool = True) -> dict[str, str] | None:
+    """Each host's run directory, absolute on that host, where its TLS files go; None when TLS is off."""
+    if not enabled:
+        return None
+    if not resolve:  # `up --dry-run` shows the paths as configured, without asking the hosts
+        return {alias: hosts[alias].run_dir for alias in hosts}
+    return hosts.run(lambda host: host.absolute_run_dir()).values_or_raise("finding the run directories")
 
 
 def provision_tls(inventory: Inventory, hosts: HostGroup, endpoint: SchedulerEndpoint) -> None:

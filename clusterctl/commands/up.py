@@ -52,7 +52,7 @@ def up(config: str, progress: Progress, password_prompt: PasswordPrompt | None =
         recorded = [r.host for r in previous.processes] if previous else []  # added workers' hosts too
         with connect(inventory, described + recorded, password_prompt) as hosts:
             endpoint = lifecycle.scheduler_endpoint(inventory, hosts)
-            run_dirs = lifecycle.tls_dirs(hosts, inventory.security.enabled)
+            run_dirs = lifecycle.tls_dirs(hosts, inventory.security.enabled, resolve=not dry_run)
             plans = plan_cluster(inventory, endpoint, run_dirs)
             if dry_run:
                 return _dry_run(inventory, hosts, plans, endpoint.address)
