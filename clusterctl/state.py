@@ -4,7 +4,9 @@
       current                    name of the cluster `up` touched last
       locks/<name>.lock          held while a command changes the cluster
       clusters/<name>/state.json inventory, addresses, every process (role, host, name, pid, log)
-      clusters/<name>/run/       logs and pid files of processes on `connection: local` hosts
+
+Logs and pid files live in each host's run_dir (default ``~/.clusterctl/<name>`` on that host,
+local hosts too), so that losing this directory never loses what `down CONFIG` finds them by.
 """
 
 from __future__ import annotations

@@ -115,7 +115,7 @@ def _conclude(name: str, st: ClusterState | None, result: DownResult, records: l
                 left += [r for r in records if r.host == alias and r.pid == p.pid]
     if result.unrecorded_scheduler and not any(p.role == "scheduler" for found in swept.values() for p in found):
         unverified.append(f"the scheduler at {result.unrecorded_scheduler} answered but no pid file names it "
-                        "(was its run directory under a deleted $CLUSTERCTL_HOME?); it was asked to close, "
+                        "(was its run directory deleted?); it was asked to close, "
                         "its processes are not verified")
     if not failed and not unverified:
         if st is not None:
@@ -128,6 +128,5 @@ def _conclude(name: str, st: ClusterState | None, result: DownResult, records: l
     reasons = [f"{host}: not verified: {error.reason}" for host, error in failed.items()] + unverified
     done = f" (stopped {len(result.stopped)} other process(es))" if result.stopped else ""
     hint = ("fix the host, then run `clusterctl down` again; it stops what is left" if failed or st is not None
-            else "check the scheduler host with `ps`; for `connection: local` hosts, set `run_dir` outside "
-                 "$CLUSTERCTL_HOME so that their pid files outlive it")
+            else "check the scheduler host with `ps`")
     raise DownIncompleteError(f"down incomplete: {'; '.join(reasons)}{done}", hint)

@@ -71,7 +71,8 @@ def recorded_processes(home: Path) -> list[dict[str, Any]]:
             found += json.loads(state_file.read_text()).get("processes", [])
         except (OSError, ValueError, AttributeError):
             pass
-    for pid_file in home.glob("clusters/*/run/*.pid"):
+    default_run_dirs = Path(os.environ.get("HOME", "/nonexistent")).glob(".clusterctl/*/*.pid")
+    for pid_file in [*home.glob("clusters/*/run/*.pid"), *default_run_dirs]:
         try:
             found.append(json.loads(pid_file.read_text()))
         except (OSError, ValueError):
