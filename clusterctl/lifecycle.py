@@ -24,6 +24,7 @@ from clusterctl.records import ProcessRecord, StartFailure
 from clusterctl.scheduler_api import SchedulerView
 from clusterctl.state import ClusterState
 from clusterctl.timing import LIVENESS_CHECK_EVERY, RESTART_GRACE
+from clusterctl.tls import TlsFiles
 
 LOG_TAIL_LINES = 15  # shown to the user
 LOG_SCAN_LINES = 200  # searched for the root cause
@@ -76,6 +77,29 @@ def upload_tls(host: Host, directory: Path, roles: set[str]) -> None:
         files[f"tls/{role}.pem"] = Path(local.cert).read_bytes()
         files[f"tls/{role}-key.pem"] = Path(local.key).read_bytes()
     host.upload(files)
+
+
+def refuse_taken_scheduler_port(hosts: HostGroup, inventory: Inventory, endpoint: SchedulerEndpoint,
+                                client_tls: TlsFiles | None) -> None:
+    """Before anything starts: the scheduler's port must be free on its host (as `check` proves it).
+
+    A scheduler started on a taken port dies at once, and workers started with it would join
+    whatever listens there, another cluster's scheduler included.
+    """
+    host = hosts[inventory.scheduler.host]
+    answer = host.call("listen", host=endpoint.listen_host, port=endpoint.port, seconds=0)
+    if answer.get("listening"):
+        return  # the listener exits by itself at once (seconds=0)
+    if not answer.get("in_use"):
+        raise HostError(host.alias, f"cannot listen on {endpoint.listen_host}:{endpoint.port}: {answer.get('error')}",
+                        "set the scheduler host's `address:` to one of its own addresses")
+    try:
+        holder = scheduler_api.owner_of(scheduler_api.query(endpoint.address, timeout=2.0, tls=client_tls).scheduler_id)
+        owner = f": {holder} listens there" + (" (another cluster)" if holder.startswith("cluster ") else "")
+    except ClusterctlError:
+        owner = ""
+    raise HostError(host.alias, f"the scheduler port {endpoint.port} is in use on {host.alias}{owner}; nothing "
+                    "was started", "stop what holds the port, or set another `scheduler.port` in the inventory")
 
 
 # --- start, wait, undo --------------------------------------------------------------------------
@@ -152,7 +176,10 @@ def wait_until_ready(st: ClusterState, hosts: HostGroup, watch: list[ProcessReco
             check.append(checker.submit(find_dead, hosts, watch))
 
     try:
-        view = scheduler_api.wait_for_workers(st.scheduler_address, set(names), timeout, on_poll, st.client_tls())
+        # Every answer must come from our own scheduler: a worker that registers with another
+        # cluster's (which holds our address) is a failed start.
+        view = scheduler_api.wait_for_workers(st.scheduler_address, set(names), timeout, on_poll, st.client_tls(),
+                                              expect=st.expected_scheduler_id())
     finally:
         checker.shutdown(wait=False, cancel_futures=True)
     if view is not None and set(names) <= view.names():

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from clusterctl import lifecycle, scheduler_api, state, tls
-from clusterctl.errors import SchedulerUnreachableError
+from clusterctl.errors import ClusterctlError, ForeignSchedulerError, SchedulerUnreachableError
 from clusterctl.group import HostGroup, connect
 from clusterctl.inventory import Inventory, TlsFilesSpec, WorkerGroup, load_inventory
-from clusterctl.launch import ProcessPlan, SchedulerEndpoint, plan_cluster, plan_worker_group
+from clusterctl.launch import ProcessPlan, SchedulerEndpoint, new_scheduler_id, plan_cluster, plan_worker_group
 from clusterctl.preflight import preflight
 from clusterctl.progress import PasswordPrompt, Progress
 from clusterctl.records import ProcessRecord
@@ -53,7 +53,10 @@ def up(config: str, progress: Progress, password_prompt: PasswordPrompt | None =
         with connect(inventory, described + recorded, password_prompt) as hosts:
             endpoint = lifecycle.scheduler_endpoint(inventory, hosts)
             run_dirs = lifecycle.tls_dirs(hosts, inventory.security.enabled, resolve=not dry_run)
-            plans = plan_cluster(inventory, endpoint, run_dirs)
+            # The identity our scheduler carries, kept across restarts: what every command verifies.
+            scheduler_id = previous.scheduler_id if previous and previous.scheduler_id else new_scheduler_id(
+                inventory.name)
+            plans = plan_cluster(inventory, endpoint, run_dirs, scheduler_id)
             if dry_run:
                 return _dry_run(inventory, hosts, plans, endpoint.address)
             if isinstance(inventory.security.tls, TlsFilesSpec):
@@ -70,12 +73,13 @@ def up(config: str, progress: Progress, password_prompt: PasswordPrompt | None =
                 dashboard_url=None,
                 versions=report.versions.get(inventory.scheduler.host, {}),
                 tls=inventory.security.enabled,
+                scheduler_id=scheduler_id,
             )
             if inventory.security.enabled:
                 progress.step("distributing TLS certificates")
                 lifecycle.provision_tls(inventory, hosts, endpoint)
             todo = reconcile(inventory, endpoint, plans, previous, hosts, restart, run_dirs)
-            result = _apply(st, hosts, todo, timeout, progress)
+            result = _apply(st, hosts, todo, timeout, progress, endpoint)
             if not inventory.security.enabled and not _is_loopback(endpoint.listen_host):
                 result.warnings.append(
                     f"TLS is off and the scheduler listens on {endpoint.listen_host}:{endpoint.port}: anyone who "
@@ -116,10 +120,12 @@ def reconcile(inventory: Inventory, endpoint: SchedulerEndpoint, plans: list[Pro
     scheduler = previous.process("scheduler")
     if scheduler is not None and id(scheduler) not in dead:  # a dead one would cost the query's timeout
         try:
-            registered = scheduler_api.query(previous.scheduler_address, timeout=3.0,
-                                             tls=previous.client_tls()).names()
+            registered = scheduler_api.query(previous.scheduler_address, timeout=3.0, tls=previous.client_tls(),
+                                             expect=previous.expected_scheduler_id()).names()
         except SchedulerUnreachableError:
             pass
+        except ForeignSchedulerError:
+            dead.add(id(scheduler))  # ours does not answer there: start it again (the port check speaks)
     alive = {r.name: r for r in previous.processes if id(r) not in dead}
     healthy = {name for name, r in alive.items()
                if registered is None or r.role != "worker" or set(r.worker_names) <= registered}
@@ -147,11 +153,20 @@ def _unchanged(record: ProcessRecord, plan: ProcessPlan) -> bool:
 
 
 def _apply(st: ClusterState, hosts: HostGroup, todo: Reconciliation, timeout: float,
-           progress: Progress) -> ClusterReport:
+           progress: Progress, endpoint: SchedulerEndpoint) -> ClusterReport:
     st.processes = list(todo.keep)
     if todo.stop:
         progress.step(f"stopping {len(todo.stop)} changed or removed process(es)")
         lifecycle.stop_records(hosts, todo.stop, RESTART_GRACE)
+    if any(plan.role == "scheduler" for plan in todo.start):
+        try:
+            lifecycle.refuse_taken_scheduler_port(hosts, st.inventory, endpoint, st.client_tls())
+        except ClusterctlError:
+            if st.processes:
+                state.save(st)
+            else:
+                state.remove(st.name)
+            raise
     state.save(st)
     state.set_current(st.name)
     names = [name for r in st.processes if r.role == "worker" for name in r.worker_names]
