@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 CONFIG ?= configs/local.yaml
 N ?= 4
-# configs/local.yaml runs `python3`: the one in .venv, which has dask and distributed.
+# configs/local.yaml sets no `python:`: its local host runs .venv's python, the one clusterctl runs under.
 RUN := PATH="$(BIN):$$PATH" $(BIN)/clusterctl
 
 .PHONY: install up status down test system-deps lint bench testbed testbed-down clean

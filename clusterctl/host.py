@@ -17,7 +17,7 @@ from typing import Any
 
 from clusterctl import agent
 from clusterctl.errors import HostError
-from clusterctl.inventory import HostSettings
+from clusterctl.inventory import HostSettings, default_python
 from clusterctl.launch import ProcessPlan
 from clusterctl.records import AnswerError, FoundProcess, ProcessRecord, StartFailure, StopOutcome, field_of, list_of
 from clusterctl.remote_log import AGENT_PLACEHOLDER, log_command
@@ -60,7 +60,7 @@ class Host:
 
     @property
     def python(self) -> str:
-        return self.settings.python or "python3"
+        return self.settings.python or default_python(self.settings)
 
     def absolute_run_dir(self) -> str:
         """The run directory as an absolute path on the host, asked of the host once.
