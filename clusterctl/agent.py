@@ -377,6 +377,9 @@ OPERATIONS = {
 
 
 def main():
+    # A Ctrl-C at clusterctl's terminal reaches this agent too (same process group, for a local
+    # host): it must not cut a start between the process and its pid file. clusterctl waits for us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The request comes on stdin (not argv, which every user of the host can read).
     request = json.loads(sys.stdin.read())
     answer = OPERATIONS[request["op"]](request)

@@ -9,9 +9,10 @@ and the root cause from its log, and undoes what the attempt started.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from clusterctl import scheduler_api, state, tls
 from clusterctl.errors import ClusterctlError, HostError
@@ -26,6 +27,7 @@ from clusterctl.state import ClusterState
 from clusterctl.timing import LIVENESS_CHECK_EVERY, RESTART_GRACE
 from clusterctl.tls import TlsFiles
 
+T = TypeVar("T")
 LOG_TAIL_LINES = 15  # shown to the user
 LOG_SCAN_LINES = 200  # searched for the root cause
 # Root causes that dask logs well above its final "failed to start" line.
@@ -115,7 +117,7 @@ def start_processes(hosts: HostGroup, plans: list[ProcessPlan], progress: Progre
     failure is raised, so that nothing started becomes unreachable to `down`.
     """
     progress.step(f"starting {len(plans)} process(es) on {len({p.host for p in plans})} host(s)")
-    results = hosts.run_each(plans, lambda host, mine: host.start(mine))
+    results, interrupted = finish_despite_interrupt(lambda: hosts.run_each(plans, lambda host, mine: host.start(mine)))
     failures: list[str] = []
     for outcome in results.succeeded.values():
         for item in outcome:
@@ -127,9 +129,27 @@ def start_processes(hosts: HostGroup, plans: list[ProcessPlan], progress: Progre
             started.append(item)
             st.processes.append(item)
     state.save(st)
+    if interrupted is not None:
+        raise interrupted  # only now: everything that started is recorded, and the undo sees it
     results.values_or_raise("start")
     if failures:
         raise ClusterctlError("; ".join(failures), "set `python:` for that host to an interpreter that exists")
+
+
+def finish_despite_interrupt(call: Callable[[], T]) -> tuple[T, KeyboardInterrupt | None]:
+    """Run ``call`` to its end even when Ctrl-C comes meanwhile; return its value and the interrupt.
+
+    Starting a process and recording its pid are one step: an interrupt in between would leave a
+    process that outlives us with no record (`down` could not find it).
+    """
+    interrupted: KeyboardInterrupt | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="start") as pool:
+        future = pool.submit(call)
+        while True:
+            try:
+                return future.result(), interrupted
+            except KeyboardInterrupt as exc:
+                interrupted = exc
 
 
 def start_and_wait(st: ClusterState, hosts: HostGroup, plans: list[ProcessPlan], names: list[str],
