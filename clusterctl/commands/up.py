@@ -22,7 +22,7 @@ from clusterctl.progress import PasswordPrompt, Progress
 from clusterctl.records import ProcessRecord
 from clusterctl.report import ClusterReport, build_report, dashboard_url
 from clusterctl.state import ClusterState
-from clusterctl.timing import RESTART_GRACE, WORKER_TIMEOUT
+from clusterctl.timing import LOST_WORKER_GRACE, RESTART_GRACE, WORKER_TIMEOUT
 
 
 @dataclass
@@ -40,6 +40,7 @@ class Reconciliation:
     stop: list[ProcessRecord] = field(default_factory=list)
     start: list[ProcessPlan] = field(default_factory=list)
     added: dict[str, dict[str, Any]] = field(default_factory=dict)  # add-worker groups to start again
+    why: dict[str, str] = field(default_factory=dict)  # process name -> why it is started again
 
 
 def up(config: str, progress: Progress, password_prompt: PasswordPrompt | None = None,
@@ -127,6 +128,8 @@ def reconcile(inventory: Inventory, endpoint: SchedulerEndpoint, plans: list[Pro
         except ForeignSchedulerError:
             dead.add(id(scheduler))  # ours does not answer there: start it again (the port check speaks)
     alive = {r.name: r for r in previous.processes if id(r) not in dead}
+    if registered is not None:
+        registered = _registered_after_grace(previous, alive, registered)
     healthy = {name for name, r in alive.items()
                if registered is None or r.role != "worker" or set(r.worker_names) <= registered}
     wanted = {plan.name: plan for plan in plans}
@@ -142,9 +145,30 @@ def reconcile(inventory: Inventory, endpoint: SchedulerEndpoint, plans: list[Pro
             continue
         if running is not None:
             todo.stop.append(running)  # changed, restarted, or alive but lost to the scheduler
+            if name not in healthy:
+                todo.why[name] = (f"alive but not registered with the scheduler for {LOST_WORKER_GRACE:g}s "
+                                  "(hung or cut off)")
+        elif any(r.name == name for r in previous.processes):
+            todo.why[name] = "its process had exited"
         todo.start.append(plan)
     todo.stop += [r for name, r in alive.items() if name not in wanted]  # groups gone from the inventory
     return todo
+
+
+def _registered_after_grace(previous: ClusterState, alive: dict[str, ProcessRecord], registered: set[str]
+                            ) -> set[str]:
+    """The registered worker names, after waiting a grace for live workers the scheduler lacks.
+
+    A busy machine delays heartbeats and (re)registration: only a worker still absent after the
+    grace is taken for lost, so a healthy worker is never restarted because the scheduler was slow.
+    """
+    lacking = {w for r in alive.values() if r.role == "worker" for w in r.worker_names} - registered
+    if not lacking:
+        return registered
+    view = scheduler_api.wait_for_workers(previous.scheduler_address, lacking | registered, LOST_WORKER_GRACE,
+                                          lambda _: None, previous.client_tls(),
+                                          expect=previous.expected_scheduler_id())
+    return view.names() if view is not None else registered
 
 
 def _unchanged(record: ProcessRecord, plan: ProcessPlan) -> bool:
@@ -181,6 +205,7 @@ def _apply(st: ClusterState, hosts: HostGroup, todo: Reconciliation, timeout: fl
     report = build_report(st, view)
     report.started = [r.name for r in started]
     kept = len(todo.keep)
+    report.warnings += [f"{name} started again: {why}" for name, why in todo.why.items()]
     report.headline = (f"started {len(started)} process(es)" + (f", kept {kept} running" if kept else "")
                        if started else "already running: nothing to start")
     return report
