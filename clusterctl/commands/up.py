@@ -171,6 +171,12 @@ def _registered_after_grace(previous: ClusterState, alive: dict[str, ProcessReco
     return view.names() if view is not None else registered
 
 
+def _port_of(address: str | None) -> int | None:
+    """The port of a dashboard address such as ``:8787`` or ``127.0.0.1:8787``; None for none or 0."""
+    port = (address or "").rsplit(":", 1)[-1]
+    return int(port) if port.isdigit() and int(port) else None
+
+
 def _unchanged(record: ProcessRecord, plan: ProcessPlan) -> bool:
     return record.host == plan.host and record.worker_names == plan.worker_names and (
         not record.argv or record.argv == plan.argv)
@@ -206,6 +212,11 @@ def _apply(st: ClusterState, hosts: HostGroup, todo: Reconciliation, timeout: fl
     report.started = [r.name for r in started]
     kept = len(todo.keep)
     report.warnings += [f"{name} started again: {why}" for name, why in todo.why.items()]
+    asked = _port_of(scheduler.dashboard_address)
+    if asked and view.dashboard_port and view.dashboard_port != asked:  # distributed picks another, silently
+        report.warnings.append(f"the dashboard port {asked} was taken on {scheduler.host}: the dashboard "
+                               f"listens on port {view.dashboard_port} instead (set `scheduler.dashboard_address` "
+                               "to a free port)")
     report.headline = (f"started {len(started)} process(es)" + (f", kept {kept} running" if kept else "")
                        if started else "already running: nothing to start")
     return report
