@@ -44,11 +44,12 @@ def clusterctl(*args: str, env: dict[str, str] | None = None, timeout: float = 1
 
 
 def local_inventory(name: str = "t", workers: list[dict[str, Any]] | None = None, **scheduler: Any) -> dict[str, Any]:
-    """The lecture's cluster on this machine, on free ports, run by this test's python."""
+    """The lecture's cluster on this machine, on free ports, with the default python (a local host
+    runs the interpreter clusterctl runs under: this test's)."""
     return {
         "name": name,
         # PYTHONPATH: the workers import the tests' task functions, as users ship their own code.
-        "defaults": {"python": PYTHON, "env": {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}},
+        "defaults": {"env": {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}},
         "hosts": {"me": {"connection": "local"}},
         "scheduler": {"host": "me", "port": free_port(), "dashboard_address": None, **scheduler},
         "workers": workers if workers is not None else [
