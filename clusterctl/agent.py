@@ -314,6 +314,9 @@ def listen(request):
     except OSError as exc:
         sock.close()
         return {"listening": False, "error": exc.strerror or str(exc), "in_use": exc.errno == errno.EADDRINUSE}
+    if float(request.get("seconds", 30)) <= 0:  # only "is it free?" (`up`): no listener left behind
+        sock.close()
+        return {"listening": True}
     sys.stdout.flush()
     pid = os.fork()
     if pid == 0:  # the listener

@@ -91,7 +91,7 @@ def refuse_taken_scheduler_port(hosts: HostGroup, inventory: Inventory, endpoint
     host = hosts[inventory.scheduler.host]
     answer = host.call("listen", host=endpoint.listen_host, port=endpoint.port, seconds=0)
     if answer.get("listening"):
-        return  # the listener exits by itself at once (seconds=0)
+        return  # seconds=0: the agent only bound the port and closed it again
     if not answer.get("in_use"):
         raise HostError(host.alias, f"cannot listen on {endpoint.listen_host}:{endpoint.port}: {answer.get('error')}",
                         "set the scheduler host's `address:` to one of its own addresses")

@@ -128,7 +128,7 @@ def reconcile(inventory: Inventory, endpoint: SchedulerEndpoint, plans: list[Pro
         except ForeignSchedulerError:
             dead.add(id(scheduler))  # ours does not answer there: start it again (the port check speaks)
     alive = {r.name: r for r in previous.processes if id(r) not in dead}
-    if registered is not None:
+    if registered is not None and not restart:  # --restart renews them all: no need to wait
         registered = _registered_after_grace(previous, alive, registered)
     healthy = {name for name, r in alive.items()
                if registered is None or r.role != "worker" or set(r.worker_names) <= registered}
