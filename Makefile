@@ -4,10 +4,12 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 CONFIG ?= configs/local.yaml
 N ?= 4
-# configs/local.yaml runs `python3`: the one in .venv, which has dask and distributed.
+# configs/local.yaml sets no `python:`: its local host runs .venv's python, the one clusterctl runs under.
 RUN := PATH="$(BIN):$$PATH" $(BIN)/clusterctl
 
-.PHONY: install up status down test system-deps lint bench testbed testbed-down clean
+CYCLES ?= 100
+
+.PHONY: install up status down test test-loaded soak system-deps lint bench testbed testbed-down clean
 
 $(BIN)/clusterctl: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +47,16 @@ test: install system-deps
 	$(BIN)/ruff check clusterctl testbed tests benchmarks examples
 	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest
+
+# The whole suite with every core kept busy by CPU hogs (started, then stopped by pid).
+test-loaded: install system-deps
+	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m tests.helpers.loaded $(BIN)/python -m pytest
+
+# The fault soak on the multi-host bed; `make test` runs 5 cycles of it.
+soak: install system-deps
+	$(BIN)/python -m pip install -q -e '.[test]'
+	SOAK_CYCLES=$(CYCLES) $(BIN)/python -m pytest -s -p no:cacheprovider tests/test_soak.py
 
 lint: install
 	$(BIN)/python -m pip install -q -e '.[test]'

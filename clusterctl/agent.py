@@ -351,6 +351,11 @@ def prepare(request):
     return {"run_dir": run_dir}
 
 
+def expand(request):
+    """A path as an absolute path on this host: `~` resolved here, where it means something."""
+    return {"path": os.path.abspath(os.path.expanduser(request["path"]))}
+
+
 def tail(request):
     lines = int(request.get("lines", 20))
     try:
@@ -427,6 +432,9 @@ def listen(request):
     except OSError as exc:
         sock.close()
         return {"listening": False, "error": exc.strerror or str(exc), "in_use": exc.errno == errno.EADDRINUSE}
+    if float(request.get("seconds", 30)) <= 0:  # only "is it free?" (`up`): no listener left behind
+        sock.close()
+        return {"listening": True}
     sys.stdout.flush()
     pid = os.fork()
     if pid == 0:  # the listener
@@ -481,6 +489,7 @@ OPERATIONS = {
     "list": listing,
     "versions": versions,
     "prepare": prepare,
+    "expand": expand,
     "tail": tail,
     "read": read,
     "listen": listen,
@@ -489,6 +498,9 @@ OPERATIONS = {
 
 
 def main():
+    # A Ctrl-C at clusterctl's terminal reaches this agent too (same process group, for a local
+    # host): it must not cut a start between the process and its pid file. clusterctl waits for us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The request comes on stdin (not argv, which every user of the host can read).
     request = json.loads(sys.stdin.read())
     try:

@@ -52,6 +52,11 @@ class SchedulerUnreachableError(ClusterctlError):
     exit_code = EXIT_SCHEDULER_DOWN
 
 
+class ForeignSchedulerError(ClusterctlError):
+    """A scheduler answers at the cluster's address, but it is not this cluster's: never trusted,
+    retired or closed."""
+
+
 class LockedError(ClusterctlError):
     """Another clusterctl command holds the cluster's lock."""
 

@@ -15,9 +15,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from clusterctl import agent, paths
+from clusterctl import agent
 from clusterctl.errors import HostError
-from clusterctl.inventory import HostSettings
+from clusterctl.inventory import HostSettings, default_python
 from clusterctl.launch import ProcessPlan
 from clusterctl.records import (
     AnswerError,
@@ -45,11 +45,9 @@ def agent_source() -> str:
 
 
 def default_run_dir(cluster: str, settings: HostSettings) -> str:
-    if settings.run_dir:
-        return settings.run_dir
-    if settings.connection == "local":
-        return str(paths.home() / "clusters" / cluster / "run")
-    return f"~/.clusterctl/{cluster}"
+    """The same default for local and remote hosts: outside $CLUSTERCTL_HOME, so that deleting the
+    local state never loses the pid files `down CONFIG` finds processes by."""
+    return settings.run_dir or f"~/.clusterctl/{cluster}"
 
 
 def _agent_request(plan: ProcessPlan) -> dict[str, Any]:
@@ -66,6 +64,7 @@ class Host:
         self.settings = settings
         self.transport = transport
         self.run_dir = default_run_dir(cluster, settings)
+        self._absolute_run_dir: str | None = None
 
     @property
     def address(self) -> str:
@@ -73,7 +72,22 @@ class Host:
 
     @property
     def python(self) -> str:
-        return self.settings.python or "python3"
+        return self.settings.python or default_python(self.settings)
+
+    def absolute_run_dir(self) -> str:
+        """The run directory as an absolute path on the host, asked of the host once.
+
+        Paths in a process's argv (TLS files) never pass a shell there, so a `~` must be
+        resolved by the host itself before it reaches them.
+        """
+        if self._absolute_run_dir is None:
+            answer = self.call("expand", path=self.run_dir)
+            path = self._checked("expand", lambda: field_of(answer, "path", str))
+            if not path.startswith("/"):
+                raise HostError(self.alias, f"run_dir {self.run_dir!r} is not absolute on the host ({path!r})",
+                                "set `run_dir:` for this host to an absolute path")
+            self._absolute_run_dir = path
+        return self._absolute_run_dir
 
     def agent_argv(self) -> list[str]:
         """The argv that runs the agent: the host's setup lines first, when it has any.
@@ -197,8 +211,9 @@ class Host:
     def upload(self, files: dict[str, bytes]) -> None:
         """Private files (0600) into the run directory (made 0700, with tls/): ``{"tls/ca.pem": data}``."""
         self.call("prepare", run_dir=self.run_dir)
+        run_dir = self.absolute_run_dir()  # a file transfer resolves no `~` either
         for relative, data in files.items():
-            self.transport.put_file(f"{self.run_dir}/{relative}", data, 0o600)
+            self.transport.put_file(f"{run_dir}/{relative}", data, 0o600)
 
     def tail(self, path: str, lines: int = 20) -> str:
         answer = self.call("tail", path=path, lines=lines)

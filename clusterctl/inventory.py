@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -350,10 +351,16 @@ class Inventory(_Model):
         """python/env/setup for a process on ``alias``: defaults < host < the process's own."""
         host = self.host(alias)
         return ProcessSettings(
-            python=own.python or host.python or "python3",
+            python=own.python or host.python or default_python(host),
             env={**host.env, **own.env},
             setup=[*host.setup, *own.setup],
         )
+
+
+def default_python(settings: HostSettings) -> str:
+    """The interpreter of a host without `python:`: on this machine the one clusterctl runs under
+    (it has distributed, whatever PATH says), elsewhere `python3`."""
+    return sys.executable if settings.connection == "local" and sys.executable else "python3"
 
 
 def _merge(base: HostSettings, override: HostSettings) -> HostSettings:

@@ -6,6 +6,8 @@ Pure functions, no I/O. The only place that knows the command lines of ``dask sc
 
 from __future__ import annotations
 
+import json
+import secrets
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -48,6 +50,22 @@ def scheduler_address(listen_host: str, port: int, protocol: Literal["tcp", "tls
     return SchedulerEndpoint(listen_host, port, protocol).address
 
 
+def new_scheduler_id(cluster: str) -> str:
+    """The identity a cluster's scheduler carries (its distributed id): ``clusterctl:<cluster>:<token>``."""
+    return f"clusterctl:{cluster}:{secrets.token_hex(8)}"
+
+
+def scheduler_id_prefix(cluster: str) -> str:
+    """What every scheduler of ``cluster`` answers with, whatever its token: for a `down` without state."""
+    return f"clusterctl:{cluster}:"
+
+
+def identity_preload(scheduler_id: str) -> str:
+    """A `--preload` script (distributed runs text with spaces as a module) that gives the scheduler
+    its id. It runs right after the scheduler binds, before it handles any request."""
+    return f"def dask_setup(scheduler):\n    scheduler.id = {json.dumps(scheduler_id)}\n"
+
+
 def _tls_argv(files: TlsFiles | None) -> list[str]:
     if files is None:
         return []
@@ -55,8 +73,10 @@ def _tls_argv(files: TlsFiles | None) -> list[str]:
 
 
 def scheduler_argv(python: str, listen_host: str, port: int, dashboard_address: str | None,
-                   tls: TlsFiles | None = None) -> list[str]:
+                   tls: TlsFiles | None = None, scheduler_id: str | None = None) -> list[str]:
     argv = [python, "-m", SCHEDULER_MODULE, "--host", listen_host, "--port", str(port)]
+    if scheduler_id is not None:
+        argv += ["--preload", identity_preload(scheduler_id)]
     if tls is not None:
         argv += ["--protocol", "tls", *_tls_argv(tls)]
     if dashboard_address is None:
@@ -79,8 +99,8 @@ def worker_argv(python: str, scheduler: str, group: WorkerGroup, tls: TlsFiles |
     return argv
 
 
-def plan_scheduler(inventory: Inventory, endpoint: SchedulerEndpoint, tls_dirs: dict[str, str] | None = None
-                   ) -> ProcessPlan:
+def plan_scheduler(inventory: Inventory, endpoint: SchedulerEndpoint, tls_dirs: dict[str, str] | None = None,
+                   scheduler_id: str | None = None) -> ProcessPlan:
     """``tls_dirs``: each host's run directory, where `up` puts its TLS files; None when TLS is off."""
     spec = inventory.scheduler
     settings = inventory.process_settings(spec.host, spec)
@@ -90,7 +110,8 @@ def plan_scheduler(inventory: Inventory, endpoint: SchedulerEndpoint, tls_dirs: 
         role="scheduler",
         name=SCHEDULER_NAME,
         host=spec.host,
-        argv=scheduler_argv(settings.python, endpoint.listen_host, endpoint.port, spec.dashboard_bind(), tls),
+        argv=scheduler_argv(settings.python, endpoint.listen_host, endpoint.port, spec.dashboard_bind(), tls,
+                            scheduler_id),
         env=settings.env,
         setup=list(spec.setup),
     )
@@ -113,8 +134,8 @@ def plan_worker_group(inventory: Inventory, group: WorkerGroup, scheduler: str,
 
 
 def plan_cluster(inventory: Inventory, endpoint: SchedulerEndpoint,
-                 tls_dirs: dict[str, str] | None = None) -> list[ProcessPlan]:
+                 tls_dirs: dict[str, str] | None = None, scheduler_id: str | None = None) -> list[ProcessPlan]:
     """The scheduler first, then every worker group, in inventory order."""
-    return [plan_scheduler(inventory, endpoint, tls_dirs)] + [
+    return [plan_scheduler(inventory, endpoint, tls_dirs, scheduler_id)] + [
         plan_worker_group(inventory, group, endpoint.address, tls_dirs) for group in inventory.workers
     ]

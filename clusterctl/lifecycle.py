@@ -9,9 +9,10 @@ and the root cause from its log, and undoes what the attempt started.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from clusterctl import scheduler_api, state, tls
 from clusterctl.errors import ClusterctlError, HostError
@@ -24,7 +25,9 @@ from clusterctl.records import ProcessRecord, StartFailure
 from clusterctl.scheduler_api import SchedulerView
 from clusterctl.state import ClusterState
 from clusterctl.timing import LIVENESS_CHECK_EVERY, RESTART_GRACE
+from clusterctl.tls import TlsFiles
 
+T = TypeVar("T")
 LOG_TAIL_LINES = 15  # shown to the user
 LOG_SCAN_LINES = 200  # searched for the root cause
 # Root causes that dask logs well above its final "failed to start" line.
@@ -44,9 +47,13 @@ def scheduler_endpoint(inventory: Inventory, hosts: HostGroup) -> SchedulerEndpo
     return SchedulerEndpoint(listen_host, inventory.scheduler.port, "tls" if inventory.security.enabled else "tcp")
 
 
-def tls_dirs(hosts: HostGroup, enabled: bool) -> dict[str, str] | None:
-    """Each host's run directory, where its TLS files go; None when TLS is off."""
-    return {alias: hosts[alias].run_dir for alias in hosts} if enabled else None
+def tls_dirs(hosts: HostGroup, enabled: bool, resolve: bool = True) -> dict[str, str] | None:
+    """Each host's run directory, absolute on that host, where its TLS files go; None when TLS is off."""
+    if not enabled:
+        return None
+    if not resolve:  # `up --dry-run` shows the paths as configured, without asking the hosts
+        return {alias: hosts[alias].run_dir for alias in hosts}
+    return hosts.run(lambda host: host.absolute_run_dir()).values_or_raise("finding the run directories")
 
 
 def provision_tls(inventory: Inventory, hosts: HostGroup, endpoint: SchedulerEndpoint) -> None:
@@ -74,6 +81,29 @@ def upload_tls(host: Host, directory: Path, roles: set[str]) -> None:
     host.upload(files)
 
 
+def refuse_taken_scheduler_port(hosts: HostGroup, inventory: Inventory, endpoint: SchedulerEndpoint,
+                                client_tls: TlsFiles | None) -> None:
+    """Before anything starts: the scheduler's port must be free on its host (as `check` proves it).
+
+    A scheduler started on a taken port dies at once, and workers started with it would join
+    whatever listens there, another cluster's scheduler included.
+    """
+    host = hosts[inventory.scheduler.host]
+    answer = host.call("listen", host=endpoint.listen_host, port=endpoint.port, seconds=0)
+    if answer.get("listening"):
+        return  # seconds=0: the agent only bound the port and closed it again
+    if not answer.get("in_use"):
+        raise HostError(host.alias, f"cannot listen on {endpoint.listen_host}:{endpoint.port}: {answer.get('error')}",
+                        "set the scheduler host's `address:` to one of its own addresses")
+    try:
+        holder = scheduler_api.owner_of(scheduler_api.query(endpoint.address, timeout=2.0, tls=client_tls).scheduler_id)
+        owner = f": {holder} listens there" + (" (another cluster)" if holder.startswith("cluster ") else "")
+    except ClusterctlError:
+        owner = ""
+    raise HostError(host.alias, f"the scheduler port {endpoint.port} is in use on {host.alias}{owner}; nothing "
+                    "was started", "stop what holds the port, or set another `scheduler.port` in the inventory")
+
+
 # --- start, wait, undo --------------------------------------------------------------------------
 
 
@@ -87,7 +117,7 @@ def start_processes(hosts: HostGroup, plans: list[ProcessPlan], progress: Progre
     failure is raised, so that nothing started becomes unreachable to `down`.
     """
     progress.step(f"starting {len(plans)} process(es) on {len({p.host for p in plans})} host(s)")
-    results = hosts.run_each(plans, lambda host, mine: host.start(mine))
+    results, interrupted = finish_despite_interrupt(lambda: hosts.run_each(plans, lambda host, mine: host.start(mine)))
     failures: list[str] = []
     for outcome in results.succeeded.values():
         for item in outcome:
@@ -99,9 +129,27 @@ def start_processes(hosts: HostGroup, plans: list[ProcessPlan], progress: Progre
             started.append(item)
             st.processes.append(item)
     state.save(st)
+    if interrupted is not None:
+        raise interrupted  # only now: everything that started is recorded, and the undo sees it
     results.values_or_raise("start")
     if failures:
         raise ClusterctlError("; ".join(failures), "set `python:` for that host to an interpreter that exists")
+
+
+def finish_despite_interrupt(call: Callable[[], T]) -> tuple[T, KeyboardInterrupt | None]:
+    """Run ``call`` to its end even when Ctrl-C comes meanwhile; return its value and the interrupt.
+
+    Starting a process and recording its pid are one step: an interrupt in between would leave a
+    process that outlives us with no record (`down` could not find it).
+    """
+    interrupted: KeyboardInterrupt | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="start") as pool:
+        future = pool.submit(call)
+        while True:
+            try:
+                return future.result(), interrupted
+            except KeyboardInterrupt as exc:
+                interrupted = exc
 
 
 def start_and_wait(st: ClusterState, hosts: HostGroup, plans: list[ProcessPlan], names: list[str],
@@ -148,7 +196,10 @@ def wait_until_ready(st: ClusterState, hosts: HostGroup, watch: list[ProcessReco
             check.append(checker.submit(find_dead, hosts, watch))
 
     try:
-        view = scheduler_api.wait_for_workers(st.scheduler_address, set(names), timeout, on_poll, st.client_tls())
+        # Every answer must come from our own scheduler: a worker that registers with another
+        # cluster's (which holds our address) is a failed start.
+        view = scheduler_api.wait_for_workers(st.scheduler_address, set(names), timeout, on_poll, st.client_tls(),
+                                              expect=st.expected_scheduler_id())
     finally:
         checker.shutdown(wait=False, cancel_futures=True)
     if view is not None and set(names) <= view.names():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,9 +36,11 @@ def import_problem(alias: str, found: dict[str, Any]) -> HostError | None:
     if module is None:
         return None
     executable = found.get("executable") or "python"
+    # The interpreter running clusterctl has distributed: on this machine, that is the one to name.
+    ours = f"; on this machine `python: {sys.executable}` has it" if sys.executable else ""
     return HostError(alias, f"{executable} cannot import {module}: {errors[module]}",
                      f"install dask and distributed there (`{executable} -m pip install distributed`), "
-                     "or set `python:` for this host")
+                     f"or set `python:` for this host{ours}")
 
 
 def differing(found: dict[str, Any], expected: dict[str, Any]) -> list[str]:

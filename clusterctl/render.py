@@ -332,13 +332,28 @@ def duration(seconds: float) -> str:
 
 
 def watch(reports: Iterable[ClusterReport], json_output: bool, interval: float) -> None:
-    """`status --watch`: redraw in place on a terminal; else reprint (JSON: one document per line)."""
+    """`status --watch`: redraw in place on a terminal; else reprint (JSON: one document per line).
+
+    A reader that leaves (`status --watch | head -1`) has what it wanted: a quiet, successful end.
+    """
+    try:
+        _watch(reports, json_output, interval)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+
+
+def _reader_left() -> None:
+    raise BrokenPipeError  # rich's own answer is SystemExit(1): for `watch`, a closed pipe is the end
+
+
+def _watch(reports: Iterable[ClusterReport], json_output: bool, interval: float) -> None:
     if json_output:
         for report in reports:
             sys.stdout.write(json.dumps(report_document(report), default=str) + "\n")
             sys.stdout.flush()
         return
     console = _console()
+    console.on_broken_pipe = _reader_left  # type: ignore[method-assign]
     if _plain(sys.stdout):
         for report in reports:
             console.print(f"--- {time.strftime('%H:%M:%S')} (every {interval:g}s; Ctrl-C to stop)")

@@ -74,7 +74,7 @@ def _roll_batch(st: ClusterState, hosts: HostGroup, batch: list[Change], names: 
     if retiring:
         progress.step(f"rolling {', '.join(c.name for c in batch)}: retiring {len(retiring)} worker(s) "
                       "(their data moves to the others)")
-        scheduler_api.retire(st.scheduler_address, retiring, tls=st.client_tls())
+        scheduler_api.retire(st.scheduler_address, retiring, st.expected_scheduler_id(), tls=st.client_tls())
         gone = lifecycle.verified_gone(lifecycle.stop_records(hosts, old, DOWN_GRACE))
         stuck = [r for r in old if (r.host, r.pid) not in gone]
         if stuck:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterctl.errors import SchedulerUnreachableError
+from clusterctl.errors import ForeignSchedulerError, SchedulerUnreachableError
 from clusterctl.tls import TlsFiles
 
 QUERY_TIMEOUT = 5.0
@@ -36,6 +36,7 @@ class SchedulerView:
     dashboard_port: int | None
     started: float | None
     workers: list[WorkerView] = field(default_factory=list)
+    scheduler_id: str = ""  # the id it answers with: `clusterctl:<cluster>:<token>` for ours
 
     def names(self) -> set[str]:
         return {w.name for w in self.workers}
@@ -73,18 +74,38 @@ def connection_args(files: TlsFiles | None) -> dict:
     return {} if security is None else security.get_connection_args("client")
 
 
-async def _query(address: str, timeout: float, comm_args: dict[str, Any]) -> SchedulerView:
+def owner_of(scheduler_id: str) -> str:
+    """Whose scheduler an id names, in words: ``cluster 'local'`` or ``not clusterctl's``."""
+    parts = scheduler_id.split(":")
+    if len(parts) == 3 and parts[0] == "clusterctl":
+        return f"cluster {parts[1]!r}"
+    return "a Dask scheduler that clusterctl did not start"
+
+
+def check_identity(identity: dict[str, Any], expect: str | None, address: str) -> None:
+    """Raise ``ForeignSchedulerError`` unless the scheduler's id starts with ``expect`` (None: trust)."""
+    found = str(identity.get("id", ""))
+    if expect is not None and not found.startswith(expect):
+        raise ForeignSchedulerError(
+            f"the scheduler at {address} is not this cluster's: it is {owner_of(found)}'s; clusterctl will "
+            "not use, retire or close it",
+            "another cluster uses this address: choose another `scheduler.port` in the inventory")
+
+
+async def _query(address: str, timeout: float, comm_args: dict[str, Any], expect: str | None = None
+                 ) -> SchedulerView:
     from distributed.core import rpc
 
     async with rpc(address, timeout=timeout, connection_args=comm_args) as scheduler:
         identity = await scheduler.identity()
+        check_identity(identity, expect, address)
         processing = await scheduler.processing()
     services = identity.get("services") or {}
     workers = [
         _worker_view(addr, info, len(processing.get(addr, ())))
         for addr, info in sorted((identity.get("workers") or {}).items(), key=lambda kv: str(kv[1].get("name")))
     ]
-    return SchedulerView(services.get("dashboard"), identity.get("started"), workers)
+    return SchedulerView(services.get("dashboard"), identity.get("started"), workers, str(identity.get("id", "")))
 
 
 def _run(coroutine_factory: Callable[[], Any], address: str, timeout: float) -> Any:
@@ -99,9 +120,11 @@ def _run(coroutine_factory: Callable[[], Any], address: str, timeout: float) -> 
         ) from None
 
 
-def query(address: str, timeout: float = QUERY_TIMEOUT, tls: TlsFiles | None = None) -> SchedulerView:
-    """The scheduler's own view in one round trip; ``SchedulerUnreachableError`` if it does not answer."""
-    return _run(lambda: _query(address, timeout, connection_args(tls)), address, timeout)
+def query(address: str, timeout: float = QUERY_TIMEOUT, tls: TlsFiles | None = None,
+          expect: str | None = None) -> SchedulerView:
+    """The scheduler's own view in one round trip; ``SchedulerUnreachableError`` if it does not answer,
+    ``ForeignSchedulerError`` if its id does not start with ``expect``."""
+    return _run(lambda: _query(address, timeout, connection_args(tls), expect), address, timeout)
 
 
 def wait_for_workers(
@@ -111,6 +134,7 @@ def wait_for_workers(
     on_poll: Callable[[SchedulerView | None], None],
     tls: TlsFiles | None = None,
     poll_interval: float = 0.25,
+    expect: str | None = None,
 ) -> SchedulerView | None:
     """Poll until the scheduler answers and reports every name in ``names``.
 
@@ -122,7 +146,7 @@ def wait_for_workers(
     while True:
         try:
             view = query(address, timeout=min(QUERY_TIMEOUT, max(1.0, deadline - time.monotonic())),
-                         tls=tls)
+                         tls=tls, expect=expect)
         except SchedulerUnreachableError:
             view = None
         on_poll(view)
@@ -133,10 +157,11 @@ def wait_for_workers(
         time.sleep(poll_interval)
 
 
-async def _retire_and_close(address: str, timeout: float, comm_args: dict[str, Any]) -> None:
+async def _retire_and_close(address: str, timeout: float, comm_args: dict[str, Any], expect: str | None) -> None:
     from distributed.core import rpc
 
     async with rpc(address, timeout=timeout, connection_args=comm_args) as scheduler:
+        check_identity(await scheduler.identity(), expect, address)  # on the connection that closes it
         # Retiring moves results off the workers and closes them and their nannies.
         await scheduler.retire_workers(close_workers=True, remove=True)
         try:
@@ -145,18 +170,22 @@ async def _retire_and_close(address: str, timeout: float, comm_args: dict[str, A
             pass  # the scheduler closes the connection as it goes: that is the answer we want
 
 
-def retire_and_close(address: str, timeout: float = 15.0, tls: TlsFiles | None = None) -> None:
-    """Ask the scheduler to retire every worker and to close itself."""
-    _run(lambda: _retire_and_close(address, timeout, connection_args(tls)), address, timeout)
+def retire_and_close(address: str, expect: str | None, timeout: float = 15.0, tls: TlsFiles | None = None) -> None:
+    """Ask the scheduler to retire every worker and to close itself, once it proved to be ``expect``."""
+    _run(lambda: _retire_and_close(address, timeout, connection_args(tls), expect), address, timeout)
 
 
-async def _retire(address: str, workers: list[str], timeout: float, comm_args: dict[str, Any]) -> dict:
+async def _retire(address: str, workers: list[str], timeout: float, comm_args: dict[str, Any],
+                  expect: str | None) -> dict:
     from distributed.core import rpc
 
     async with rpc(address, timeout=timeout, connection_args=comm_args) as scheduler:
+        check_identity(await scheduler.identity(), expect, address)
         return await scheduler.retire_workers(names=workers, close_workers=True, remove=True)
 
 
-def retire(address: str, names: list[str], timeout: float = 30.0, tls: TlsFiles | None = None) -> dict:
-    """Retire the named workers gracefully: their data moves to other workers first."""
-    return _run(lambda: _retire(address, names, timeout, connection_args(tls)), address, timeout)
+def retire(address: str, names: list[str], expect: str | None, timeout: float = 30.0,
+           tls: TlsFiles | None = None) -> dict:
+    """Retire the named workers gracefully (their data moves to other workers first), once the
+    scheduler proved to be ``expect``."""
+    return _run(lambda: _retire(address, names, timeout, connection_args(tls), expect), address, timeout)

@@ -4,7 +4,9 @@
       current                    name of the cluster `up` touched last
       locks/<name>.lock          held while a command changes the cluster
       clusters/<name>/state.json inventory, addresses, every process (role, host, name, pid, log)
-      clusters/<name>/run/       logs and pid files of processes on `connection: local` hosts
+
+Logs and pid files live in each host's run_dir (default ``~/.clusterctl/<name>`` on that host,
+local hosts too), so that losing this directory never loses what `down CONFIG` finds them by.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class ClusterState:
     versions: dict[str, Any] = field(default_factory=dict)  # the scheduler host's, for add-worker's preflight
     tls: bool = False  # the cluster speaks TLS; the client's files are in <cluster dir>/tls
     scheduler_host: str = ""  # where the scheduler listens (the host part of its address)
+    scheduler_id: str = ""  # the identity our scheduler answers with (launch.new_scheduler_id)
     version: int = STATE_VERSION
 
     def __post_init__(self) -> None:
@@ -59,6 +62,10 @@ class ClusterState:
     def client_tls(self) -> TlsFiles | None:
         """The client's TLS files (in the cluster's state directory), or None without TLS."""
         return local_files(tls_dir(self.name), "client") if self.tls else None
+
+    def expected_scheduler_id(self) -> str:
+        """What the scheduler at our address must answer with before it is trusted, retired or closed."""
+        return self.scheduler_id or f"clusterctl:{self.name}:"
 
     def process(self, name: str) -> ProcessRecord | None:
         return next((p for p in self.processes if p.name == name), None)

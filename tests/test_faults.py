@@ -210,6 +210,7 @@ def test_up_restarts_a_worker_the_scheduler_lost_although_its_process_lives(bed_
     healed = cluster.cli("up", str(cluster.config), "--timeout", "15", "--json")
     assert healed.exit_code == 0, healed.stderr
     assert healed.json()["started"] == ["h2"]
+    assert "h2 started again: alive but not registered with the scheduler" in healed.stderr, healed.stderr
     assert process_groups(cluster.bed, "h2") == {cluster.pids()["h2"]} != {hung}
     assert cluster.down().exit_code == 0
     assert cluster.leftovers() == {}

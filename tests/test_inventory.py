@@ -120,10 +120,13 @@ workers:
     assert node2.env == {"A": "from-defaults", "B": "from-defaults"}
 
 
-def test_localhost_needs_no_hosts_entry_and_is_local() -> None:
-    inventory = parse("name: t\nscheduler: {host: localhost}\nworkers: [{host: localhost}]\n")
+def test_localhost_needs_no_hosts_entry_and_is_local_and_runs_clusterctls_own_python() -> None:
+    import sys
+
+    inventory = parse("name: t\nscheduler: {host: localhost}\nworkers: [{host: localhost}, {host: node9}]\n")
     assert inventory.host("localhost").connection == "local"
-    assert inventory.process_settings("localhost", inventory.workers[0]).python == "python3"
+    assert inventory.process_settings("localhost", inventory.workers[0]).python == sys.executable
+    assert inventory.process_settings("node9", inventory.workers[1]).python == "python3", "an ssh host: python3"
 
 
 def test_groups_without_a_name_are_named_after_host_and_index() -> None:

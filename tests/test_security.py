@@ -193,6 +193,49 @@ def test_tls_auto_over_ssh_up_status_grow_shrink_down_and_only_our_clients_get_i
     assert not (home / "clusters" / "sec-tls").exists(), "down forgets the cluster, its TLS files too"
 
 
+@pytest.mark.ssh
+def test_tls_auto_on_ssh_hosts_with_every_default_up_runs_a_task_and_down(
+        sshd_factory: Any, sshd_client_key: tuple[Path, str], ssh_env: SshEnv, tmp_path: Path) -> None:
+    """The README's TLS quickstart as a user types it: two SSH hosts with no run_dir, default ports,
+    the default host-key policy (the keys in ~/.ssh/known_hosts). `~` in the default run_dir is the
+    host's home, and must never reach `dask scheduler --tls-ca-file` literally."""
+    remote_home = tmp_path / "remote-home"
+    remote_home.mkdir()
+    # Its own loopback address, so the default ports (8786, 8787) are its own too.
+    address = f"127.0.{os.getpid() % 250 + 2}.{secrets_byte()}"
+    server = sshd_factory(address=address, extra_config=f"SetEnv HOME={remote_home}")
+    (ssh_env.home / ".ssh").mkdir(exist_ok=True)
+    (ssh_env.home / ".ssh" / "known_hosts").write_text(server.known_hosts_line())
+    host = {"address": address, "port": server.port, "user": "root", "identity_file": str(sshd_client_key[0])}
+    config = write_inventory(tmp_path / "c.yaml", {
+        "name": "sec-defaults",
+        "defaults": {"python": PYTHON, "env": WORKER_ENV},
+        "hosts": {"node1": host, "node2": dict(host)},
+        "scheduler": {"host": "node1"},
+        "workers": [{"name": "w1", "host": "node1"}, {"name": "w2", "host": "node2"}],
+        "security": {"tls": "auto"},
+    })
+    run_dir = remote_home / ".clusterctl" / "sec-defaults"
+    try:
+        started = clusterctl("up", str(config), "--json")
+        assert started.exit_code == 0, started.stderr
+        assert started.json()["scheduler"]["address"] == f"tls://{address}:8786"
+        assert (run_dir / "tls" / "ca.pem").is_file() and (run_dir / "scheduler.pid").is_file()
+        status = clusterctl("status", "--json")
+        assert status.exit_code == 0 and status.json()["healthy"], status.stderr
+        assert shell_with_env_runs_a_task(dict(os.environ)).stdout.strip().splitlines()[-1] == "6"
+    finally:
+        down = clusterctl("down")
+    assert down.exit_code == 0, down.stderr
+    assert not list(run_dir.glob("*.pid"))
+
+
+def secrets_byte() -> int:
+    import secrets
+
+    return secrets.randbelow(250) + 2
+
+
 # ---- a scheduler port taken by a server that speaks first, in plain text ---------------------------------
 
 

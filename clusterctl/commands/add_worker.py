@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from clusterctl import lifecycle, state
-from clusterctl.errors import ClusterctlError, InvalidInputError
+from clusterctl import lifecycle, scheduler_api, state
+from clusterctl.errors import ClusterctlError, InvalidInputError, SchedulerUnreachableError
 from clusterctl.group import connect
 from clusterctl.inventory import LOCAL_HOST, WorkerGroup, is_valid_address
 from clusterctl.launch import plan_worker_group
@@ -41,6 +41,11 @@ def add_worker(progress: Progress, cluster: str | None = None, config: str | Non
         if clash:
             raise InvalidInputError(f"--name: worker name {clash[0]!r} is already used in cluster {st.name!r}",
                                     "choose another --name, or leave it out for a generated one")
+        try:  # a worker must never join another cluster's scheduler that holds our address
+            scheduler_api.query(st.scheduler_address, timeout=3.0, tls=st.client_tls(),
+                                expect=st.expected_scheduler_id())
+        except SchedulerUnreachableError:
+            pass  # waiting for the worker says so, with the scheduler's log
         with connect(inventory, [alias], password_prompt) as hosts:
             plan = plan_worker_group(inventory, group, st.scheduler_address, lifecycle.tls_dirs(hosts, st.tls))
             progress.step(f"checking {alias}")

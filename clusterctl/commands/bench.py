@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from clusterctl import measure, state
+from clusterctl import measure, scheduler_api, state
 from clusterctl.errors import ClusterctlError, InvalidInputError
 from clusterctl.measure import BenchSettings, Figures
 from clusterctl.progress import Progress
@@ -45,6 +45,8 @@ def bench(progress: Progress, cluster: str | None = None, config: str | None = N
     if st is None:
         raise ClusterctlError(f"cluster {name!r} is not running", "start it with `clusterctl up CONFIG`")
     settings = BenchSettings(tasks=tasks, repeats=repeats, transfer_mb=transfer_mb)
+    # Measure our own scheduler only: another cluster's at this address is refused by its id.
+    scheduler_api.query(st.scheduler_address, tls=st.client_tls(), expect=st.expected_scheduler_id())
     try:
         figures = measure.on_cluster(st.scheduler_address, st.client_tls(), settings, progress.step)
         local = measure.on_local_cluster(BASELINE_WORKERS, settings, progress.step) if baseline else None

@@ -123,7 +123,8 @@ def check(config: str, progress: Progress | None = None, connect_timeout: float 
             progress.step(f"checking {len(hosts)} host(s)")
             hosts.run(lambda host: _reach_and_ask(host, rows[host.alias]))
             _compare_versions(rows, scheduler_alias)
-            progress.step(f"checking port {inventory.scheduler.port} on {scheduler_alias}")
+            if rows[scheduler_alias].passed("python"):  # else there is no port to check there
+                progress.step(f"checking port {inventory.scheduler.port} on {scheduler_alias}")
             _check_port(inventory, hosts, rows, report, connect_timeout)
     finally:
         progress.done()

@@ -43,7 +43,7 @@ def dashboard(cluster: str | None = None, config: str | None = None, socket_path
     if st is None:
         raise ClusterctlError(f"cluster {name!r} is not running", "start it with `clusterctl up CONFIG`")
     inventory = st.inventory
-    view = scheduler_api.query(st.scheduler_address, tls=st.client_tls())
+    view = scheduler_api.query(st.scheduler_address, tls=st.client_tls(), expect=st.expected_scheduler_id())
     if view.dashboard_port is None or inventory.scheduler.dashboard_address is None:
         raise ClusterctlError(f"cluster {name!r} has no dashboard",
                               "set scheduler.dashboard_address (e.g. ':8787') and run `clusterctl up --restart`")

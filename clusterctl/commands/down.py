@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from clusterctl import lifecycle, scheduler_api, state
-from clusterctl.errors import ClusterctlError, HostError, SchedulerUnreachableError
+from clusterctl.errors import ClusterctlError, ForeignSchedulerError, HostError, SchedulerUnreachableError
 from clusterctl.group import HostGroup, connect
 from clusterctl.inventory import Inventory, load_inventory
+from clusterctl.launch import scheduler_id_prefix
 from clusterctl.progress import PasswordPrompt, Progress
 from clusterctl.records import ProcessRecord, StopOutcome
 from clusterctl.state import ClusterState
@@ -75,15 +76,16 @@ def _close_unrecorded_scheduler(inventory: Inventory, hosts: HostGroup, progress
     """
     if inventory.security.enabled:
         return None  # its client certificates were in the lost state: it cannot be asked
+    expect = scheduler_id_prefix(inventory.name)  # another cluster's scheduler is never closed
     try:
         address = lifecycle.scheduler_endpoint(inventory, hosts).address
-        scheduler_api.query(address, timeout=2.0)
+        scheduler_api.query(address, timeout=2.0, expect=expect)
     except ClusterctlError:
         return None
     progress.step(f"a scheduler answers at {address}: retiring its workers and closing it")
     try:
-        scheduler_api.retire_and_close(address)
-    except SchedulerUnreachableError:
+        scheduler_api.retire_and_close(address, expect)
+    except (SchedulerUnreachableError, ForeignSchedulerError):
         pass
     return address
 
@@ -93,9 +95,10 @@ def _retire_and_close(st: ClusterState, progress: Progress) -> str | None:
     progress.step(f"retiring workers and closing the scheduler at {st.scheduler_address}")
     try:
         # A quick question first: a dead scheduler would make the retire call wait out its timeout.
-        scheduler_api.query(st.scheduler_address, timeout=2.0, tls=st.client_tls())
-        scheduler_api.retire_and_close(st.scheduler_address, tls=st.client_tls())
-    except SchedulerUnreachableError as exc:
+        expect = st.expected_scheduler_id()  # another cluster's scheduler at our address is never closed
+        scheduler_api.query(st.scheduler_address, timeout=2.0, tls=st.client_tls(), expect=expect)
+        scheduler_api.retire_and_close(st.scheduler_address, expect, tls=st.client_tls())
+    except (SchedulerUnreachableError, ForeignSchedulerError) as exc:
         return exc.message  # stopping by pid still cleans up
     return None
 
@@ -115,7 +118,7 @@ def _conclude(name: str, st: ClusterState | None, result: DownResult, records: l
                 left += [r for r in records if r.host == alias and r.pid == p.pid]
     if result.unrecorded_scheduler and not any(p.role == "scheduler" for found in swept.values() for p in found):
         unverified.append(f"the scheduler at {result.unrecorded_scheduler} answered but no pid file names it "
-                        "(was its run directory under a deleted $CLUSTERCTL_HOME?); it was asked to close, "
+                        "(was its run directory deleted?); it was asked to close, "
                         "its processes are not verified")
     if not failed and not unverified:
         if st is not None:
@@ -128,6 +131,5 @@ def _conclude(name: str, st: ClusterState | None, result: DownResult, records: l
     reasons = [f"{host}: not verified: {error.reason}" for host, error in failed.items()] + unverified
     done = f" (stopped {len(result.stopped)} other process(es))" if result.stopped else ""
     hint = ("fix the host, then run `clusterctl down` again; it stops what is left" if failed or st is not None
-            else "check the scheduler host with `ps`; for `connection: local` hosts, set `run_dir` outside "
-                 "$CLUSTERCTL_HOME so that their pid files outlive it")
+            else "check the scheduler host with `ps`")
     raise DownIncompleteError(f"down incomplete: {'; '.join(reasons)}{done}", hint)

@@ -24,7 +24,8 @@ name: mycluster
 
 # Settings every host inherits; any key of a host below may be set here.
 defaults:
-  python: python3                # an interpreter with dask and distributed, same versions on every host
+  # python: python3              # with dask and distributed, same versions on every host; default:
+  #                              # python3 on ssh hosts, clusterctl's own interpreter on local ones
   env:                           # environment of every process, passed literally
     OMP_NUM_THREADS: "1"
   # setup:                       # shell lines run before each process, e.g. to activate an environment

@@ -65,7 +65,8 @@ def _summary(name: str) -> ClusterSummary:
     expected = set(st.expected_workers())
     written = time.time() - path.stat().st_mtime if path.exists() else None
     try:
-        view = scheduler_api.query(st.scheduler_address, timeout=QUERY_TIMEOUT, tls=st.client_tls())
+        view = scheduler_api.query(st.scheduler_address, timeout=QUERY_TIMEOUT, tls=st.client_tls(),
+                                   expect=st.expected_scheduler_id())
     except ClusterctlError:
         view = None
     if view is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from clusterctl import lifecycle, scheduler_api, state
-from clusterctl.errors import ClusterctlError, InvalidInputError, SchedulerUnreachableError
+from clusterctl.errors import ClusterctlError, ForeignSchedulerError, InvalidInputError, SchedulerUnreachableError
 from clusterctl.group import connect
 from clusterctl.progress import PasswordPrompt, Progress
 from clusterctl.records import ProcessRecord
@@ -33,17 +33,18 @@ def remove_worker(progress: Progress, targets: list[str], cluster: str | None = 
         if st is None:
             raise ClusterctlError(f"cluster {name!r} is not running", "start it with `clusterctl up CONFIG`")
         try:
-            view = scheduler_api.query(st.scheduler_address, tls=st.client_tls())
+            view = scheduler_api.query(st.scheduler_address, tls=st.client_tls(), expect=st.expected_scheduler_id())
             by_address = {w.address: w.name for w in view.workers}
-        except SchedulerUnreachableError:
+        except (SchedulerUnreachableError, ForeignSchedulerError):  # another cluster's workers are never retired
             view, by_address = None, {}
         workers = _resolve(st.processes, targets, by_address)
         result = RemoveResult(name, removed=sorted(workers))
         if view is not None:
             progress.step(f"retiring {', '.join(sorted(workers))} (moving their data to other workers)")
             try:
-                scheduler_api.retire(st.scheduler_address, sorted(workers), tls=st.client_tls())
-            except SchedulerUnreachableError as exc:
+                scheduler_api.retire(st.scheduler_address, sorted(workers), st.expected_scheduler_id(),
+                                     tls=st.client_tls())
+            except (SchedulerUnreachableError, ForeignSchedulerError) as exc:
                 result.retire_note = exc.message
         else:
             result.retire_note = f"scheduler at {st.scheduler_address} does not answer: stopped without retiring"

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 
 from clusterctl import scheduler_api, state
-from clusterctl.errors import ClusterctlError, SchedulerUnreachableError
+from clusterctl.errors import ClusterctlError, ForeignSchedulerError, SchedulerUnreachableError
 from clusterctl.group import connect
 from clusterctl.report import ClusterReport, ProcessRow, build_report
 from clusterctl.state import ClusterState
@@ -19,8 +19,9 @@ def status(cluster: str | None = None, config: str | None = None, processes: boo
         raise ClusterctlError(f"cluster {name!r} is not running (no state in {state.cluster_dir(name)})",
                               "start it with `clusterctl up CONFIG`")
     try:
-        report = build_report(st, scheduler_api.query(st.scheduler_address, tls=st.client_tls()))
-    except SchedulerUnreachableError as exc:
+        report = build_report(st, scheduler_api.query(st.scheduler_address, tls=st.client_tls(),
+                                                      expect=st.expected_scheduler_id()))
+    except (SchedulerUnreachableError, ForeignSchedulerError) as exc:  # another cluster's is not our view
         report = build_report(st, None, error=exc.message)
     if processes:
         report.processes = check_processes(st)

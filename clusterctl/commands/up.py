@@ -13,16 +13,23 @@ from pathlib import Path
 from typing import Any
 
 from clusterctl import lifecycle, rolling, scheduler_api, state, tls
-from clusterctl.errors import ClusterctlError, InvalidInputError, SchedulerUnreachableError
+from clusterctl.errors import ClusterctlError, ForeignSchedulerError, InvalidInputError, SchedulerUnreachableError
 from clusterctl.group import HostGroup, connect
 from clusterctl.inventory import Inventory, TlsFilesSpec, WorkerGroup, load_inventory
-from clusterctl.launch import SCHEDULER_NAME, ProcessPlan, SchedulerEndpoint, plan_cluster, plan_worker_group
+from clusterctl.launch import (
+    SCHEDULER_NAME,
+    ProcessPlan,
+    SchedulerEndpoint,
+    new_scheduler_id,
+    plan_cluster,
+    plan_worker_group,
+)
 from clusterctl.preflight import preflight
 from clusterctl.progress import PasswordPrompt, Progress
 from clusterctl.records import ProcessRecord
 from clusterctl.report import ClusterReport, build_report, dashboard_url
 from clusterctl.state import ClusterState
-from clusterctl.timing import RESTART_GRACE, WORKER_TIMEOUT
+from clusterctl.timing import LOST_WORKER_GRACE, RESTART_GRACE, WORKER_TIMEOUT
 
 
 @dataclass
@@ -41,6 +48,7 @@ class Reconciliation:
     start: list[ProcessPlan] = field(default_factory=list)
     added: dict[str, dict[str, Any]] = field(default_factory=dict)  # add-worker groups to start again
     wanted: list[ProcessPlan] = field(default_factory=list)  # every process the cluster should have
+    why: dict[str, str] = field(default_factory=dict)  # process name -> why it is started again
 
 
 def up(config: str, progress: Progress, password_prompt: PasswordPrompt | None = None,
@@ -56,8 +64,11 @@ def up(config: str, progress: Progress, password_prompt: PasswordPrompt | None =
         recorded = [r.host for r in previous.processes] if previous else []  # added workers' hosts too
         with connect(inventory, described + recorded, password_prompt) as hosts:
             endpoint = lifecycle.scheduler_endpoint(inventory, hosts)
-            run_dirs = lifecycle.tls_dirs(hosts, inventory.security.enabled)
-            plans = plan_cluster(inventory, endpoint, run_dirs)
+            run_dirs = lifecycle.tls_dirs(hosts, inventory.security.enabled, resolve=not dry_run)
+            # The identity our scheduler carries, kept across restarts: what every command verifies.
+            scheduler_id = previous.scheduler_id if previous and previous.scheduler_id else new_scheduler_id(
+                inventory.name)
+            plans = plan_cluster(inventory, endpoint, run_dirs, scheduler_id)
             if dry_run:
                 return _dry_run(inventory, hosts, plans, endpoint.address)
             if isinstance(inventory.security.tls, TlsFilesSpec):
@@ -74,15 +85,16 @@ def up(config: str, progress: Progress, password_prompt: PasswordPrompt | None =
                 dashboard_url=None,
                 versions=report.versions.get(inventory.scheduler.host, {}),
                 tls=inventory.security.enabled,
+                scheduler_id=scheduler_id,
             )
             if inventory.security.enabled:
                 progress.step("distributing TLS certificates")
                 lifecycle.provision_tls(inventory, hosts, endpoint)
             todo = reconcile(inventory, endpoint, plans, previous, hosts, restart, run_dirs)
             if rolling:
-                result = _apply_rolling(st, hosts, todo, timeout, progress, max_unavailable)
+                result = _apply_rolling(st, hosts, todo, timeout, progress, max_unavailable, endpoint)
             else:
-                result = _apply(st, hosts, todo, timeout, progress)
+                result = _apply(st, hosts, todo, timeout, progress, endpoint)
             if not inventory.security.enabled and not _is_loopback(endpoint.listen_host):
                 result.warnings.append(
                     f"TLS is off and the scheduler listens on {endpoint.listen_host}:{endpoint.port}: anyone who "
@@ -123,11 +135,15 @@ def reconcile(inventory: Inventory, endpoint: SchedulerEndpoint, plans: list[Pro
     scheduler = previous.process("scheduler")
     if scheduler is not None and id(scheduler) not in dead:  # a dead one would cost the query's timeout
         try:
-            registered = scheduler_api.query(previous.scheduler_address, timeout=3.0,
-                                             tls=previous.client_tls()).names()
+            registered = scheduler_api.query(previous.scheduler_address, timeout=3.0, tls=previous.client_tls(),
+                                             expect=previous.expected_scheduler_id()).names()
         except SchedulerUnreachableError:
             pass
+        except ForeignSchedulerError:
+            dead.add(id(scheduler))  # ours does not answer there: start it again (the port check speaks)
     alive = {r.name: r for r in previous.processes if id(r) not in dead}
+    if registered is not None and not restart:  # --restart renews them all: no need to wait
+        registered = _registered_after_grace(previous, alive, registered)
     healthy = {name for name, r in alive.items()
                if registered is None or r.role != "worker" or set(r.worker_names) <= registered}
     wanted = {plan.name: plan for plan in plans}
@@ -144,9 +160,36 @@ def reconcile(inventory: Inventory, endpoint: SchedulerEndpoint, plans: list[Pro
             continue
         if running is not None:
             todo.stop.append(running)  # changed, restarted, or alive but lost to the scheduler
+            if name not in healthy:
+                todo.why[name] = (f"alive but not registered with the scheduler for {LOST_WORKER_GRACE:g}s "
+                                  "(hung or cut off)")
+        elif any(r.name == name for r in previous.processes):
+            todo.why[name] = "its process had exited"
         todo.start.append(plan)
     todo.stop += [r for name, r in alive.items() if name not in wanted]  # groups gone from the inventory
     return todo
+
+
+def _registered_after_grace(previous: ClusterState, alive: dict[str, ProcessRecord], registered: set[str]
+                            ) -> set[str]:
+    """The registered worker names, after waiting a grace for live workers the scheduler lacks.
+
+    A busy machine delays heartbeats and (re)registration: only a worker still absent after the
+    grace is taken for lost, so a healthy worker is never restarted because the scheduler was slow.
+    """
+    lacking = {w for r in alive.values() if r.role == "worker" for w in r.worker_names} - registered
+    if not lacking:
+        return registered
+    view = scheduler_api.wait_for_workers(previous.scheduler_address, lacking | registered, LOST_WORKER_GRACE,
+                                          lambda _: None, previous.client_tls(),
+                                          expect=previous.expected_scheduler_id())
+    return view.names() if view is not None else registered
+
+
+def _port_of(address: str | None) -> int | None:
+    """The port of a dashboard address such as ``:8787`` or ``127.0.0.1:8787``; None for none or 0."""
+    port = (address or "").rsplit(":", 1)[-1]
+    return int(port) if port.isdigit() and int(port) else None
 
 
 def _unchanged(record: ProcessRecord, plan: ProcessPlan) -> bool:
@@ -157,7 +200,7 @@ def _unchanged(record: ProcessRecord, plan: ProcessPlan) -> bool:
 
 
 def _apply_rolling(st: ClusterState, hosts: HostGroup, todo: Reconciliation, timeout: float, progress: Progress,
-                   max_unavailable: int) -> ClusterReport:
+                   max_unavailable: int, endpoint: SchedulerEndpoint) -> ClusterReport:
     """Worker groups one batch at a time; a changed scheduler means a restart of everything, said plainly."""
     scheduler = next((r for r in [*todo.keep, *todo.stop] if r.name == SCHEDULER_NAME), None)
     if scheduler is None:
@@ -168,7 +211,7 @@ def _apply_rolling(st: ClusterState, hosts: HostGroup, todo: Reconciliation, tim
         # dask workers exit with their scheduler, and new workers need the new one: nothing can roll.
         progress.step("the scheduler's command line changed: restarting it, and every worker with it")
         report = _apply(st, hosts, Reconciliation(stop=[*todo.keep, *todo.stop], start=list(todo.wanted),
-                                                  added=todo.added), timeout, progress)
+                                                  added=todo.added), timeout, progress, endpoint)
         report.warnings.append("the scheduler's own command line changed, so it was restarted: that loses its "
                                "in-memory state (tasks and results), and every worker group restarted with it, as "
                                "dask workers exit with their scheduler")
@@ -180,7 +223,7 @@ def _apply_rolling(st: ClusterState, hosts: HostGroup, todo: Reconciliation, tim
     view = rolled.view
     if view is None:  # nothing was started: the view is asked for once, for the report
         try:
-            view = scheduler_api.query(st.scheduler_address, tls=st.client_tls())
+            view = scheduler_api.query(st.scheduler_address, tls=st.client_tls(), expect=st.expected_scheduler_id())
         except SchedulerUnreachableError as exc:
             return build_report(st, None, error=exc.message)
     report = build_report(st, view)
@@ -191,11 +234,20 @@ def _apply_rolling(st: ClusterState, hosts: HostGroup, todo: Reconciliation, tim
 
 
 def _apply(st: ClusterState, hosts: HostGroup, todo: Reconciliation, timeout: float,
-           progress: Progress) -> ClusterReport:
+           progress: Progress, endpoint: SchedulerEndpoint) -> ClusterReport:
     st.processes = list(todo.keep)
     if todo.stop:
         progress.step(f"stopping {len(todo.stop)} changed or removed process(es)")
         lifecycle.stop_records(hosts, todo.stop, RESTART_GRACE)
+    if any(plan.role == "scheduler" for plan in todo.start):
+        try:
+            lifecycle.refuse_taken_scheduler_port(hosts, st.inventory, endpoint, st.client_tls())
+        except ClusterctlError:
+            if st.processes:
+                state.save(st)
+            else:
+                state.remove(st.name)
+            raise
     state.save(st)
     state.set_current(st.name)
     names = [name for r in st.processes if r.role == "worker" for name in r.worker_names]
@@ -210,6 +262,12 @@ def _apply(st: ClusterState, hosts: HostGroup, todo: Reconciliation, timeout: fl
     report = build_report(st, view)
     report.started = [r.name for r in started]
     kept = len(todo.keep)
+    report.warnings += [f"{name} started again: {why}" for name, why in todo.why.items()]
+    asked = _port_of(scheduler.dashboard_address)
+    if asked and view.dashboard_port and view.dashboard_port != asked:  # distributed picks another, silently
+        report.warnings.append(f"the dashboard port {asked} was taken on {scheduler.host}: the dashboard "
+                               f"listens on port {view.dashboard_port} instead (set `scheduler.dashboard_address` "
+                               "to a free port)")
     report.headline = (f"started {len(started)} process(es)" + (f", kept {kept} running" if kept else "")
                        if started else "already running: nothing to start")
     return report

@@ -112,10 +112,11 @@ class Running:
 
 
 def local_inventory(name: str = "t", workers: list[dict[str, Any]] | None = None, **scheduler: Any) -> dict[str, Any]:
-    """The lecture's cluster on this machine, on free ports, run by this test's python."""
+    """The lecture's cluster on this machine, on free ports, with the default python (a local host
+    runs the interpreter clusterctl runs under: this test's)."""
     return {
         "name": name,
-        "defaults": {"python": PYTHON, "env": WORKER_ENV},
+        "defaults": {"env": WORKER_ENV},  # no python: a local host runs clusterctl's own interpreter
         "hosts": {"me": {"connection": "local"}},
         "scheduler": {"host": "me", "port": free_port(), "dashboard_address": None, **scheduler},
         "workers": workers if workers is not None else [
@@ -138,7 +139,10 @@ def recorded_processes(home: Path) -> list[dict[str, Any]]:
             found += json.loads(state_file.read_text()).get("processes", [])
         except (OSError, ValueError, AttributeError):
             pass
-    return [p for p in found if _is_record(p)] + pid_file_records(home.glob("clusters/*/run/*.pid"))
+    # A local host's default run_dir is ~/.clusterctl/<cluster>, as on remote hosts.
+    default_run_dirs = Path(os.environ.get("HOME", "/nonexistent")).glob(".clusterctl/*/*.pid")
+    return [p for p in found if _is_record(p)] + pid_file_records([*home.glob("clusters/*/run/*.pid"),
+                                                                   *default_run_dirs])
 
 
 def pid_file_records(paths: Iterable[Path]) -> list[dict[str, Any]]:

@@ -44,15 +44,20 @@ class SshdTestBed:
     client_key: Path
     client_public_key: str
     run_dir: Path
+    remote_home: Path  # $HOME of every session on this server: where a default run_dir `~/...` lands
 
     def host(self, **overrides: Any) -> dict[str, Any]:
-        """An inventory ``hosts:`` entry that reaches this server as root with the client key."""
+        """An inventory ``hosts:`` entry that reaches this server as root with the client key.
+
+        With the defaults a user relies on unless the test says otherwise: no ``run_dir`` (so
+        `~/.clusterctl/<cluster>`, in ``remote_home``), the default host-key policy (the test
+        writes ``known_hosts_line()`` to ~/.ssh/known_hosts, or passes ``host_key_policy``).
+        """
         entry: dict[str, Any] = {
             "address": self.server.address,
             "port": self.server.port,
             "user": "root",
             "identity_file": str(self.client_key),
-            "run_dir": str(self.run_dir),
         }
         entry.update(overrides)
         return entry
@@ -80,9 +85,12 @@ def sshd_client_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory: pytest.TempPathFactory, sshd_client_key: tuple[Path, str]) -> Iterator[SshdTestBed]:
     key, public = sshd_client_key
-    server = start_sshd(tmp_path_factory.mktemp("sshd"), authorized_keys=[public])
+    remote_home = tmp_path_factory.mktemp("remote-home")
+    # Sessions get a home of their own, so a default run_dir (`~/.clusterctl/...`) stays in the test's files.
+    server = start_sshd(tmp_path_factory.mktemp("sshd"), authorized_keys=[public],
+                        extra_config=f"SetEnv HOME={remote_home}")
     try:
-        yield SshdTestBed(server, key, public, tmp_path_factory.mktemp("run-dir"))
+        yield SshdTestBed(server, key, public, tmp_path_factory.mktemp("run-dir"), remote_home)
     finally:
         server.stop()
 
