@@ -73,6 +73,8 @@ def up(config: str, progress: Progress, password_prompt: PasswordPrompt | None =
                 return _dry_run(inventory, hosts, plans, endpoint.address)
             if isinstance(inventory.security.tls, TlsFilesSpec):
                 tls.check_readable(inventory.security.tls)
+            if previous is None or previous.process("scheduler") is None:  # a new cluster: before anything slow
+                lifecycle.refuse_taken_scheduler_port(hosts, inventory, endpoint, None)
             progress.step(f"checking {len(hosts)} host(s)")
             report = preflight(HostGroup({alias: hosts[alias] for alias in described}), inventory.scheduler.host,
                                allow_version_mismatch)
