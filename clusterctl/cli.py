@@ -24,6 +24,28 @@ timeout_option = click.option("--timeout", type=click.FloatRange(min=1), default
 mismatch_option = click.option("--allow-version-mismatch", is_flag=True,
                                help="Start even when hosts run other versions than the scheduler host.")
 config_argument = click.argument("config", required=False, type=click.Path(dir_okay=False))
+QUIET_HELP = "Print no progress, only results and errors."
+VERBOSE_HELP = "Log every command run on a host to stderr (secrets masked)."
+
+
+def _quiet(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(dict)["quiet"] = True
+
+
+def _verbose(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        from clusterctl import render
+
+        render.enable_remote_log()
+
+
+def global_options(command: Any) -> Any:
+    """-q and -v, accepted after the command too (`clusterctl status -v`) and listed in its help."""
+    command = click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_verbose,
+                           help=VERBOSE_HELP)(command)
+    return click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_quiet,
+                        help=QUIET_HELP)(command)
 
 
 def _progress(ctx: click.Context, json_output: bool = False) -> Any:
@@ -58,9 +80,8 @@ Examples:
 
 Run `clusterctl COMMAND --help` for a command's options.""")
 @click.version_option(__version__, "--version", "-V", prog_name="clusterctl")
-@click.option("-q", "--quiet", is_flag=True, help="Print no progress, only results and errors.")
-@click.option("-v", "--verbose", is_flag=True,
-              help="Log every command run on a host to stderr (secrets masked).")
+@click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
+@click.option("-v", "--verbose", is_flag=True, help=VERBOSE_HELP)
 @click.pass_context
 def cli(ctx: click.Context, quiet: bool, verbose: bool) -> None:
     """Turn a YAML inventory of machines into a running Dask cluster; show it, grow it, take it down."""
@@ -85,6 +106,7 @@ Examples:
 @mismatch_option
 @json_option
 @click.pass_context
+@global_options
 def up(ctx: click.Context, config: str, timeout: float, dry_run: bool, restart: bool, allow_version_mismatch: bool,
        json_output: bool) -> int:
     """Start the scheduler and every worker group of CONFIG, on all hosts at once.
@@ -126,6 +148,7 @@ Exit codes: 0 every expected worker is present, 1 degraded (some missing),
               metavar="[SECONDS]", help="Refresh every SECONDS (default 2) until Ctrl-C; with --json, one "
                                         "document per line.")
 @json_option
+@global_options
 def status(config: str | None, cluster: str | None, processes: bool, watch: float | None, json_output: bool) -> int:
     """Show the cluster as the scheduler sees it: every worker, its resources and its load."""
     from clusterctl.commands.status import status as run_status
@@ -158,6 +181,7 @@ Examples:
 @mismatch_option
 @json_option
 @click.pass_context
+@global_options
 def add_worker(ctx: click.Context, config: str | None, cluster: str | None, host: str | None, nworkers: int,
                nthreads: int, memory_limit: str | None, resources: str | None, name: str | None, timeout: float,
                allow_version_mismatch: bool, json_output: bool) -> int:
@@ -182,6 +206,7 @@ Examples:
 @click.option("--config", "config", type=click.Path(dir_okay=False), help="Inventory of the cluster.")
 @json_option
 @click.pass_context
+@global_options
 def remove_worker(ctx: click.Context, targets: tuple[str, ...], cluster: str | None, config: str | None,
                   json_output: bool) -> int:
     """Retire workers gracefully (their data moves first), then stop their processes."""
@@ -204,6 +229,7 @@ Examples:
               help="Seconds between SIGTERM and SIGKILL.")
 @json_option
 @click.pass_context
+@global_options
 def down(ctx: click.Context, config: str | None, cluster: str | None, grace: float, json_output: bool) -> int:
     """Retire the workers, close the scheduler, and verify every process is gone.
 
@@ -225,6 +251,7 @@ Examples:
 @config_argument
 @cluster_option
 @json_option
+@global_options
 def env(config: str | None, cluster: str | None, json_output: bool) -> int:
     """Print shell exports so that a plain `Client()` connects to the cluster."""
     from clusterctl import render
@@ -265,6 +292,7 @@ TARGET: `scheduler`, a worker group's process name, a worker name, or a host ali
 @cluster_option
 @click.option("--config", "config", type=click.Path(dir_okay=False), help="Inventory of the cluster.")
 @click.pass_context
+@global_options
 def logs(ctx: click.Context, target: str | None, follow: bool, lines: int, cluster: str | None,
          config: str | None) -> int:
     """Show the logs of the scheduler, of workers, or of every process on a host.
@@ -292,6 +320,7 @@ Exit codes: 0 every check passed, 1 some check failed, 2 the inventory is invali
               metavar="SECONDS", help="How long a worker host may take to connect to the scheduler port.")
 @json_option
 @click.pass_context
+@global_options
 def check(ctx: click.Context, config: str, connect_timeout: float, json_output: bool) -> int:
     """Check every host of CONFIG before `up`, starting nothing: reachable, python and versions right,
     the scheduler port free on its host and reachable from every worker host."""
@@ -310,6 +339,7 @@ Examples:
   clusterctl init - | less            print it instead""")
 @click.argument("path", required=False, default="cluster.yaml", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
+@global_options
 def init(path: str, force: bool) -> int:
     """Write a commented starter inventory to PATH (default cluster.yaml); it runs on this machine as is."""
     from clusterctl import render
@@ -323,6 +353,7 @@ def init(path: str, force: bool) -> int:
 Examples:
   clusterctl schema > cluster.schema.json
   then put this first in cluster.yaml:  # yaml-language-server: $schema=cluster.schema.json""")
+@global_options
 def schema() -> int:
     """Print the inventory's JSON Schema, for editors that validate and complete cluster.yaml."""
     from clusterctl import render
@@ -338,6 +369,7 @@ Examples:
   clusterctl dashboard --cluster lab""")
 @config_argument
 @cluster_option
+@global_options
 def dashboard(config: str | None, cluster: str | None) -> int:
     """Reach the scheduler's dashboard from this machine, through an SSH tunnel when needed.
 

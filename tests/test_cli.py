@@ -142,3 +142,22 @@ def test_hints_only_name_commands_that_exist(tmp_path: Path) -> None:
     assert result.exit_code == EXIT_INVALID
     mentioned = set(re.findall(r"`clusterctl ([a-z-]+)", result.stderr))
     assert mentioned <= set(listed_commands()), mentioned
+
+
+@pytest.mark.parametrize("command", listed_commands())
+def test_every_command_lists_and_accepts_the_global_options(command: str) -> None:
+    shown = clusterctl(command, "--help", "-v", "-q", timeout=60)
+    assert shown.exit_code == EXIT_OK, shown.stderr
+    assert "-q, --quiet" in shown.stdout and "-v, --verbose" in shown.stdout
+
+
+def test_global_options_after_the_command_work_as_before_it(tmp_path: Path, clusterctl_home: Path) -> None:
+    assert error_lines(clusterctl("status", "-v").stderr) == ["error: no current cluster"]
+    config = tmp_path / "cluster.yaml"
+    config.write_text(__import__("yaml").safe_dump(local_inventory()))
+    before, after = clusterctl("-v", "check", str(config)), clusterctl("check", str(config), "-v")
+    assert before.exit_code == after.exit_code == EXIT_OK, after.stderr
+    assert "→ me: " in after.stderr and after.stderr.count("→") == before.stderr.count("→")
+    quiet = clusterctl("check", str(config), "-q")
+    assert quiet.exit_code == EXIT_OK, quiet.stderr
+    assert quiet.stderr == ""
