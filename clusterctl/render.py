@@ -39,11 +39,69 @@ def _plain(stream: Any) -> bool:
     return not stream.isatty() or "NO_COLOR" in os.environ
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        _reader_gone(self.file)
+
+
+def _reader_gone(stream: Any) -> None:
+    """The reader went away (`clusterctl status | head -1`): what is left to print goes nowhere and
+    the command finishes as it would have, with its own exit code (rich and click would exit 1)."""
+    global READER_GONE
+    READER_GONE = True
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stream.fileno())
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(devnull)
+
+
+READER_GONE = False
+
+
+def reader_gone() -> bool:
+    """Has stdout's reader gone? Also true for a pipe closed before anything was written to it."""
+    if READER_GONE:
+        return True
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), 0)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _write(text: str, flush: bool = False) -> None:
+    try:
+        sys.stdout.write(text)
+        if flush:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _reader_gone(sys.stdout)
+
+
+def finish() -> None:
+    """Flush stdout at the end of a command; a reader that has gone is not an error."""
+    _write("", flush=True)
+
+
 def _console(stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     plain = _plain(stream)
-    return Console(file=stream, no_color=plain, highlight=False, soft_wrap=plain, emoji=False,
-                   width=None if not plain else 200)
+    return _Console(file=stream, no_color=plain, highlight=False, soft_wrap=plain, emoji=False,
+                   width=None if not plain else _columns(200))
+
+
+def _columns(default: int) -> int:
+    """The width for output that is not a terminal: $COLUMNS when set, else wide enough not to wrap."""
+    try:
+        return max(20, int(os.environ["COLUMNS"]))
+    except (KeyError, ValueError):
+        return default
 
 
 def error(message: str, hint: str | None = None, details: str | None = None) -> None:
@@ -65,7 +123,7 @@ def internal_error(summary: str, log: str) -> None:
 
 
 def help_text(text: str) -> None:
-    sys.stdout.write(text + "\n")
+    _write(text + "\n")
 
 
 def warning(message: str) -> None:
@@ -77,7 +135,7 @@ def line(message: str) -> None:
 
 
 def print_json(document: Any) -> None:
-    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
+    _write(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
 
 
 # --- progress ---------------------------------------------------------------------------------
@@ -172,18 +230,76 @@ def password_prompt(shown: PlainProgress | LiveProgress) -> PasswordPrompt:
 
 
 def _bytes(value: int | None) -> str:
+    """Decimal units throughout, as users write sizes: ``memory_limit: 2GB`` shows as ``2 GB``."""
     if not value:
         return "-"
-    from dask.utils import format_bytes
-
-    return format_bytes(value)
+    amount = float(value)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if amount < 999.5 or unit == "TB":
+            return f"{amount:.3g} {unit}" if unit != "B" else f"{int(amount)} B"
+        amount /= 1000
+    raise AssertionError("unreachable")
 
 
 def _resources(resources: dict[str, float]) -> str:
     return " ".join(f"{k}={int(v) if float(v).is_integer() else v}" for k, v in resources.items()) or "-"
 
 
+WORKER_COLUMNS = ("worker", "host", "address", "threads", "memory", "resources", "processing", "in memory")
+
+
+def _worker_cells(worker: Any) -> list[str]:
+    name = worker.name + {"missing": " (missing)", "extra": " (extra)"}.get(worker.state, "")
+    running = worker.address is not None
+    memory = f"{_bytes(worker.memory)} / {_bytes(worker.memory_limit)}" if running else "-"
+    return [name, worker.host, worker.address or "-", str(worker.nthreads or "-"), memory,
+            _resources(worker.resources), str(worker.processing) if running else "-",
+            str(worker.in_memory) if running else "-"]
+
+
+def _worker_table(report: ClusterReport, console: Console) -> None:
+    """One row per worker when the table fits the terminal; else two lines per worker, so that a
+    name or an address (what `remove-worker` accepts) is never cut."""
+    styles = [{"missing": "red", "extra": "cyan"}.get(w.state) for w in report.workers]
+    rows = [_worker_cells(w) for w in report.workers]
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    for column in WORKER_COLUMNS:
+        table.add_column(column, justify="right" if column in ("threads", "processing", "in memory") else "left",
+                         no_wrap=True)
+    for cells, style in zip(rows, styles, strict=True):
+        table.add_row(*map(escape, cells), style=style)
+    from rich.cells import cell_len
+
+    natural = sum(max(cell_len(text) for text in column) for column in zip(WORKER_COLUMNS, *rows, strict=True))
+    if natural + 2 * (len(WORKER_COLUMNS) - 1) <= console.width:
+        console.print(table)
+        return
+    name_width = max([len("worker"), *(len(c[0]) for c in rows)])
+    host_width = max([len("host"), *(len(c[1]) for c in rows)])
+    console.print(f"[bold]{'worker'.ljust(name_width)}  {'host'.ljust(host_width)}  address[/]", soft_wrap=True)
+    for cells, worker, style in zip(rows, report.workers, styles, strict=True):
+        name, host, address, threads, memory, resources, processing, in_memory = cells
+        console.print(escape(f"{name.ljust(name_width)}  {host.ljust(host_width)}  {address}"), style=style,
+                      soft_wrap=True)
+        if worker.address is None:
+            continue
+        details = (f"{threads} thread{'' if threads == '1' else 's'}, memory {memory}, "
+                   f"{'no resources' if resources == '-' else resources}, {processing} processing, "
+                   f"{in_memory} in memory")
+        console.print("  " + escape(details), style=style or "dim", soft_wrap=False)
+
+
+def _tasks_line(report: ClusterReport) -> str | None:
+    tasks = report.tasks
+    if tasks is None:
+        return None
+    return (f"tasks      {tasks.waiting} waiting, {tasks.processing} processing, {tasks.in_memory} in memory, "
+            f"{tasks.erred} erred")
+
+
 def cluster_report(report: ClusterReport, console: Console | None = None) -> None:
+    from clusterctl.report import add_worker_command
+
     console = console or _console()
     if report.headline:
         console.print(f"[green]✓[/] {escape(report.headline)}")
@@ -194,21 +310,14 @@ def cluster_report(report: ClusterReport, console: Console | None = None) -> Non
         state += f", up {duration(report.scheduler_uptime)}"
     console.print(f"scheduler  {escape(report.scheduler_address)}  {state}")
     console.print(f"dashboard  {escape(report.dashboard or report.dashboard_note or 'not running on the scheduler')}")
-    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
-    for column in ("worker", "host", "address", "threads", "memory", "resources", "processing", "in memory"):
-        table.add_column(column, justify="right" if column in ("threads", "processing", "in memory") else "left")
-    for worker in report.workers:
-        style = {"missing": "red", "extra": "cyan"}.get(worker.state)
-        name = worker.name + {"missing": " (missing)", "extra": " (extra)"}.get(worker.state, "")
-        memory = f"{_bytes(worker.memory)} / {_bytes(worker.memory_limit)}" if worker.address else "-"
-        table.add_row(name, worker.host, worker.address or "-", str(worker.nthreads or "-"), memory,
-                      _resources(worker.resources), str(worker.processing) if worker.address else "-",
-                      str(worker.in_memory) if worker.address else "-", style=style)
-    console.print(table)
+    tasks_line = _tasks_line(report)
+    if tasks_line:
+        console.print(escape(tasks_line))
+    _worker_table(report, console)
     if report.processes is not None:
         processes = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
         for column in ("process", "role", "host", "pid", "state", "log"):
-            processes.add_column(column)
+            processes.add_column(column, no_wrap=column != "log")
         for p in report.processes:
             alive = {True: "[green]alive[/]", False: "[red]dead[/]", None: "[yellow]host unreachable[/]"}[p.alive]
             processes.add_row(p.name, p.role, p.host, str(p.pid), alive, escape(p.note or p.log))
@@ -221,6 +330,10 @@ def cluster_report(report: ClusterReport, console: Console | None = None) -> Non
         count = len(report.workers)
         console.print(f"[green]✓ all {count - len(report.extra)} expected worker(s) present[/]"
                       + (f", {len(report.extra)} extra" if report.extra else ""))
+    for waiting in report.tasks.unsatisfied if report.tasks else ():
+        console.print(f"[yellow]![/] {waiting.tasks} task(s) wait for {escape(_resources(waiting.resources))}, "
+                      "which no worker offers; to run them:")
+        console.print(f"  {escape(add_worker_command(waiting.resources))}", soft_wrap=True)
 
 
 def dry_run(result: DryRun, json_output: bool) -> None:
@@ -273,7 +386,7 @@ def env_exports(values: dict[str, str], json_output: bool) -> None:
     import shlex
 
     for key, value in values.items():
-        print(f"export {key}={shlex.quote(value)}")
+        _write(f"export {key}={shlex.quote(value)}\n")
 
 
 def version_table(report: PreflightReport) -> None:
@@ -314,15 +427,18 @@ def watch(reports: Iterable[ClusterReport], json_output: bool, interval: float) 
     """`status --watch`: redraw in place on a terminal; else reprint (JSON: one document per line)."""
     if json_output:
         for report in reports:
-            sys.stdout.write(json.dumps(report_document(report), default=str) + "\n")
-            sys.stdout.flush()
+            _write(json.dumps(report_document(report), default=str) + "\n", flush=True)
+            if READER_GONE:
+                return
         return
     console = _console()
     if _plain(sys.stdout):
         for report in reports:
             console.print(f"--- {time.strftime('%H:%M:%S')} (every {interval:g}s; Ctrl-C to stop)")
             cluster_report(report, console)
-            sys.stdout.flush()
+            _write("", flush=True)
+            if READER_GONE:
+                return
         return
     from io import StringIO
 
@@ -358,11 +474,13 @@ def log_stream(stream: LogStream, quiet: bool = False) -> None:
             continue
         prefix = f"[{chunk.process}]".ljust(width) if stream.prefixed else ""
         if plain:
-            sys.stdout.write("".join(f"{prefix}{line}\n" for line in chunk.lines))
+            _write("".join(f"{prefix}{line}\n" for line in chunk.lines))
         else:
             for text in chunk.lines:
                 console.print(Text.assemble((prefix, styles.get(chunk.process, "")), text), soft_wrap=True)
-        sys.stdout.flush()
+        _write("", flush=True)
+        if READER_GONE:
+            return
 
 
 def note(message: str) -> None:
@@ -405,7 +523,7 @@ def check_report(report: CheckReport, json_output: bool) -> None:
 
 def init_result(result: InitResult) -> None:
     if result.path == "-":
-        sys.stdout.write(result.text)
+        _write(result.text)
         return
     import shlex
 
