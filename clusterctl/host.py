@@ -54,6 +54,7 @@ class Host:
         self.settings = settings
         self.transport = transport
         self.run_dir = default_run_dir(cluster, settings)
+        self.where: str | None = None  # the inventory line that names the host, when known
 
     @property
     def address(self) -> str:

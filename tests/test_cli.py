@@ -161,3 +161,75 @@ def test_global_options_after_the_command_work_as_before_it(tmp_path: Path, clus
     quiet = clusterctl("check", str(config), "-q")
     assert quiet.exit_code == EXIT_OK, quiet.stderr
     assert quiet.stderr == ""
+
+
+# --- messages that point at the fix -----------------------------------------------------------------
+
+
+def write_yaml(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+LECTURE_HEAD = "name: lab\nhosts:\n  node1: {address: 10.0.0.1}\n"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("name: lab\nhosts:\n  me: {connection: local}\n   node1: {address: 10.0.0.1}\nscheduler: {host: me}\n",
+     "error: {}:4: this line is indented differently from the lines above it (line 3)"),
+    ("name: lab\nscheduler:\n  host: me\n    port: 8786\n",
+     "error: {}:4: a `key: value` where none can be: this line is indented further than the key above it, "
+     "or a value on it needs quotes"),
+    ("name: lab\nscheduler:\n\thost: me\n", "error: {}:3: a tab character: YAML indents with spaces only"),
+])
+def test_wrong_indentation_is_said_in_the_users_words(tmp_path: Path, text: str, expected: str) -> None:
+    config = write_yaml(tmp_path / "indent.yaml", text)
+    result = clusterctl("check", str(config))
+    assert result.exit_code == EXIT_INVALID
+    assert error_lines(result.stderr) == [expected.format(config)]
+    assert "malformed" not in result.stderr and "<block end>" not in result.stderr
+
+
+def test_an_environment_variable_outside_env_suggests_env(tmp_path: Path) -> None:
+    config = write_yaml(tmp_path / "c.yaml", "name: lab\ndefaults:\n  OMP_NUM_THREADS: '1'\n"
+                                             "hosts: {me: {connection: local}}\nscheduler: {host: me}\n")
+    result = clusterctl("up", str(config))
+    assert result.exit_code == EXIT_INVALID
+    assert error_lines(result.stderr) == [
+        f"error: {config}:3: defaults.OMP_NUM_THREADS: unknown key 'OMP_NUM_THREADS' "
+        "(an environment variable? did you mean defaults.env.OMP_NUM_THREADS?)"]
+
+
+def test_a_mistyped_alias_is_refused_with_its_line_and_did_you_mean(tmp_path: Path) -> None:
+    config = write_yaml(tmp_path / "c.yaml", LECTURE_HEAD + "scheduler: {host: node1}\nworkers:\n"
+                                                           "  - host: nod1\n")
+    result = clusterctl("up", str(config))
+    assert result.exit_code == EXIT_INVALID
+    assert error_lines(result.stderr) == [
+        f"error: {config}:6: workers[0].host: 'nod1' is not an alias from `hosts` (did you mean 'node1'?); "
+        "if it is a machine's name, add it to `hosts` (nod1: {})"]
+
+
+def test_a_hostname_that_does_not_resolve_names_its_inventory_line(tmp_path: Path) -> None:
+    # cctl-node3 next to alias cctl-node1 is a sibling machine, not a typo: kept as a hostname.
+    config = write_yaml(tmp_path / "c.yaml", "name: lab\nhosts:\n  cctl-node1: {address: 127.0.0.1}\n"
+                                             "scheduler: {host: cctl-node3}\n")
+    result = clusterctl("check", str(config), "--json")
+    assert result.exit_code == EXIT_FAILED, result.stderr
+    reachable = result.json()["hosts"][0]["checks"]["reachable"]
+    assert reachable["reason"] == f"cannot resolve hostname cctl-node3 (named at {config}:4)"
+    started = clusterctl("up", str(config))
+    assert started.exit_code == EXIT_FAILED
+    assert error_lines(started.stderr) == [f"error: cctl-node3: cannot resolve hostname cctl-node3 (named at {config}:4)"]
+
+
+def test_a_python_without_distributed_is_pointed_at_one_that_has_it(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True, timeout=120)
+    bare = tmp_path / "bare" / "bin" / "python"
+    config = write_yaml(tmp_path / "c.yaml", f"name: lab\ndefaults: {{python: {bare}}}\n"
+                                             "hosts: {me: {connection: local}}\nscheduler: {host: me}\n")
+    result = clusterctl("up", str(config))
+    assert result.exit_code == EXIT_FAILED
+    hints = [line for line in result.stderr.splitlines() if line.startswith("hint:")]
+    assert hints == [f"hint: set `python: {sys.executable}` for this host (it has distributed: clusterctl runs "
+                     f"under it), or install dask and distributed there (`{bare} -m pip install distributed`)"]

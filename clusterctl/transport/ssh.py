@@ -25,7 +25,7 @@ from pathlib import Path
 import paramiko
 
 from clusterctl import paths
-from clusterctl.errors import HostError
+from clusterctl.errors import HostError, UnresolvableHostError
 from clusterctl.inventory import HostSettings
 from clusterctl.transport.base import CommandResult
 
@@ -441,7 +441,8 @@ class SSHTransport:
             message = f"no ssh server answered on {where} (closed, or no SSH banner within {CONNECT_TIMEOUT:g}s)"
             hint = (f"check ProxyCommand in {paths.ssh_config_file()}" if endpoint.proxy_command
                     else "is that port sshd's? check `port:`")
-        return HostError(self.host, prefix + message, hint)
+        error_type = UnresolvableHostError if isinstance(exc, socket.gaierror) else HostError
+        return error_type(self.host, prefix + message, hint)
 
 
 def _load_known_hosts(keys: paramiko.HostKeys, path: Path) -> paramiko.HostKeys:
