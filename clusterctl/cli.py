@@ -198,7 +198,7 @@ def add_worker(ctx: click.Context, config: str | None, cluster: str | None, host
 
 @cli.command("remove-worker", epilog="""\b
 Examples:
-  clusterctl remove-worker localhost-add1           a worker added with add-worker
+  clusterctl remove-worker me-add1                  a worker added with add-worker on `me`
   clusterctl remove-worker gpu2-0                   one worker of a group
   clusterctl remove-worker tcp://10.0.0.2:40123     by address, as `status` shows it""")
 @click.argument("targets", nargs=-1, required=True, metavar="NAME|ADDRESS...")
@@ -365,7 +365,7 @@ def schema() -> int:
 
 @cli.command(epilog="""\b
 Examples:
-  clusterctl dashboard                  prints http://127.0.0.1:PORT/status; Ctrl-C closes it
+  clusterctl dashboard                  prints http://127.0.0.1:PORT/status (through SSH: Ctrl-C closes it)
   clusterctl dashboard --cluster lab""")
 @config_argument
 @cluster_option
@@ -374,15 +374,19 @@ def dashboard(config: str | None, cluster: str | None) -> int:
     """Reach the scheduler's dashboard from this machine, through an SSH tunnel when needed.
 
     With `dashboard: local` in the inventory the dashboard listens only on the scheduler host's
-    loopback; this command forwards a local port to it until you press Ctrl-C.
+    loopback; this command forwards a local port to it until you press Ctrl-C. A scheduler on this
+    machine needs no tunnel: the command prints the URL and exits.
     """
     import time
 
     from clusterctl import render
     from clusterctl.commands.dashboard import dashboard as open_dashboard
 
-    with open_dashboard(cluster, config) as url:
-        render.line(f"dashboard: {url}  (Ctrl-C to close)")
+    with open_dashboard(cluster, config) as shown:
+        if not shown.tunnel:  # on this machine already: nothing to keep open
+            render.line(f"dashboard: {shown.url}")
+            return EXIT_OK
+        render.line(f"dashboard: {shown.url}  (Ctrl-C to close)")
         sys.stdout.flush()
         while True:
             time.sleep(3600)

@@ -20,8 +20,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from clusterctl.report import ClusterReport, report_document
+from clusterctl.report import JSON_SCHEMA_VERSION, ClusterReport, report_document
 
 if TYPE_CHECKING:
     from clusterctl.commands.check import CheckReport
@@ -85,7 +86,9 @@ def _write(text: str, flush: bool = False) -> None:
 
 
 def finish() -> None:
-    """Flush stdout at the end of a command; a reader that has gone is not an error."""
+    """The end of a command: no live line left behind; stdout flushed (a reader that has gone is
+    not an error)."""
+    _stop_live()
     _write("", flush=True)
 
 
@@ -104,7 +107,17 @@ def _columns(default: int) -> int:
         return default
 
 
+_LIVE: list[Live] = []  # live displays still on the terminal; the end of a command removes them
+
+
+def _stop_live() -> None:
+    """Take every live line off the terminal (Ctrl-C or an error ends a command mid-progress)."""
+    while _LIVE:
+        _LIVE.pop().stop()
+
+
 def error(message: str, hint: str | None = None, details: str | None = None) -> None:
+    _stop_live()
     console = _console(stderr=True)
     console.print(f"[bold red]error:[/] {escape(message)}")
     if details:
@@ -114,10 +127,12 @@ def error(message: str, hint: str | None = None, details: str | None = None) -> 
 
 
 def interrupted() -> None:
+    _stop_live()
     _console(stderr=True).print("interrupted")
 
 
 def internal_error(summary: str, log: str) -> None:
+    _stop_live()
     _console(stderr=True).print(f"[bold red]internal error:[/] {escape(summary)} (traceback in {escape(log)}; "
                                 "please report it)")
 
@@ -179,10 +194,12 @@ class LiveProgress:
 
     def __init__(self) -> None:
         self.console = _console(stderr=True)
-        self.live = Live(console=self.console, transient=True, refresh_per_second=8)
         self.started = time.monotonic()
         self.text = ""
+        # Rendered afresh at every refresh, so that the time keeps counting while a step waits.
+        self.live = Live(console=self.console, transient=True, refresh_per_second=8, get_renderable=self._line)
         self.live.start()
+        _LIVE.append(self.live)
 
     def step(self, message: str) -> None:
         self.text = message
@@ -194,8 +211,11 @@ class LiveProgress:
             f" (waiting for {', '.join(missing[:4])}{'…' if len(missing) > 4 else ''})" if missing else "")
         self._refresh()
 
+    def _line(self) -> Text:
+        return Text.from_markup(f"[cyan]⠿[/] {escape(self.text)} [dim]{time.monotonic() - self.started:.1f}s[/]")
+
     def _refresh(self) -> None:
-        self.live.update(f"[cyan]⠿[/] {escape(self.text)} [dim]{time.monotonic() - self.started:.1f}s[/]")
+        self.live.refresh()
 
     def done(self) -> None:
         self.live.stop()
@@ -338,8 +358,8 @@ def cluster_report(report: ClusterReport, console: Console | None = None) -> Non
 
 def dry_run(result: DryRun, json_output: bool) -> None:
     if json_output:
-        print_json({"cluster": result.cluster, "scheduler": {"address": result.scheduler_address},
-                    "commands": result.commands})
+        print_json({"schema": JSON_SCHEMA_VERSION, "cluster": result.cluster,
+                    "scheduler": {"address": result.scheduler_address}, "commands": result.commands})
         return
     console = _console()
     console.print(f"dry run for cluster [bold]{escape(result.cluster)}[/]: nothing is started")
@@ -352,36 +372,38 @@ def dry_run(result: DryRun, json_output: bool) -> None:
 
 def remove_result(result: RemoveResult, json_output: bool) -> None:
     if json_output:
-        print_json(asdict(result))
+        print_json({"schema": JSON_SCHEMA_VERSION, **asdict(result)})
         return
     console = _console()
     if result.retire_note:
         console.print(f"[yellow]note:[/] {escape(result.retire_note)}")
     console.print(f"[green]✓[/] removed {escape(', '.join(result.removed))} from cluster {escape(result.cluster)}"
-                  + (f"; stopped {escape(', '.join(result.stopped))}" if result.stopped else ""))
+                  + (f"; stopped {escape(', '.join(map(str, result.stopped)))}" if result.stopped else ""))
 
 
 def down_result(result: DownResult, json_output: bool) -> None:
     if json_output:
-        print_json(asdict(result))
+        print_json({"schema": JSON_SCHEMA_VERSION, **asdict(result)})
         return
     console = _console()
     if result.already_gone:
-        console.print(f"cluster {escape(result.cluster)} is not running: nothing to do")
+        console.print("no current cluster: nothing to do" if result.cluster is None
+                      else f"cluster {escape(result.cluster)} is not running: nothing to do")
         return
+    name = result.cluster or ""
     if result.without_state:
-        console.print(f"no local state for {escape(result.cluster)}: found its processes through the hosts' pid files")
+        console.print(f"no local state for {escape(name)}: found its processes through the hosts' pid files")
     if result.scheduler_note:
         console.print(f"[yellow]note:[/] {escape(result.scheduler_note)}; stopped the processes by pid instead")
     for note in result.notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
-    console.print(f"[green]✓[/] cluster {escape(result.cluster)} is down: "
+    console.print(f"[green]✓[/] cluster {escape(name)} is down: "
                   f"{len(result.stopped)} process(es) stopped and verified gone")
 
 
 def env_exports(values: dict[str, str], json_output: bool) -> None:
     if json_output:
-        print_json(values)
+        print_json({"schema": JSON_SCHEMA_VERSION, "exports": values})
         return
     import shlex
 

@@ -5,15 +5,18 @@ output goes to a reader that has gone (`| head -1`)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from distributed import Client
 
-from tests.helpers.cluster import PYTHON, clusterctl, kill_recorded, local_inventory, write_inventory
+from tests.helpers.cluster import PYTHON, REPO, clusterctl, free_port, kill_recorded, local_inventory, write_inventory
 from tests.workloads import trace_of_constant_matrix
 
 CLUSTER = "newcomer"
@@ -25,7 +28,7 @@ def cluster_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     the per-test one of conftest differs)."""
     base = tmp_path_factory.mktemp("newcomer")
     env = {"CLUSTERCTL_HOME": str(base / "clusterctl-home")}
-    config = write_inventory(base / "cluster.yaml", local_inventory(name=CLUSTER))
+    config = write_inventory(base / "cluster.yaml", local_inventory(name=CLUSTER, dashboard_address=f":{free_port()}"))
     try:
         started = clusterctl("up", str(config), env=env)
         if started.exit_code != 0:
@@ -115,3 +118,48 @@ def test_head_1_gets_the_first_line_and_the_exit_code_of_status(cluster_env: dic
         assert shell.stdout.splitlines()[-1] == "exit=0", (args, shell.stdout, shell.stderr)
         assert len(shell.stdout.splitlines()) == 2, (args, shell.stdout)
         assert shell.stderr == "", (args, shell.stderr)
+
+
+# --- small things ------------------------------------------------------------------------------------
+
+
+def test_dashboard_of_a_scheduler_on_this_machine_prints_the_url_and_exits(cluster_env: dict[str, str]) -> None:
+    expected = clusterctl("status", "--json", env=cluster_env).json()["scheduler"]["dashboard"]
+    port = expected.rsplit(":", 1)[1].split("/")[0]
+    shown = clusterctl("dashboard", env=cluster_env, timeout=30)  # it used to wait for Ctrl-C
+    assert shown.exit_code == 0, shown.stderr
+    assert shown.stdout == f"dashboard: http://127.0.0.1:{port}/status\n"
+
+
+def test_make_up_shows_the_status_once() -> None:
+    planned = subprocess.run(["make", "-n", "-C", str(REPO), "up"], capture_output=True, text=True, timeout=60)
+    assert planned.returncode == 0, planned.stderr
+    commands = [line for line in planned.stdout.splitlines() if "/clusterctl " in line]
+    assert len(commands) == 1 and commands[0].endswith(" up configs/local.yaml"), commands
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux for a real terminal")
+def test_ctrl_c_leaves_no_spinner_on_the_terminal(tmp_path: Path) -> None:
+    inventory = local_inventory(name="hang", workers=[])
+    inventory["hosts"]["me"]["setup"] = ["sleep 20"]  # the preflight waits here: time to press Ctrl-C
+    config = write_inventory(tmp_path / "hang.yaml", inventory)
+    session = f"cctl-{uuid.uuid4().hex[:8]}"
+    command = (f"CLUSTERCTL_HOME={tmp_path / 'home'} {PYTHON} -m clusterctl up {config}; echo EXIT=$?; sleep 30")
+    subprocess.run(["tmux", "new", "-d", "-x", "80", "-y", "24", "-s", session, "-c", str(REPO), command],
+                   check=True, timeout=30)
+    try:
+        def screen() -> str:
+            return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True,
+                                  timeout=30).stdout
+
+        deadline = time.monotonic() + 60
+        while "checking 1 host(s)" not in screen() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "⠿ checking 1 host(s)" in screen()
+        subprocess.run(["tmux", "send-keys", "-t", session, "C-c"], check=True, timeout=30)
+        while "EXIT=" not in screen() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        lines = [line for line in screen().splitlines() if line.strip()]
+        assert lines == ["interrupted", "EXIT=130"], lines
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, timeout=30)

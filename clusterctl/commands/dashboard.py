@@ -8,14 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from clusterctl import scheduler_api, state
 from clusterctl.errors import ClusterctlError
 from clusterctl.group import connect
 
 
+@dataclass(frozen=True)
+class Dashboard:
+    url: str
+    tunnel: bool  # True: the URL works only while this command runs (an SSH tunnel)
+
+
 @contextmanager
-def dashboard(cluster: str | None = None, config: str | None = None) -> Iterator[str]:
+def dashboard(cluster: str | None = None, config: str | None = None) -> Iterator[Dashboard]:
     name = state.resolve_name(cluster, config)
     st = state.load(name)
     if st is None:
@@ -30,4 +37,5 @@ def dashboard(cluster: str | None = None, config: str | None = None) -> Iterator
     with connect(inventory, [scheduler_host]) as hosts:
         # A local host's dashboard is on this machine already; an SSH host's comes through a tunnel.
         port = hosts[scheduler_host].transport.open_tunnel(target, view.dashboard_port)
-        yield f"http://127.0.0.1:{port}/status"
+        tunnel = inventory.host(scheduler_host).connection != "local"
+        yield Dashboard(f"http://127.0.0.1:{port}/status", tunnel)
