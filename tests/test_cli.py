@@ -97,6 +97,10 @@ def test_status_without_a_cluster_exits_1_with_one_error_and_a_hint(clusterctl_h
 def test_down_with_nothing_running_exits_0(clusterctl_home: Path) -> None:
     result = clusterctl("down")
     assert result.exit_code == EXIT_OK, result.stderr
+    assert result.stdout == "no current cluster: nothing to do\n"
+    assert clusterctl("down", "--json").json() == {
+        "schema": 1, "cluster": None, "stopped": [], "already_gone": True, "scheduler_note": None,
+        "without_state": False, "notes": [], "unrecorded_scheduler": None}
     assert error_lines(result.stderr) == []
     assert not (clusterctl_home / "clusters").exists()
 
@@ -126,7 +130,7 @@ def test_env_json(clusterctl_home: Path) -> None:
     save_cluster()
     result = clusterctl("env", "--json")
     assert result.exit_code == EXIT_OK, result.stderr
-    assert result.json() == {"DASK_SCHEDULER_ADDRESS": "tcp://10.0.0.1:8786"}
+    assert result.json() == {"schema": 1, "exports": {"DASK_SCHEDULER_ADDRESS": "tcp://10.0.0.1:8786"}}
 
 
 def test_env_of_a_cluster_that_is_not_running_exits_1(clusterctl_home: Path) -> None:
@@ -233,3 +237,9 @@ def test_a_python_without_distributed_is_pointed_at_one_that_has_it(tmp_path: Pa
     hints = [line for line in result.stderr.splitlines() if line.startswith("hint:")]
     assert hints == [f"hint: set `python: {sys.executable}` for this host (it has distributed: clusterctl runs "
                      f"under it), or install dask and distributed there (`{bare} -m pip install distributed`)"]
+
+
+def test_the_dry_run_document_carries_its_schema(tmp_path: Path) -> None:
+    config = write_yaml(tmp_path / "c.yaml", __import__("yaml").safe_dump(local_inventory()))
+    document = clusterctl("up", str(config), "--dry-run", "--json").json()
+    assert document["schema"] == 1 and document["cluster"] == "t" and list(document["commands"]) == ["me"]
