@@ -337,7 +337,8 @@ def cluster_report(report: ClusterReport, console: Console | None = None) -> Non
     if report.processes is not None:
         processes = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
         for column in ("process", "role", "host", "pid", "state", "log"):
-            processes.add_column(column, no_wrap=column != "log")
+            # A log path folds onto the next line rather than losing its end to an ellipsis.
+            processes.add_column(column, no_wrap=column != "log", overflow="fold" if column == "log" else "ellipsis")
         for p in report.processes:
             alive = {True: "[green]alive[/]", False: "[red]dead[/]", None: "[yellow]host unreachable[/]"}[p.alive]
             processes.add_row(p.name, p.role, p.host, str(p.pid), alive, escape(p.note or p.log))
@@ -493,15 +494,15 @@ def log_stream(stream: LogStream, quiet: bool = False) -> None:
     for chunk in stream:
         if chunk.note:
             (warning if chunk.failed else note)(chunk.note)
-            continue
+        lines = [] if chunk.note else chunk.lines
         prefix = f"[{chunk.process}]".ljust(width) if stream.prefixed else ""
         if plain:
-            _write("".join(f"{prefix}{line}\n" for line in chunk.lines))
+            _write("".join(f"{prefix}{line}\n" for line in lines))
         else:
-            for text in chunk.lines:
+            for text in lines:
                 console.print(Text.assemble((prefix, styles.get(chunk.process, "")), text), soft_wrap=True)
         _write("", flush=True)
-        if READER_GONE:
+        if reader_gone():  # also while following a log that has nothing new to write
             return
 
 

@@ -85,6 +85,8 @@ class LogStream:
                 chunks, more = self._read_round(hosts, sources)
                 # The last lines, but no complaints: `down` may have removed a local host's logs too.
                 yield from self._counted(chunk for chunk in chunks if not (down and chunk.failed))
+                if not chunks:
+                    yield LogLines("", "")  # nothing new: lets the reader side check that its reader is still there
                 if down:
                     yield LogLines("", "", note=f"cluster {self.cluster!r} was taken down: stopped following")
                     return
