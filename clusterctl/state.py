@@ -109,6 +109,8 @@ def load(name: str) -> ClusterState | None:
 
 
 def remove(name: str) -> None:
+    # The state first: whoever still finds it (`logs -f`) may rely on the logs beside it being there.
+    (cluster_dir(name) / "state.json").unlink(missing_ok=True)
     shutil.rmtree(cluster_dir(name), ignore_errors=True)
     if current() == name:
         (paths.home() / "current").unlink(missing_ok=True)
