@@ -19,9 +19,8 @@ $(BIN)/clusterctl: pyproject.toml
 
 install: $(BIN)/clusterctl
 
-up: install
+up: install  # `up` shows the cluster's status once every worker is up
 	$(RUN) up $(CONFIG)
-	$(RUN) status
 
 status: install
 	$(RUN) status

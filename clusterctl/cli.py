@@ -24,6 +24,28 @@ timeout_option = click.option("--timeout", type=click.FloatRange(min=1), default
 mismatch_option = click.option("--allow-version-mismatch", is_flag=True,
                                help="Start even when hosts run other versions than the scheduler host.")
 config_argument = click.argument("config", required=False, type=click.Path(dir_okay=False))
+QUIET_HELP = "Print no progress, only results and errors."
+VERBOSE_HELP = "Log every command run on a host to stderr (secrets masked)."
+
+
+def _quiet(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(dict)["quiet"] = True
+
+
+def _verbose(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        from clusterctl import render
+
+        render.enable_remote_log()
+
+
+def global_options(command: Any) -> Any:
+    """-q and -v, accepted after the command too (`clusterctl status -v`) and listed in its help."""
+    command = click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_verbose,
+                           help=VERBOSE_HELP)(command)
+    return click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_quiet,
+                        help=QUIET_HELP)(command)
 
 
 def _progress(ctx: click.Context, json_output: bool = False) -> Any:
@@ -58,9 +80,8 @@ Examples:
 
 Run `clusterctl COMMAND --help` for a command's options.""")
 @click.version_option(__version__, "--version", "-V", prog_name="clusterctl")
-@click.option("-q", "--quiet", is_flag=True, help="Print no progress, only results and errors.")
-@click.option("-v", "--verbose", is_flag=True,
-              help="Log every command run on a host to stderr (secrets masked).")
+@click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
+@click.option("-v", "--verbose", is_flag=True, help=VERBOSE_HELP)
 @click.pass_context
 def cli(ctx: click.Context, quiet: bool, verbose: bool) -> None:
     """Turn a YAML inventory of machines into a running Dask cluster; show it, grow it, take it down."""
@@ -90,6 +111,7 @@ Examples:
 @mismatch_option
 @json_option
 @click.pass_context
+@global_options
 def up(ctx: click.Context, config: str, timeout: float, dry_run: bool, restart: bool, rolling: bool,
        max_unavailable: int, allow_version_mismatch: bool, json_output: bool) -> int:
     """Start the scheduler and every worker group of CONFIG, on all hosts at once.
@@ -132,6 +154,7 @@ Exit codes: 0 every expected worker is present, 1 degraded (some missing),
               metavar="[SECONDS]", help="Refresh every SECONDS (default 2) until Ctrl-C; with --json, one "
                                         "document per line.")
 @json_option
+@global_options
 def status(config: str | None, cluster: str | None, processes: bool, watch: float | None, json_output: bool) -> int:
     """Show the cluster as the scheduler sees it: every worker, its resources and its load."""
     from clusterctl.commands.status import status as run_status
@@ -164,6 +187,7 @@ Examples:
 @mismatch_option
 @json_option
 @click.pass_context
+@global_options
 def add_worker(ctx: click.Context, config: str | None, cluster: str | None, host: str | None, nworkers: int,
                nthreads: int, memory_limit: str | None, resources: str | None, name: str | None, timeout: float,
                allow_version_mismatch: bool, json_output: bool) -> int:
@@ -180,7 +204,7 @@ def add_worker(ctx: click.Context, config: str | None, cluster: str | None, host
 
 @cli.command("remove-worker", epilog="""\b
 Examples:
-  clusterctl remove-worker localhost-add1           a worker added with add-worker
+  clusterctl remove-worker me-add1                  a worker added with add-worker on `me`
   clusterctl remove-worker gpu2-0                   one worker of a group
   clusterctl remove-worker tcp://10.0.0.2:40123     by address, as `status` shows it""")
 @click.argument("targets", nargs=-1, required=True, metavar="NAME|ADDRESS...")
@@ -188,6 +212,7 @@ Examples:
 @click.option("--config", "config", type=click.Path(dir_okay=False), help="Inventory of the cluster.")
 @json_option
 @click.pass_context
+@global_options
 def remove_worker(ctx: click.Context, targets: tuple[str, ...], cluster: str | None, config: str | None,
                   json_output: bool) -> int:
     """Retire workers gracefully (their data moves first), then stop their processes."""
@@ -210,6 +235,7 @@ Examples:
               help="Seconds between SIGTERM and SIGKILL.")
 @json_option
 @click.pass_context
+@global_options
 def down(ctx: click.Context, config: str | None, cluster: str | None, grace: float, json_output: bool) -> int:
     """Retire the workers, close the scheduler, and verify every process is gone.
 
@@ -231,6 +257,7 @@ Examples:
 @config_argument
 @cluster_option
 @json_option
+@global_options
 def env(config: str | None, cluster: str | None, json_output: bool) -> int:
     """Print shell exports so that a plain `Client()` connects to the cluster."""
     from clusterctl import render
@@ -245,6 +272,7 @@ Examples:
   clusterctl list
   clusterctl list --json | jq -r '.clusters[] | select(.state == "gone") | .name'""")
 @json_option
+@global_options
 def list_command(json_output: bool) -> int:
     """Every cluster recorded on this machine: its scheduler, whether it answers, workers, age.
 
@@ -278,6 +306,7 @@ Exit codes: 0 the command succeeded on every host, 1 it failed or could not run 
               help="Seconds the command may run on each host.")
 @json_option
 @click.pass_context
+@global_options
 def exec_command(ctx: click.Context, argv: tuple[str, ...], cluster: str | None, config: str | None,
                  limit: tuple[str, ...], shell_line: str | None, timeout: float, json_output: bool) -> int:
     """Run one command on every host of the cluster at once; print each host's output and exit code.
@@ -313,6 +342,7 @@ Examples:
               help="Also measure a LocalCluster of 2 processes in this process.")
 @json_option
 @click.pass_context
+@global_options
 def bench(ctx: click.Context, config: str | None, cluster: str | None, tasks: int, repeats: int, transfer_mb: int,
           baseline: bool, json_output: bool) -> int:
     """Measure the running cluster: the scheduler's per-task overhead, throughput with every worker busy,
@@ -356,6 +386,7 @@ TARGET: `scheduler`, a worker group's process name, a worker name, or a host ali
 @cluster_option
 @click.option("--config", "config", type=click.Path(dir_okay=False), help="Inventory of the cluster.")
 @click.pass_context
+@global_options
 def logs(ctx: click.Context, target: str | None, follow: bool, lines: int, cluster: str | None,
          config: str | None) -> int:
     """Show the logs of the scheduler, of workers, or of every process on a host.
@@ -383,6 +414,7 @@ Exit codes: 0 every check passed, 1 some check failed, 2 the inventory is invali
               metavar="SECONDS", help="How long a worker host may take to connect to the scheduler port.")
 @json_option
 @click.pass_context
+@global_options
 def check(ctx: click.Context, config: str, connect_timeout: float, json_output: bool) -> int:
     """Check every host of CONFIG before `up`, starting nothing: reachable, python and versions right,
     the scheduler port free on its host and reachable from every worker host."""
@@ -401,6 +433,7 @@ Examples:
   clusterctl init - | less            print it instead""")
 @click.argument("path", required=False, default="cluster.yaml", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
+@global_options
 def init(path: str, force: bool) -> int:
     """Write a commented starter inventory to PATH (default cluster.yaml); it runs on this machine as is."""
     from clusterctl import render
@@ -414,6 +447,7 @@ def init(path: str, force: bool) -> int:
 Examples:
   clusterctl schema > cluster.schema.json
   then put this first in cluster.yaml:  # yaml-language-server: $schema=cluster.schema.json""")
+@global_options
 def schema() -> int:
     """Print the inventory's JSON Schema, for editors that validate and complete cluster.yaml."""
     from clusterctl import render
@@ -425,7 +459,7 @@ def schema() -> int:
 
 @cli.command(epilog="""\b
 Examples:
-  clusterctl dashboard                  prints http://127.0.0.1:PORT/status; Ctrl-C closes it
+  clusterctl dashboard                  prints http://127.0.0.1:PORT/status (through SSH: Ctrl-C closes it)
   clusterctl dashboard --cluster lab
   clusterctl dashboard --socket ~/dash.sock   only you can connect: curl --unix-socket ~/dash.sock
                                         http://localhost/status, or `ssh -L 8787:$HOME/dash.sock` to it""")
@@ -433,20 +467,25 @@ Examples:
 @cluster_option
 @click.option("--socket", "socket_path", type=click.Path(dir_okay=False),
               help="Listen on this new Unix socket (mode 0600) instead of a 127.0.0.1 port any local user can use.")
+@global_options
 def dashboard(config: str | None, cluster: str | None, socket_path: str | None) -> int:
     """Reach the scheduler's dashboard from this machine, through an SSH tunnel when needed.
 
     With `dashboard: local` in the inventory the dashboard listens only on the scheduler host's
     loopback; this command forwards a local port to it until you press Ctrl-C. Every user of
-    this machine can use that port; with --socket only you can.
+    this machine can use that port; with --socket only you can. A scheduler on this machine needs
+    no tunnel: the command prints the URL and exits.
     """
     import time
 
     from clusterctl import render
     from clusterctl.commands.dashboard import dashboard as open_dashboard
 
-    with open_dashboard(cluster, config, socket_path) as url:
-        render.line(f"dashboard: {url}  (Ctrl-C to close)")
+    with open_dashboard(cluster, config, socket_path) as shown:
+        if not shown.tunnel:  # on this machine already: nothing to keep open
+            render.line(f"dashboard: {shown.url}")
+            return EXIT_OK
+        render.line(f"dashboard: {shown.url}  (Ctrl-C to close)")
         sys.stdout.flush()
         while True:
             time.sleep(3600)
@@ -467,6 +506,7 @@ Compare with OpenSSH (for an inventory host, give ssh the same -o HostName/-l/-p
 @click.option("--config", "config", type=click.Path(dir_okay=False), metavar="CONFIG",
               help="Inventory whose address/user/port/identity_file for HOST override the ssh config.")
 @json_option
+@global_options
 def ssh_config(host: str, config: str | None, json_output: bool) -> int:
     """Print the ssh settings clusterctl uses for HOST, resolved as `ssh -G` resolves them.
 

@@ -24,6 +24,13 @@ def run(main: Callable[[], object]) -> int:
     try:
         result = main()
         return result if isinstance(result, int) else EXIT_OK
+    except SystemExit:
+        # click ends with exit 1 when its own output (help, version) meets a closed pipe.
+        if render.reader_gone():
+            return EXIT_OK
+        raise
+    except BrokenPipeError:
+        return EXIT_OK  # stdout's reader has gone while click printed: not a failure of the command
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.exceptions.NoArgsIsHelpError as exc:
@@ -49,6 +56,8 @@ def run(main: Callable[[], object]) -> int:
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - the last resort: a bug, reported as one
         return _crash(exc)
+    finally:
+        render.finish()
 
 
 def _crash(exc: Exception) -> int:

@@ -46,6 +46,10 @@ class HostError(ClusterctlError):
         self.reason = reason
 
 
+class UnresolvableHostError(HostError):
+    """A host's name does not resolve: the inventory line that names it is the place to fix."""
+
+
 class SchedulerUnreachableError(ClusterctlError):
     """The scheduler did not answer."""
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from clusterctl.errors import ClusterctlError, HostError, PartialFailureError
+from clusterctl.errors import ClusterctlError, HostError, PartialFailureError, UnresolvableHostError
 from clusterctl.host import Host
 from clusterctl.inventory import Inventory
 from clusterctl.progress import PasswordPrompt
@@ -76,6 +76,13 @@ class GroupResult(Mapping[str, HostResult[T]]):
         return self.succeeded
 
 
+def located(host: Host, exc: ClusterctlError) -> ClusterctlError:
+    """A name that does not resolve, with the inventory line that names it: where to fix it."""
+    if not isinstance(exc, UnresolvableHostError) or host.where is None or host.where in exc.reason:
+        return exc
+    return UnresolvableHostError(exc.host, f"{exc.reason} (named at {host.where})", exc.hint, exc.details)
+
+
 def _as_host_error(host: str, exc: ClusterctlError) -> HostError:
     return exc if isinstance(exc, HostError) else HostError(host, exc.message, exc.hint, exc.details)
 
@@ -119,6 +126,8 @@ class HostGroup:
             try:
                 return HostResult(alias, value=call(alias))
             except ClusterctlError as exc:
+                if alias in self.hosts:
+                    exc = located(self.hosts[alias], exc)
                 return HostResult(alias, error=_as_host_error(alias, exc))
 
         if len(aliases) <= 1:
@@ -137,6 +146,7 @@ def connect(inventory: Inventory, aliases: Iterable[str], password_prompt: Passw
         for alias in dict.fromkeys(aliases):
             settings = inventory.host(alias)
             hosts[alias] = Host(alias, settings, inventory.name, open_transport(alias, settings, password_prompt))
+            hosts[alias].where = inventory.where(alias)
         yield HostGroup(hosts)
     finally:
         for host in hosts.values():

@@ -65,6 +65,7 @@ class Host:
         self.transport = transport
         self.run_dir = default_run_dir(cluster, settings)
         self._absolute_run_dir: str | None = None
+        self.where: str | None = None  # the inventory line that names the host, when known
 
     @property
     def address(self) -> str:

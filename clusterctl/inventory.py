@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -292,6 +293,11 @@ class Inventory(_Model):
     hosts: dict[str, HostSettings] = Field(default_factory=dict)
     scheduler: SchedulerSpec
     workers: list[WorkerGroup] = Field(default_factory=list)
+    _where: dict[str, str] = PrivateAttr(default_factory=dict)  # host -> "file:line" that names it
+
+    def where(self, alias: str) -> str | None:
+        """The inventory line that defines ``alias`` (or first names a bare host), when read from a file."""
+        return self._where.get(alias)
 
     @field_validator("name")
     @classmethod
@@ -324,6 +330,11 @@ class Inventory(_Model):
             if host not in self.hosts and host != LOCAL_HOST and not is_valid_address(host):
                 known = ", ".join(sorted(self.hosts)) or "none"
                 found.append((loc, f"{host!r} is neither an alias from `hosts` (known: {known}) nor an address"))
+            elif host not in self.hosts and host != LOCAL_HOST:
+                alias = _mistyped_alias(host, list(self.hosts))
+                if alias is not None:
+                    found.append((loc, f"{host!r} is not an alias from `hosts` (did you mean {alias!r}?); if it is "
+                                       f"a machine's name, add it to `hosts` ({host}: {{}})"))
         for index, group in enumerate(self.workers):
             if not group.nanny and group.nworkers > 1:
                 found.append((["workers", index, "nanny"], "nanny: false works only with nworkers: 1 "
@@ -361,6 +372,22 @@ def default_python(settings: HostSettings) -> str:
     """The interpreter of a host without `python:`: on this machine the one clusterctl runs under
     (it has distributed, whatever PATH says), elsewhere `python3`."""
     return sys.executable if settings.connection == "local" and sys.executable else "python3"
+
+
+def _mistyped_alias(host: str, aliases: list[str]) -> str | None:
+    """The alias ``host`` is a typo of (``nod1`` for ``node1``), or None. An IP address, a dotted
+    name, or a sibling that differs only in its digits (``node3`` next to ``node1``) is no typo."""
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    if "." in host:
+        return None
+    for alias in difflib.get_close_matches(host, aliases, n=3, cutoff=0.75):
+        if re.sub(r"\d+", "#", alias) != re.sub(r"\d+", "#", host):
+            return alias
+    return None
 
 
 def _merge(base: HostSettings, override: HostSettings) -> HostSettings:
@@ -427,10 +454,7 @@ def parse_inventory(text: str, source: str = "<inventory>") -> Inventory:
     except RecursionError:
         raise InvalidInputError(f"{source}: nested too deeply", "an inventory needs only a few levels") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InvalidInputError(f"{where}: malformed YAML: {_cut(problem)}", "check indentation and quoting") from None
+        raise _yaml_error(exc, source) from None
     if not isinstance(data, dict):
         raise InvalidInputError(f"{source}: the inventory must be a YAML mapping with name, hosts, scheduler and workers")
     try:
@@ -439,7 +463,34 @@ def parse_inventory(text: str, source: str = "<inventory>") -> Inventory:
         raise InvalidInputError(_describe(exc, root, source)) from None
     for loc, message in inventory.problems():
         raise InvalidInputError(_locate(root, loc, source, message))
+    named: list[tuple[list[Any], str]] = [(["hosts", alias], alias) for alias in inventory.hosts]
+    named += [(["scheduler", "host"], inventory.scheduler.host)]
+    named += [(["workers", i, "host"], group.host) for i, group in enumerate(inventory.workers)]
+    for loc, host in named:
+        line = _line_of(root, loc)
+        if line and host not in inventory._where:
+            inventory._where[host] = f"{source}:{line}"
     return inventory
+
+
+def _yaml_error(exc: yaml.YAMLError, source: str) -> InvalidInputError:
+    """The YAML parser's complaint in the user's words: what is wrong with which line."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{source}:{mark.line + 1}" if mark is not None else source
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context_mark", None)
+    above = f" (line {context.line + 1})" if context is not None and mark is not None and context.line < mark.line else ""
+    if problem.startswith("expected <block end>"):
+        return InvalidInputError(f"{where}: this line is indented differently from the lines above it{above}",
+                                 "keys of one mapping (and items of one list) start in the same column")
+    if problem == "mapping values are not allowed here":
+        return InvalidInputError(f"{where}: a `key: value` where none can be: this line is indented further "
+                                 "than the key above it, or a value on it needs quotes",
+                                 "indent it like the key above it; quote values that contain ': '")
+    if "'\\t'" in problem:
+        return InvalidInputError(f"{where}: a tab character: YAML indents with spaces only",
+                                 "replace the tab with spaces")
+    return InvalidInputError(f"{where}: malformed YAML: {_cut(problem)}", "check indentation and quoting")
 
 
 def _locate(root: yaml.Node | None, loc: list[Any], source: str, message: str) -> str:
@@ -459,9 +510,12 @@ def _describe(exc: ValidationError, root: yaml.Node | None, source: str) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
         message = f"unknown key {loc[-1]!r}"
-        suggestion = difflib.get_close_matches(str(loc[-1]), _allowed_keys(loc), n=1)
+        allowed = _allowed_keys(loc)
+        suggestion = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         if suggestion:
             message += f" (did you mean {suggestion[0]!r}?)"
+        elif "env" in allowed and ENV_NAME_PATTERN.fullmatch(str(loc[-1])) and str(loc[-1]).isupper():
+            message += f" (an environment variable? did you mean {_format_loc([*loc[:-1], 'env', loc[-1]])}?)"
     elif kind == "missing":
         message = "this key is required"
     else:

@@ -89,7 +89,9 @@ def refuse_taken_scheduler_port(hosts: HostGroup, inventory: Inventory, endpoint
     whatever listens there, another cluster's scheduler included.
     """
     host = hosts[inventory.scheduler.host]
-    answer = host.call("listen", host=endpoint.listen_host, port=endpoint.port, seconds=0)
+    # Through the group: a host that cannot be reached is named as everywhere else (with its inventory line).
+    answer = hosts.run(lambda h: h.call("listen", host=endpoint.listen_host, port=endpoint.port, seconds=0),
+                       only=[host.alias]).values_or_raise("checking the scheduler port")[host.alias]
     if answer.get("listening"):
         return  # seconds=0: the agent only bound the port and closed it again
     if not answer.get("in_use"):

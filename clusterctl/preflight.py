@@ -29,18 +29,20 @@ class VersionMismatchError(ClusterctlError):
         self.report = report
 
 
-def import_problem(alias: str, found: dict[str, Any]) -> HostError | None:
+def import_problem(alias: str, found: dict[str, Any], local: bool = False) -> HostError | None:
     """The error for a host whose python cannot import dask or distributed, else None."""
     errors = found.get("errors") or {}
     module = next((m for m in ("distributed", "dask") if m in errors), None)
     if module is None:
         return None
     executable = found.get("executable") or "python"
-    # The interpreter running clusterctl has distributed: on this machine, that is the one to name.
-    ours = f"; on this machine `python: {sys.executable}` has it" if sys.executable else ""
+    fix = f"install dask and distributed there (`{executable} -m pip install distributed`)"
+    if local and executable != sys.executable:
+        # The interpreter clusterctl runs under has distributed (it is a dependency) and is on this host.
+        fix = f"set `python: {sys.executable}` for this host (it has distributed: clusterctl runs under it), or {fix}"
+        return HostError(alias, f"{executable} cannot import {module}: {errors[module]}", fix)
     return HostError(alias, f"{executable} cannot import {module}: {errors[module]}",
-                     f"install dask and distributed there (`{executable} -m pip install distributed`), "
-                     f"or set `python:` for this host{ours}")
+                     f"{fix}, or set `python:` for this host")
 
 
 def differing(found: dict[str, Any], expected: dict[str, Any]) -> list[str]:
@@ -57,7 +59,7 @@ def preflight(hosts: HostGroup, reference_host: str, allow_mismatch: bool = Fals
     versions = hosts.run(lambda host: host.versions()).values_or_raise("preflight")
     report = PreflightReport(reference_host=reference_host, versions=versions)
     for alias, found in versions.items():
-        problem = import_problem(alias, found)
+        problem = import_problem(alias, found, hosts[alias].settings.connection == "local")
         if problem is not None:
             raise problem
     expected = reference or versions.get(reference_host)

@@ -12,6 +12,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+@dataclass(frozen=True)
+class StoppedProcess:
+    """A process `down` or `remove-worker` stopped and verified gone."""
+
+    host: str
+    name: str
+    pid: int
+
+    def __str__(self) -> str:
+        return f"{self.host}: {self.name} (pid {self.pid})"
+
+
 class AnswerError(ValueError):
     """An agent answer (or a pid file it read) does not have the shape clusterctl expects."""
 

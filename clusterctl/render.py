@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from clusterctl.report import JSON_SCHEMA_VERSION, ClusterReport, report_document
 
@@ -60,14 +61,84 @@ def _plain(stream: Any) -> bool:
     return not stream.isatty() or "NO_COLOR" in os.environ
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        _reader_gone(self.file)
+
+
+def _reader_gone(stream: Any) -> None:
+    """The reader went away (`clusterctl status | head -1`): what is left to print goes nowhere and
+    the command finishes as it would have, with its own exit code (rich and click would exit 1)."""
+    global READER_GONE
+    READER_GONE = True
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stream.fileno())
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(devnull)
+
+
+READER_GONE = False
+
+
+def reader_gone() -> bool:
+    """Has stdout's reader gone? Also true for a pipe closed before anything was written to it."""
+    if READER_GONE:
+        return True
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), 0)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _write(text: str, flush: bool = False) -> None:
+    try:
+        sys.stdout.write(text)
+        if flush:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _reader_gone(sys.stdout)
+
+
+def finish() -> None:
+    """The end of a command: no live line left behind; stdout flushed (a reader that has gone is
+    not an error)."""
+    _stop_live()
+    _write("", flush=True)
+
+
 def _console(stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     plain = _plain(stream)
-    return Console(file=stream, no_color=plain, highlight=False, soft_wrap=plain, emoji=False,
-                   width=None if not plain else 200)
+    return _Console(file=stream, no_color=plain, highlight=False, soft_wrap=plain, emoji=False,
+                   width=None if not plain else _columns(200))
+
+
+def _columns(default: int) -> int:
+    """The width for output that is not a terminal: $COLUMNS when set, else wide enough not to wrap."""
+    try:
+        return max(20, int(os.environ["COLUMNS"]))
+    except (KeyError, ValueError):
+        return default
+
+
+_LIVE: list[Live] = []  # live displays still on the terminal; the end of a command removes them
+
+
+def _stop_live() -> None:
+    """Take every live line off the terminal (Ctrl-C or an error ends a command mid-progress)."""
+    while _LIVE:
+        _LIVE.pop().stop()
 
 
 def error(message: str, hint: str | None = None, details: str | None = None) -> None:
+    _stop_live()
     console = _console(stderr=True)
     console.print(f"[bold red]error:[/] {safe(message)}")
     if details:
@@ -77,16 +148,18 @@ def error(message: str, hint: str | None = None, details: str | None = None) -> 
 
 
 def interrupted() -> None:
+    _stop_live()
     _console(stderr=True).print("interrupted")
 
 
 def internal_error(summary: str, log: str) -> None:
+    _stop_live()
     _console(stderr=True).print(f"[bold red]internal error:[/] {safe(summary)} (traceback in {safe(log)}; "
                                 "please report it)")
 
 
 def help_text(text: str) -> None:
-    sys.stdout.write(text + "\n")
+    _write(text + "\n")
 
 
 def warning(message: str) -> None:
@@ -98,7 +171,7 @@ def line(message: str) -> None:
 
 
 def print_json(document: Any) -> None:
-    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
+    _write(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
 
 
 # --- progress ---------------------------------------------------------------------------------
@@ -142,10 +215,12 @@ class LiveProgress:
 
     def __init__(self) -> None:
         self.console = _console(stderr=True)
-        self.live = Live(console=self.console, transient=True, refresh_per_second=8)
         self.started = time.monotonic()
         self.text = ""
+        # Rendered afresh at every refresh, so that the time keeps counting while a step waits.
+        self.live = Live(console=self.console, transient=True, refresh_per_second=8, get_renderable=self._line)
         self.live.start()
+        _LIVE.append(self.live)
 
     def step(self, message: str) -> None:
         self.text = message
@@ -157,8 +232,11 @@ class LiveProgress:
             f" (waiting for {', '.join(missing[:4])}{'…' if len(missing) > 4 else ''})" if missing else "")
         self._refresh()
 
+    def _line(self) -> Text:
+        return Text.from_markup(f"[cyan]⠿[/] {safe(self.text)} [dim]{time.monotonic() - self.started:.1f}s[/]")
+
     def _refresh(self) -> None:
-        self.live.update(f"[cyan]⠿[/] {safe(self.text)} [dim]{time.monotonic() - self.started:.1f}s[/]")
+        self.live.refresh()
 
     def done(self) -> None:
         self.live.stop()
@@ -193,18 +271,76 @@ def password_prompt(shown: PlainProgress | LiveProgress) -> PasswordPrompt:
 
 
 def _bytes(value: int | None) -> str:
+    """Decimal units throughout, as users write sizes: ``memory_limit: 2GB`` shows as ``2 GB``."""
     if not value:
         return "-"
-    from dask.utils import format_bytes
-
-    return format_bytes(value)
+    amount = float(value)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if amount < 999.5 or unit == "TB":
+            return f"{amount:.3g} {unit}" if unit != "B" else f"{int(amount)} B"
+        amount /= 1000
+    raise AssertionError("unreachable")
 
 
 def _resources(resources: dict[str, float]) -> str:
     return " ".join(f"{k}={int(v) if float(v).is_integer() else v}" for k, v in resources.items()) or "-"
 
 
+WORKER_COLUMNS = ("worker", "host", "address", "threads", "memory", "resources", "processing", "in memory")
+
+
+def _worker_cells(worker: Any) -> list[str]:
+    name = worker.name + {"missing": " (missing)", "extra": " (extra)"}.get(worker.state, "")
+    running = worker.address is not None
+    memory = f"{_bytes(worker.memory)} / {_bytes(worker.memory_limit)}" if running else "-"
+    return [name, worker.host, worker.address or "-", str(worker.nthreads or "-"), memory,
+            _resources(worker.resources), str(worker.processing) if running else "-",
+            str(worker.in_memory) if running else "-"]
+
+
+def _worker_table(report: ClusterReport, console: Console) -> None:
+    """One row per worker when the table fits the terminal; else two lines per worker, so that a
+    name or an address (what `remove-worker` accepts) is never cut."""
+    styles = [{"missing": "red", "extra": "cyan"}.get(w.state) for w in report.workers]
+    rows = [[clean(cell) for cell in _worker_cells(w)] for w in report.workers]  # hosts' names: text only
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    for column in WORKER_COLUMNS:
+        table.add_column(column, justify="right" if column in ("threads", "processing", "in memory") else "left",
+                         no_wrap=True)
+    for cells, style in zip(rows, styles, strict=True):
+        table.add_row(*map(safe, cells), style=style)
+    from rich.cells import cell_len
+
+    natural = sum(max(cell_len(text) for text in column) for column in zip(WORKER_COLUMNS, *rows, strict=True))
+    if natural + 2 * (len(WORKER_COLUMNS) - 1) <= console.width:
+        console.print(table)
+        return
+    name_width = max([len("worker"), *(len(c[0]) for c in rows)])
+    host_width = max([len("host"), *(len(c[1]) for c in rows)])
+    console.print(f"[bold]{'worker'.ljust(name_width)}  {'host'.ljust(host_width)}  address[/]", soft_wrap=True)
+    for cells, worker, style in zip(rows, report.workers, styles, strict=True):
+        name, host, address, threads, memory, resources, processing, in_memory = cells
+        console.print(safe(f"{name.ljust(name_width)}  {host.ljust(host_width)}  {address}"), style=style,
+                      soft_wrap=True)
+        if worker.address is None:
+            continue
+        details = (f"{threads} thread{'' if threads == '1' else 's'}, memory {memory}, "
+                   f"{'no resources' if resources == '-' else resources}, {processing} processing, "
+                   f"{in_memory} in memory")
+        console.print("  " + safe(details), style=style or "dim", soft_wrap=False)
+
+
+def _tasks_line(report: ClusterReport) -> str | None:
+    tasks = report.tasks
+    if tasks is None:
+        return None
+    return (f"tasks      {tasks.waiting} waiting, {tasks.processing} processing, {tasks.in_memory} in memory, "
+            f"{tasks.erred} erred")
+
+
 def cluster_report(report: ClusterReport, console: Console | None = None) -> None:
+    from clusterctl.report import add_worker_command
+
     console = console or _console()
     if report.headline:
         console.print(f"[green]✓[/] {safe(report.headline)}")
@@ -215,21 +351,15 @@ def cluster_report(report: ClusterReport, console: Console | None = None) -> Non
         state += f", up {duration(report.scheduler_uptime)}"
     console.print(f"scheduler  {safe(report.scheduler_address)}  {state}")
     console.print(f"dashboard  {safe(report.dashboard or report.dashboard_note or 'not running on the scheduler')}")
-    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
-    for column in ("worker", "host", "address", "threads", "memory", "resources", "processing", "in memory"):
-        table.add_column(column, justify="right" if column in ("threads", "processing", "in memory") else "left")
-    for worker in report.workers:
-        style = {"missing": "red", "extra": "cyan"}.get(worker.state)
-        name = worker.name + {"missing": " (missing)", "extra": " (extra)"}.get(worker.state, "")
-        memory = f"{_bytes(worker.memory)} / {_bytes(worker.memory_limit)}" if worker.address else "-"
-        table.add_row(safe(name), safe(worker.host), safe(worker.address or "-"), safe(worker.nthreads or "-"), safe(memory),
-                      safe(_resources(worker.resources)), safe(worker.processing) if worker.address else "-",
-                      safe(worker.in_memory) if worker.address else "-", style=style)
-    console.print(table)
+    tasks_line = _tasks_line(report)
+    if tasks_line:
+        console.print(safe(tasks_line))
+    _worker_table(report, console)
     if report.processes is not None:
         processes = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
         for column in ("process", "role", "host", "pid", "state", "log"):
-            processes.add_column(column)
+            # A log path folds onto the next line rather than losing its end to an ellipsis.
+            processes.add_column(column, no_wrap=column != "log", overflow="fold" if column == "log" else "ellipsis")
         for p in report.processes:
             alive = {True: "[green]alive[/]", False: "[red]dead[/]", None: "[yellow]host unreachable[/]"}[p.alive]
             processes.add_row(safe(p.name), safe(p.role), safe(p.host), str(p.pid), alive, safe(p.note or p.log))
@@ -242,12 +372,16 @@ def cluster_report(report: ClusterReport, console: Console | None = None) -> Non
         count = len(report.workers)
         console.print(f"[green]✓ all {count - len(report.extra)} expected worker(s) present[/]"
                       + (f", {len(report.extra)} extra" if report.extra else ""))
+    for waiting in report.tasks.unsatisfied if report.tasks else ():
+        console.print(f"[yellow]![/] {waiting.tasks} task(s) wait for {safe(_resources(waiting.resources))}, "
+                      "which no worker offers; to run them:")
+        console.print(f"  {safe(add_worker_command(waiting.resources))}", soft_wrap=True)
 
 
 def dry_run(result: DryRun, json_output: bool) -> None:
     if json_output:
-        print_json({"cluster": result.cluster, "scheduler": {"address": result.scheduler_address},
-                    "commands": result.commands})
+        print_json({"schema": JSON_SCHEMA_VERSION, "cluster": result.cluster,
+                    "scheduler": {"address": result.scheduler_address}, "commands": result.commands})
         return
     console = _console()
     console.print(f"dry run for cluster [bold]{safe(result.cluster)}[/]: nothing is started")
@@ -260,41 +394,43 @@ def dry_run(result: DryRun, json_output: bool) -> None:
 
 def remove_result(result: RemoveResult, json_output: bool) -> None:
     if json_output:
-        print_json(asdict(result))
+        print_json({"schema": JSON_SCHEMA_VERSION, **asdict(result)})
         return
     console = _console()
     if result.retire_note:
         console.print(f"[yellow]note:[/] {safe(result.retire_note)}")
     console.print(f"[green]✓[/] removed {safe(', '.join(result.removed))} from cluster {safe(result.cluster)}"
-                  + (f"; stopped {safe(', '.join(result.stopped))}" if result.stopped else ""))
+                  + (f"; stopped {safe(', '.join(map(str, result.stopped)))}" if result.stopped else ""))
 
 
 def down_result(result: DownResult, json_output: bool) -> None:
     if json_output:
-        print_json(asdict(result))
+        print_json({"schema": JSON_SCHEMA_VERSION, **asdict(result)})
         return
     console = _console()
     if result.already_gone:
-        console.print(f"cluster {safe(result.cluster)} is not running: nothing to do")
+        console.print("no current cluster: nothing to do" if result.cluster is None
+                      else f"cluster {safe(result.cluster)} is not running: nothing to do")
         return
+    name = result.cluster or ""
     if result.without_state:
-        console.print(f"no local state for {safe(result.cluster)}: found its processes through the hosts' pid files")
+        console.print(f"no local state for {safe(name)}: found its processes through the hosts' pid files")
     if result.scheduler_note:
         console.print(f"[yellow]note:[/] {safe(result.scheduler_note)}; stopped the processes by pid instead")
     for note in result.notes:
         console.print(f"[yellow]note:[/] {safe(note)}")
-    console.print(f"[green]✓[/] cluster {safe(result.cluster)} is down: "
+    console.print(f"[green]✓[/] cluster {safe(name)} is down: "
                   f"{len(result.stopped)} process(es) stopped and verified gone")
 
 
 def env_exports(values: dict[str, str], json_output: bool) -> None:
     if json_output:
-        print_json(values)
+        print_json({"schema": JSON_SCHEMA_VERSION, "exports": values})
         return
     import shlex
 
     for key, value in values.items():
-        print(f"export {key}={shlex.quote(value)}")
+        _write(f"export {key}={shlex.quote(value)}\n")
 
 
 def version_table(report: PreflightReport) -> None:
@@ -349,8 +485,9 @@ def _reader_left() -> None:
 def _watch(reports: Iterable[ClusterReport], json_output: bool, interval: float) -> None:
     if json_output:
         for report in reports:
-            sys.stdout.write(json.dumps(report_document(report), default=str) + "\n")
-            sys.stdout.flush()
+            _write(json.dumps(report_document(report), default=str) + "\n", flush=True)
+            if READER_GONE:
+                return
         return
     console = _console()
     console.on_broken_pipe = _reader_left  # type: ignore[method-assign]
@@ -358,7 +495,9 @@ def _watch(reports: Iterable[ClusterReport], json_output: bool, interval: float)
         for report in reports:
             console.print(f"--- {time.strftime('%H:%M:%S')} (every {interval:g}s; Ctrl-C to stop)")
             cluster_report(report, console)
-            sys.stdout.flush()
+            _write("", flush=True)
+            if READER_GONE:
+                return
         return
     from io import StringIO
 
@@ -391,14 +530,16 @@ def log_stream(stream: LogStream, quiet: bool = False) -> None:
     for chunk in stream:
         if chunk.note:
             (warning if chunk.failed else note)(chunk.note)
-            continue
+        lines = [] if chunk.note else chunk.lines
         prefix = f"[{chunk.process}]".ljust(width) if stream.prefixed else ""
         if plain:
-            sys.stdout.write("".join(f"{clean(prefix)}{clean(line)}\n" for line in chunk.lines))
+            _write("".join(f"{clean(prefix)}{clean(line)}\n" for line in lines))
         else:
-            for text in chunk.lines:
+            for text in lines:
                 console.print(Text.assemble((clean(prefix), styles.get(chunk.process, "")), clean(text)), soft_wrap=True)
-        sys.stdout.flush()
+        _write("", flush=True)
+        if reader_gone():  # also while following a log that has nothing new to write
+            return
 
 
 def note(message: str) -> None:
@@ -441,7 +582,7 @@ def check_report(report: CheckReport, json_output: bool) -> None:
 
 def init_result(result: InitResult) -> None:
     if result.path == "-":
-        sys.stdout.write(result.text)
+        _write(result.text)
         return
     import shlex
 
@@ -465,13 +606,13 @@ def list_result(result: ListResult, json_output: bool) -> None:
     for summary in result.clusters:
         name = summary.name + (" (current)" if summary.name == result.current else "")
         age = duration(summary.age_seconds) if summary.age_seconds is not None else "-"
-        table.add_row(escape(name), f"[{styles.get(summary.state, '')}]{summary.state}[/]",
-                      escape(summary.scheduler_address or "-"), f"{summary.workers_present}/{summary.workers_expected}",
+        table.add_row(safe(name), f"[{styles.get(summary.state, '')}]{summary.state}[/]",
+                      safe(summary.scheduler_address or "-"), f"{summary.workers_present}/{summary.workers_expected}",
                       age)
     console.print(table)
     for summary in result.clusters:
         if summary.note:
-            console.print(f"[yellow]note:[/] {escape(summary.name)}: {escape(summary.note)}")
+            console.print(f"[yellow]note:[/] {safe(summary.name)}: {safe(summary.note)}")
 
 
 def exec_result(result: ExecResult, json_output: bool) -> None:
@@ -483,14 +624,14 @@ def exec_result(result: ExecResult, json_output: bool) -> None:
     for outcome in result.hosts:
         prefix = f"[{outcome.host}]".ljust(width)
         for text in outcome.stdout.splitlines():
-            console.print(escape(prefix + text), soft_wrap=True, highlight=False)
+            console.print(safe(prefix + text), soft_wrap=True, highlight=False)
         for text in outcome.stderr.splitlines():
-            console.print(escape(prefix + text), soft_wrap=True, style="yellow", highlight=False)
+            console.print(safe(prefix + text), soft_wrap=True, style="yellow", highlight=False)
     for outcome in result.hosts:
         if outcome.error is not None:
-            console.print(f"[red]✗[/] {escape(outcome.error)}")
+            console.print(f"[red]✗[/] {safe(outcome.error)}")
         elif outcome.exit_code != 0:
-            console.print(f"[red]✗[/] {escape(outcome.host)}: exited {outcome.exit_code}")
+            console.print(f"[red]✗[/] {safe(outcome.host)}: exited {outcome.exit_code}")
     failed = [o for o in result.hosts if not o.succeeded]
     summary = f"{len(result.hosts) - len(failed)} of {len(result.hosts)} host(s) succeeded"
     console.print(f"[red]✗ {summary}[/]" if failed else f"[green]✓ {summary}[/]")
@@ -502,7 +643,7 @@ def bench_result(result: BenchResult, json_output: bool) -> None:
         return
     console = _console()
     ours, local = result.figures, result.baseline
-    console.print(f"cluster [bold]{escape(result.cluster)}[/] at {escape(result.scheduler_address)}: "
+    console.print(f"cluster [bold]{safe(result.cluster)}[/] at {safe(result.scheduler_address)}: "
                   f"{ours.workers} worker(s), {ours.threads} thread(s); median of {result.settings.repeats}")
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     table.add_column("measure")
@@ -523,9 +664,9 @@ def bench_result(result: BenchResult, json_output: bool) -> None:
         table.add_row(label, cell(ours), *([cell(local)] if local is not None else []))
     console.print(table)
     if ours.transfer:
-        console.print(f"[dim]transfer: {escape(ours.transfer)}[/]")
+        console.print(f"[dim]transfer: {safe(ours.transfer)}[/]")
     for text in ours.notes:
-        console.print(f"[yellow]note:[/] {escape(text)}")
+        console.print(f"[yellow]note:[/] {safe(text)}")
 
 
 class _RemoteLogHandler(logging.Handler):

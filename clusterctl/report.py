@@ -6,12 +6,14 @@ table or prints ``report_document`` for `--json`.
 
 from __future__ import annotations
 
+import shlex
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from clusterctl.errors import EXIT_FAILED, EXIT_OK, EXIT_SCHEDULER_DOWN
-from clusterctl.scheduler_api import SchedulerView
+from clusterctl.inventory import format_resources
+from clusterctl.scheduler_api import SchedulerView, TaskCounts
 from clusterctl.state import ClusterState
 
 JSON_SCHEMA_VERSION = 1
@@ -60,6 +62,7 @@ class ClusterReport:
     warnings: list[str] = field(default_factory=list)
     dashboard_note: str | None = None  # why there is no URL: off, or loopback only
     scheduler_started: float | None = None  # unix time, from the scheduler's identity
+    tasks: TaskCounts | None = None  # the scheduler's tasks by state, when asked (`status`)
 
     @property
     def healthy(self) -> bool:
@@ -76,6 +79,11 @@ class ClusterReport:
     def scheduler_uptime(self) -> float | None:
         """Seconds since the scheduler started (by this machine's clock; never negative)."""
         return None if self.scheduler_started is None else max(0.0, time.time() - self.scheduler_started)
+
+
+def add_worker_command(resources: dict[str, float]) -> str:
+    """The command that adds a worker offering ``resources``: what tasks waiting on them need."""
+    return f"clusterctl add-worker --resources {shlex.quote(format_resources(resources))}"
 
 
 def _dashboard_note(st: ClusterState) -> str | None:
@@ -121,6 +129,7 @@ def build_report(st: ClusterState, view: SchedulerView | None, error: str | None
         extra=[w.name for w in rows if w.state == "extra"],
         scheduler_error=error,
         scheduler_started=view.started if view else None,
+        tasks=view.tasks if view else None,
     )
 
 
@@ -142,6 +151,12 @@ def report_document(report: ClusterReport) -> dict[str, Any]:
         "workers": [_worker_document(w) for w in report.workers if w.state != "missing"],
         "missing": report.missing,
         "extra": report.extra,
+        "tasks": None if report.tasks is None else {
+            "waiting": report.tasks.waiting, "processing": report.tasks.processing,
+            "in_memory": report.tasks.in_memory, "erred": report.tasks.erred},
+        "waiting_on_resources": [] if report.tasks is None else [
+            {"tasks": w.tasks, "resources": w.resources, "command": add_worker_command(w.resources)}
+            for w in report.tasks.unsatisfied],
     }
     if report.started:
         document["started"] = report.started

@@ -32,11 +32,31 @@ class WorkerView:
 
 
 @dataclass(frozen=True)
+class WaitingOnResources:
+    """Tasks that need resources (e.g. ``{"GPU": 3.0}``) that no live worker offers."""
+
+    resources: dict[str, float]
+    tasks: int
+
+
+@dataclass(frozen=True)
+class TaskCounts:
+    """The scheduler's tasks by state; ``unsatisfied``: tasks that wait on resources no worker offers."""
+
+    waiting: int = 0  # not yet running: waiting on dependencies, queued, or no worker fits
+    processing: int = 0
+    in_memory: int = 0
+    erred: int = 0
+    unsatisfied: list[WaitingOnResources] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class SchedulerView:
     dashboard_port: int | None
     started: float | None
     workers: list[WorkerView] = field(default_factory=list)
     scheduler_id: str = ""  # the id it answers with: `clusterctl:<cluster>:<token>` for ours
+    tasks: TaskCounts | None = None  # only from ``query(..., tasks=True)``
 
     def names(self) -> set[str]:
         return {w.name for w in self.workers}
@@ -92,20 +112,88 @@ def check_identity(identity: dict[str, Any], expect: str | None, address: str) -
             "another cluster uses this address: choose another `scheduler.port` in the inventory")
 
 
-async def _query(address: str, timeout: float, comm_args: dict[str, Any], expect: str | None = None
-                 ) -> SchedulerView:
+def _scheduler_snapshot() -> Callable[..., dict[str, Any]]:
+    """The function the scheduler runs for ``query(tasks=True)``: identity, load and tasks at once.
+
+    Defined inside a function so that cloudpickle sends its code by value: the scheduler's host
+    needs distributed, not clusterctl. It reads the scheduler's state only through attributes that
+    have long been there, each one guarded, so another distributed version answers what it can.
+    """
+
+    def clusterctl_status(dask_scheduler: Any) -> dict[str, Any]:
+        identity = dask_scheduler.identity()
+        workers = dict(getattr(dask_scheduler, "workers", {}))
+        processing = {addr: len(getattr(ws, "processing", ())) for addr, ws in workers.items()}
+        counts: dict[str, int] = {}
+        prefixes = getattr(dask_scheduler, "task_prefixes", None)
+        if prefixes is not None:
+            for prefix in prefixes.values():
+                for state_name, number in dict(getattr(prefix, "states", {})).items():
+                    counts[state_name] = counts.get(state_name, 0) + int(number)
+        else:
+            for task in getattr(dask_scheduler, "tasks", {}).values():
+                counts[task.state] = counts.get(task.state, 0) + 1
+        offered = [dict(getattr(ws, "resources", {}) or {}) for ws in workers.values()]
+        needs: dict[tuple[tuple[str, float], ...], int] = {}
+        for task in list(getattr(dask_scheduler, "unrunnable", ())):
+            need = dict(getattr(task, "resource_restrictions", None) or {})
+            if need and not any(all(has.get(k, 0) >= v for k, v in need.items()) for has in offered):
+                key = tuple(sorted((str(k), float(v)) for k, v in need.items()))
+                needs[key] = needs.get(key, 0) + 1
+        return {"identity": identity, "processing": processing, "states": counts,
+                "unsatisfied": [[list(map(list, key)), number] for key, number in needs.items()]}
+
+    return clusterctl_status
+
+
+def _task_counts(answer: dict[str, Any]) -> TaskCounts:
+    states = answer.get("states") or {}
+    return TaskCounts(
+        waiting=sum(int(states.get(s, 0)) for s in ("waiting", "queued", "no-worker")),
+        processing=int(states.get("processing", 0)),
+        in_memory=int(states.get("memory", 0)),
+        erred=int(states.get("erred", 0)),
+        unsatisfied=sorted((WaitingOnResources({str(k): float(v) for k, v in need}, int(number))
+                            for need, number in answer.get("unsatisfied") or ()), key=lambda w: -w.tasks),
+    )
+
+
+async def _query(address: str, timeout: float, comm_args: dict[str, Any], expect: str | None = None,
+                 tasks: bool = False) -> SchedulerView:
     from distributed.core import rpc
 
+    counts: TaskCounts | None = None
     async with rpc(address, timeout=timeout, connection_args=comm_args) as scheduler:
-        identity = await scheduler.identity()
+        answer = await _snapshot(scheduler) if tasks else None
+        if answer is not None:
+            identity, processing = answer["identity"], answer["processing"]
+            counts = _task_counts(answer)
+        else:
+            identity = await scheduler.identity()
+            processing = {addr: len(keys) for addr, keys in (await scheduler.processing()).items()}
         check_identity(identity, expect, address)
-        processing = await scheduler.processing()
     services = identity.get("services") or {}
     workers = [
-        _worker_view(addr, info, len(processing.get(addr, ())))
+        _worker_view(addr, info, int(processing.get(addr, 0)))
         for addr, info in sorted((identity.get("workers") or {}).items(), key=lambda kv: str(kv[1].get("name")))
     ]
-    return SchedulerView(services.get("dashboard"), identity.get("started"), workers, str(identity.get("id", "")))
+    return SchedulerView(services.get("dashboard"), identity.get("started"), workers,
+                         scheduler_id=str(identity.get("id", "")), tasks=counts)
+
+
+async def _snapshot(scheduler: Any) -> dict[str, Any] | None:
+    """One round trip for identity, load and tasks; None if this scheduler cannot run it."""
+    import cloudpickle  # type: ignore[import-untyped]
+
+    try:
+        answer = await scheduler.run_function(function=cloudpickle.dumps(_scheduler_snapshot()))
+    except (OSError, asyncio.TimeoutError):
+        raise
+    except Exception:  # noqa: BLE001 - e.g. another python that cannot load the function: ask plainly
+        return None
+    if not isinstance(answer, dict) or answer.get("status") != "OK":
+        return None
+    return answer.get("result")
 
 
 def _run(coroutine_factory: Callable[[], Any], address: str, timeout: float) -> Any:
@@ -121,10 +209,15 @@ def _run(coroutine_factory: Callable[[], Any], address: str, timeout: float) -> 
 
 
 def query(address: str, timeout: float = QUERY_TIMEOUT, tls: TlsFiles | None = None,
-          expect: str | None = None) -> SchedulerView:
-    """The scheduler's own view in one round trip; ``SchedulerUnreachableError`` if it does not answer,
-    ``ForeignSchedulerError`` if its id does not start with ``expect``."""
-    return _run(lambda: _query(address, timeout, connection_args(tls), expect), address, timeout)
+          expect: str | None = None, tasks: bool = False) -> SchedulerView:
+    """The scheduler's own view; ``SchedulerUnreachableError`` if it does not answer,
+    ``ForeignSchedulerError`` if its id does not start with ``expect``.
+
+    With ``tasks``, one call that the scheduler answers with its workers, their load and its
+    tasks by state (what `status` shows). Without, the two light calls that polling uses: they
+    leave no line in the scheduler's log.
+    """
+    return _run(lambda: _query(address, timeout, connection_args(tls), expect, tasks), address, timeout)
 
 
 def wait_for_workers(

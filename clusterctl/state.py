@@ -120,6 +120,8 @@ def remove(name: str) -> None:
     if directory.is_symlink():  # never follow it out of $CLUSTERCTL_HOME: only the link goes
         directory.unlink()
     elif directory.resolve().parent == (paths.home() / "clusters").resolve():
+        # The state first: whoever still finds it (`logs -f`) may rely on the logs beside it being there.
+        (directory / "state.json").unlink(missing_ok=True)
         shutil.rmtree(directory, ignore_errors=True)
     if current() == name:
         (paths.home() / "current").unlink(missing_ok=True)

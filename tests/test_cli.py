@@ -93,6 +93,10 @@ def test_status_without_a_cluster_exits_1_with_one_error_and_a_hint(clusterctl_h
 def test_down_with_nothing_running_exits_0(clusterctl_home: Path) -> None:
     result = clusterctl("down")
     assert result.exit_code == EXIT_OK, result.stderr
+    assert result.stdout == "no current cluster: nothing to do\n"
+    assert clusterctl("down", "--json").json() == {
+        "schema": 1, "cluster": None, "stopped": [], "already_gone": True, "scheduler_note": None,
+        "without_state": False, "notes": [], "unrecorded_scheduler": None}
     assert error_lines(result.stderr) == []
     assert not (clusterctl_home / "clusters").exists()
 
@@ -122,7 +126,7 @@ def test_env_json(clusterctl_home: Path) -> None:
     save_cluster()
     result = clusterctl("env", "--json")
     assert result.exit_code == EXIT_OK, result.stderr
-    assert result.json() == {"DASK_SCHEDULER_ADDRESS": "tcp://10.0.0.1:8786"}
+    assert result.json() == {"schema": 1, "exports": {"DASK_SCHEDULER_ADDRESS": "tcp://10.0.0.1:8786"}}
 
 
 def test_env_of_a_cluster_that_is_not_running_exits_1(clusterctl_home: Path) -> None:
@@ -138,3 +142,100 @@ def test_hints_only_name_commands_that_exist(tmp_path: Path) -> None:
     assert result.exit_code == EXIT_INVALID
     mentioned = set(re.findall(r"`clusterctl ([a-z-]+)", result.stderr))
     assert mentioned <= set(listed_commands()), mentioned
+
+
+@pytest.mark.parametrize("command", listed_commands())
+def test_every_command_lists_and_accepts_the_global_options(command: str) -> None:
+    shown = clusterctl(command, "--help", "-v", "-q", timeout=60)
+    assert shown.exit_code == EXIT_OK, shown.stderr
+    assert "-q, --quiet" in shown.stdout and "-v, --verbose" in shown.stdout
+
+
+def test_global_options_after_the_command_work_as_before_it(tmp_path: Path, clusterctl_home: Path) -> None:
+    assert error_lines(clusterctl("status", "-v").stderr) == ["error: no current cluster"]
+    config = tmp_path / "cluster.yaml"
+    config.write_text(__import__("yaml").safe_dump(local_inventory()))
+    before, after = clusterctl("-v", "check", str(config)), clusterctl("check", str(config), "-v")
+    assert before.exit_code == after.exit_code == EXIT_OK, after.stderr
+    assert "→ me: " in after.stderr and after.stderr.count("→") == before.stderr.count("→")
+    quiet = clusterctl("check", str(config), "-q")
+    assert quiet.exit_code == EXIT_OK, quiet.stderr
+    assert quiet.stderr == ""
+
+
+# --- messages that point at the fix -----------------------------------------------------------------
+
+
+def write_yaml(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+LECTURE_HEAD = "name: lab\nhosts:\n  node1: {address: 10.0.0.1}\n"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("name: lab\nhosts:\n  me: {connection: local}\n   node1: {address: 10.0.0.1}\nscheduler: {host: me}\n",
+     "error: {}:4: this line is indented differently from the lines above it (line 3)"),
+    ("name: lab\nscheduler:\n  host: me\n    port: 8786\n",
+     "error: {}:4: a `key: value` where none can be: this line is indented further than the key above it, "
+     "or a value on it needs quotes"),
+    ("name: lab\nscheduler:\n\thost: me\n", "error: {}:3: a tab character: YAML indents with spaces only"),
+])
+def test_wrong_indentation_is_said_in_the_users_words(tmp_path: Path, text: str, expected: str) -> None:
+    config = write_yaml(tmp_path / "indent.yaml", text)
+    result = clusterctl("check", str(config))
+    assert result.exit_code == EXIT_INVALID
+    assert error_lines(result.stderr) == [expected.format(config)]
+    assert "malformed" not in result.stderr and "<block end>" not in result.stderr
+
+
+def test_an_environment_variable_outside_env_suggests_env(tmp_path: Path) -> None:
+    config = write_yaml(tmp_path / "c.yaml", "name: lab\ndefaults:\n  OMP_NUM_THREADS: '1'\n"
+                                             "hosts: {me: {connection: local}}\nscheduler: {host: me}\n")
+    result = clusterctl("up", str(config))
+    assert result.exit_code == EXIT_INVALID
+    assert error_lines(result.stderr) == [
+        f"error: {config}:3: defaults.OMP_NUM_THREADS: unknown key 'OMP_NUM_THREADS' "
+        "(an environment variable? did you mean defaults.env.OMP_NUM_THREADS?)"]
+
+
+def test_a_mistyped_alias_is_refused_with_its_line_and_did_you_mean(tmp_path: Path) -> None:
+    config = write_yaml(tmp_path / "c.yaml", LECTURE_HEAD + "scheduler: {host: node1}\nworkers:\n"
+                                                           "  - host: nod1\n")
+    result = clusterctl("up", str(config))
+    assert result.exit_code == EXIT_INVALID
+    assert error_lines(result.stderr) == [
+        f"error: {config}:6: workers[0].host: 'nod1' is not an alias from `hosts` (did you mean 'node1'?); "
+        "if it is a machine's name, add it to `hosts` (nod1: {})"]
+
+
+def test_a_hostname_that_does_not_resolve_names_its_inventory_line(tmp_path: Path) -> None:
+    # cctl-node3 next to alias cctl-node1 is a sibling machine, not a typo: kept as a hostname.
+    config = write_yaml(tmp_path / "c.yaml", "name: lab\nhosts:\n  cctl-node1: {address: 127.0.0.1}\n"
+                                             "scheduler: {host: cctl-node3}\n")
+    result = clusterctl("check", str(config), "--json")
+    assert result.exit_code == EXIT_FAILED, result.stderr
+    reachable = result.json()["hosts"][0]["checks"]["reachable"]
+    assert reachable["reason"] == f"cannot resolve hostname cctl-node3 (named at {config}:4)"
+    started = clusterctl("up", str(config))
+    assert started.exit_code == EXIT_FAILED
+    assert error_lines(started.stderr) == [f"error: cctl-node3: cannot resolve hostname cctl-node3 (named at {config}:4)"]
+
+
+def test_a_python_without_distributed_is_pointed_at_one_that_has_it(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True, timeout=120)
+    bare = tmp_path / "bare" / "bin" / "python"
+    config = write_yaml(tmp_path / "c.yaml", f"name: lab\ndefaults: {{python: {bare}}}\n"
+                                             "hosts: {me: {connection: local}}\nscheduler: {host: me}\n")
+    result = clusterctl("up", str(config))
+    assert result.exit_code == EXIT_FAILED
+    hints = [line for line in result.stderr.splitlines() if line.startswith("hint:")]
+    assert hints == [f"hint: set `python: {sys.executable}` for this host (it has distributed: clusterctl runs "
+                     f"under it), or install dask and distributed there (`{bare} -m pip install distributed`)"]
+
+
+def test_the_dry_run_document_carries_its_schema(tmp_path: Path) -> None:
+    config = write_yaml(tmp_path / "c.yaml", __import__("yaml").safe_dump(local_inventory()))
+    document = clusterctl("up", str(config), "--dry-run", "--json").json()
+    assert document["schema"] == 1 and document["cluster"] == "t" and list(document["commands"]) == ["me"]

@@ -79,7 +79,7 @@ def test_add_worker_waits_until_a_gpu3_worker_is_added(cluster_env: dict[str, st
             process.kill()
             process.wait(timeout=10)
     assert process.returncode == 0, rest + errors
-    assert "100 kernels computed on localhost-add1; 100 match the local computation" in rest
+    assert "100 kernels computed on me-add1; 100 match the local computation" in rest
 
 
 def test_word_count_agrees_with_the_sequential_count(cluster_env: dict[str, str]) -> None:

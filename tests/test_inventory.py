@@ -140,8 +140,8 @@ def test_groups_without_a_name_are_named_after_host_and_index() -> None:
 SCHEDULER_AT = "  host: me\nworkers"  # to insert scheduler keys after line 5
 
 REJECTIONS = [
-    pytest.param("name: t\nscheduler:\n  host: me\n   port: 1\n", f"{SOURCE}:4: malformed YAML:", "mapping values",
-                 id="malformed-yaml"),
+    pytest.param("name: t\nscheduler:\n  host: me\n   port: 1\n", f"{SOURCE}:4: a `key: value` where none can be:",
+                 "indented further than the key above it", id="malformed-yaml"),
     pytest.param("name: t\nscheduler: [me\n", f"{SOURCE}:3: malformed YAML:", "expected", id="unclosed-flow"),
     pytest.param(BASE + "wrokers: []\n", f"{SOURCE}:8: wrokers:", "unknown key 'wrokers' (did you mean 'workers'?)",
                  id="unknown-top-level-key"),

@@ -61,19 +61,33 @@ def test_the_lecture_story(inventory_file: Path, clusterctl_home: Path) -> None:
 
         added = clusterctl("add-worker", "--resources", "GPU=3", "--json")
         assert added.exit_code == 0, added.stderr
-        assert "localhost-add1" in added.json()["extra"]
+        # The inventory calls this machine `me`: so does the added worker, not `localhost`.
+        assert added.json()["extra"] == ["me-add1"]
+        assert next(w for w in added.json()["workers"] if w["name"] == "me-add1")["host"] == "me"
         assert waiting.result(timeout=30) == 21
+
+    second = clusterctl("add-worker", "--resources", "GPU=1", "--json")
+    assert second.exit_code == 0, second.stderr
+    removed = clusterctl("remove-worker", "me-add2", "--json")
+    assert removed.exit_code == 0, removed.stderr
+    pid = next(p["pid"] for p in read_state(clusterctl_home)["processes"] if p["name"] == "me-add1")
+    assert removed.json()["schema"] == 1
+    assert removed.json()["removed"] == ["me-add2"]
+    [stopped] = removed.json()["stopped"]
+    assert stopped["host"] == "me" and stopped["name"] == "me-add2" and isinstance(stopped["pid"], int)
 
     state_before_down = read_state(clusterctl_home)
     assert len(state_before_down["processes"]) == 4
-    down = clusterctl("down")
+    down = clusterctl("down", "--json")
     assert down.exit_code == 0, down.stderr
-    assert "verified gone" in down.stdout
+    assert down.json()["schema"] == 1 and down.json()["cluster"] == "t"
+    assert {"host": "me", "name": "me-add1", "pid": pid} in down.json()["stopped"]
     assert not any(is_running(p) for p in state_before_down["processes"])
     assert not (clusterctl_home / "clusters" / "t").exists()
 
     again = clusterctl("down")
     assert again.exit_code == 0, again.stderr
+    assert again.stdout.strip() in ("no current cluster: nothing to do", "cluster t is not running: nothing to do")
 
 
 def test_up_twice_starts_nothing_twice(inventory_file: Path, clusterctl_home: Path) -> None:

@@ -60,4 +60,4 @@ def test_a_local_python_without_distributed_is_named_with_the_one_that_has_it(tm
         "workers": [{"name": "w", "host": "me"}]}))
     result = clusterctl("up", str(config))
     assert result.exit_code == 1
-    assert f"`python: {sys.executable}` has it" in result.stderr, result.stderr
+    assert f"set `python: {sys.executable}` for this host (it has distributed" in result.stderr, result.stderr

@@ -42,6 +42,8 @@ STATUS_SNAPSHOT = {
     ],
     "missing": [],
     "extra": [],
+    "tasks": {"waiting": 0, "processing": 0, "in_memory": 0, "erred": 0},
+    "waiting_on_resources": [],
 }
 # distributed 2026 reports its HTTP server as "dashboard" even under --no-dashboard: either may come.
 STATUS_VOLATILE = {("scheduler", "address"): str, ("scheduler", "dashboard"): (str, type(None)),

@@ -29,6 +29,9 @@ def add_worker(progress: Progress, cluster: str | None = None, config: str | Non
             raise ClusterctlError(f"cluster {cluster_name!r} is not running", "start it with `clusterctl up CONFIG`")
         inventory = st.inventory
         alias = host or LOCAL_HOST
+        if alias == LOCAL_HOST:
+            # The inventory's own name for this machine (`me`), so that names and rows say `me`.
+            alias = next((a for a in inventory.hosts if inventory.host(a).connection == "local"), LOCAL_HOST)
         if alias not in inventory.hosts and alias != LOCAL_HOST and not is_valid_address(alias):
             known = ", ".join(sorted(inventory.hosts)) or "none"
             raise InvalidInputError(f"--host {alias!r} is neither an alias from the inventory (known: {known}) "

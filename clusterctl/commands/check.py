@@ -21,7 +21,7 @@ from typing import Any
 
 from clusterctl import lifecycle, preflight
 from clusterctl.errors import EXIT_FAILED, EXIT_OK, ClusterctlError, HostError
-from clusterctl.group import HostGroup, connect
+from clusterctl.group import HostGroup, connect, located
 from clusterctl.host import Host
 from clusterctl.inventory import Inventory, load_inventory
 from clusterctl.progress import Progress, SilentProgress
@@ -142,6 +142,7 @@ def _reach_and_ask(host: Host, row: HostCheck) -> None:
         log_command(host.alias, PROBE_ARGV)
         host.transport.run(PROBE_ARGV, timeout=60.0)
     except ClusterctlError as exc:
+        exc = located(host, exc)
         row.record("reachable", False, _reason(exc), exc.hint)
         row.record("python", None, "host not reachable")
         return
@@ -153,7 +154,7 @@ def _reach_and_ask(host: Host, row: HostCheck) -> None:
         row.record("python", False, _reason(exc), exc.hint)
         return
     row.versions = {package: found.get(package) for package in preflight.COMPARED}
-    problem = preflight.import_problem(host.alias, found)
+    problem = preflight.import_problem(host.alias, found, host.settings.connection == "local")
     if problem is not None:
         row.record("python", False, problem.reason, problem.hint)
     else:

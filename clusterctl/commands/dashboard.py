@@ -12,10 +12,17 @@ import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 
 from clusterctl import scheduler_api, state
 from clusterctl.errors import ClusterctlError
 from clusterctl.group import connect
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    url: str
+    tunnel: bool  # True: the URL works only while this command runs (an SSH tunnel, or the socket)
 
 
 def _private_socket(path: str) -> socket.socket:
@@ -36,7 +43,8 @@ def _private_socket(path: str) -> socket.socket:
 
 
 @contextmanager
-def dashboard(cluster: str | None = None, config: str | None = None, socket_path: str | None = None) -> Iterator[str]:
+def dashboard(cluster: str | None = None, config: str | None = None, socket_path: str | None = None
+              ) -> Iterator[Dashboard]:
     """The dashboard's local URL (``unix:PATH`` with ``socket_path``), open until the context exits."""
     name = state.resolve_name(cluster, config)
     st = state.load(name)
@@ -53,12 +61,12 @@ def dashboard(cluster: str | None = None, config: str | None = None, socket_path
         # A local host's dashboard is on this machine already; an SSH host's comes through a tunnel.
         if socket_path is None:
             port = hosts[scheduler_host].transport.open_tunnel(target, view.dashboard_port)
-            yield f"http://127.0.0.1:{port}/status"
+            yield Dashboard(f"http://127.0.0.1:{port}/status", inventory.host(scheduler_host).connection != "local")
             return
         listener = _private_socket(socket_path)
         try:
             hosts[scheduler_host].transport.open_tunnel(target, view.dashboard_port, listener)
-            yield f"unix:{socket_path}"
+            yield Dashboard(f"unix:{socket_path}", tunnel=True)
         finally:
             listener.close()
             with suppress(FileNotFoundError):

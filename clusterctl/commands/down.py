@@ -15,15 +15,15 @@ from clusterctl.group import HostGroup, connect
 from clusterctl.inventory import Inventory, load_inventory
 from clusterctl.launch import scheduler_id_prefix
 from clusterctl.progress import PasswordPrompt, Progress
-from clusterctl.records import ProcessRecord, StopOutcome
+from clusterctl.records import ProcessRecord, StopOutcome, StoppedProcess
 from clusterctl.state import ClusterState
 from clusterctl.timing import DOWN_GRACE
 
 
 @dataclass
 class DownResult:
-    cluster: str
-    stopped: list[str] = field(default_factory=list)  # "<host>: <name> (pid N)"
+    cluster: str | None  # None: there is no current cluster
+    stopped: list[StoppedProcess] = field(default_factory=list)
     already_gone: bool = False
     scheduler_note: str | None = None
     without_state: bool = False
@@ -38,7 +38,7 @@ class DownIncompleteError(ClusterctlError):
 def down(progress: Progress, cluster: str | None = None, config: str | None = None,
          grace: float = DOWN_GRACE, password_prompt: PasswordPrompt | None = None) -> DownResult:
     if cluster is None and config is None and state.current() is None:
-        return DownResult("(none)", already_gone=True)  # nothing is current: down is harmless
+        return DownResult(None, already_gone=True)  # nothing is current: down is harmless
     inventory = load_inventory(config) if config else None
     name = state.resolve_name(cluster, None) if cluster or not inventory else inventory.name
     with state.locked(name):
@@ -112,7 +112,7 @@ def _conclude(name: str, st: ClusterState | None, result: DownResult, records: l
         for p in outcomes:
             # Stopped: signalled here, or recorded and gone (many exit when the scheduler closes).
             if p.gone and (p.signalled or (alias, p.pid) in recorded):
-                result.stopped.append(f"{alias}: {p.name} (pid {p.pid})")
+                result.stopped.append(StoppedProcess(alias, p.name, p.pid))
             elif not p.gone:
                 unverified.append(f"{alias}: {p.name} (pid {p.pid}) still runs after SIGKILL")
                 left += [r for r in records if r.host == alias and r.pid == p.pid]

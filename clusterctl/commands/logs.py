@@ -83,10 +83,12 @@ class LogStream:
                 down = state.load(self.cluster) is None  # `down` removed it: nothing more will be written
                 started = time.monotonic()
                 chunks, more = self._read_round(hosts, sources)
-                if not down and any(chunk.failed for chunk in chunks):
-                    down = state.load(self.cluster) is None  # `down` ran during this round: no fault
+                if not down and any(chunk.failed for chunk in chunks) and state.load(self.cluster) is None:
+                    down = True  # `down` removed the logs with the state during this round: no complaint
                 # The last lines, but no complaints: `down` may have removed a local host's logs too.
                 yield from self._counted(chunk for chunk in chunks if not (down and chunk.failed))
+                if not chunks:
+                    yield LogLines("", "")  # nothing new: lets the reader side check that its reader is still there
                 if down:
                     yield LogLines("", "", note=f"cluster {self.cluster!r} was taken down: stopped following")
                     return

@@ -13,7 +13,7 @@ from clusterctl import lifecycle, scheduler_api, state
 from clusterctl.errors import ClusterctlError, ForeignSchedulerError, InvalidInputError, SchedulerUnreachableError
 from clusterctl.group import connect
 from clusterctl.progress import PasswordPrompt, Progress
-from clusterctl.records import ProcessRecord
+from clusterctl.records import ProcessRecord, StoppedProcess
 from clusterctl.timing import DOWN_GRACE
 
 
@@ -21,7 +21,7 @@ from clusterctl.timing import DOWN_GRACE
 class RemoveResult:
     cluster: str
     removed: list[str] = field(default_factory=list)  # worker names
-    stopped: list[str] = field(default_factory=list)  # "<host>: <process> (pid N)"
+    stopped: list[StoppedProcess] = field(default_factory=list)
     retire_note: str | None = None
 
 
@@ -55,7 +55,7 @@ def remove_worker(progress: Progress, targets: list[str], cluster: str | None = 
             with connect(st.inventory, [r.host for r in emptied], password_prompt) as hosts:
                 gone = lifecycle.verified_gone(lifecycle.stop_records(hosts, emptied, DOWN_GRACE))
             progress.done()
-            result.stopped = [f"{r.host}: {r.name} (pid {r.pid})" for r in emptied if (r.host, r.pid) in gone]
+            result.stopped = [StoppedProcess(r.host, r.name, r.pid) for r in emptied if (r.host, r.pid) in gone]
             stuck = [r for r in emptied if (r.host, r.pid) not in gone]
         else:
             stuck = []

@@ -19,7 +19,7 @@ def status(cluster: str | None = None, config: str | None = None, processes: boo
         raise ClusterctlError(f"cluster {name!r} is not running (no state in {state.cluster_dir(name)})",
                               "start it with `clusterctl up CONFIG`")
     try:
-        report = build_report(st, scheduler_api.query(st.scheduler_address, tls=st.client_tls(),
+        report = build_report(st, scheduler_api.query(st.scheduler_address, tls=st.client_tls(), tasks=True,
                                                       expect=st.expected_scheduler_id()))
     except (SchedulerUnreachableError, ForeignSchedulerError) as exc:  # another cluster's is not our view
         report = build_report(st, None, error=exc.message)

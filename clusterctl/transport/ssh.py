@@ -29,7 +29,7 @@ from itertools import pairwise
 import paramiko
 
 from clusterctl import paths
-from clusterctl.errors import HostError, InvalidInputError
+from clusterctl.errors import HostError, InvalidInputError, UnresolvableHostError
 from clusterctl.inventory import HostSettings
 from clusterctl.transport import certificates, identities, known_hosts, ssh_config
 from clusterctl.transport.base import MAX_OUTPUT_BYTES, CommandResult, too_much_output
@@ -494,7 +494,8 @@ class SSHTransport:
             message = f"no ssh server answered on {where} (closed, or no SSH banner within {endpoint.timeout:g}s)"
             hint = (f"check ProxyCommand in {ssh_config.described_config()}" if endpoint.options.proxy_command
                     else "is that port sshd's? check `port:`")
-        return HostError(self.host, prefix + message, hint)
+        error_type = UnresolvableHostError if isinstance(exc, socket.gaierror) else HostError
+        return error_type(self.host, prefix + message, hint)
 
     def _host_key_message(self, refused: _HostKeyRefusedError, endpoint: _Endpoint) -> tuple[str, str | None]:
         verdict, key = refused.verdict, refused.key
