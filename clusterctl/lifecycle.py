@@ -82,16 +82,21 @@ def upload_tls(host: Host, directory: Path, roles: set[str]) -> None:
 
 
 def refuse_taken_scheduler_port(hosts: HostGroup, inventory: Inventory, endpoint: SchedulerEndpoint,
-                                client_tls: TlsFiles | None) -> None:
+                                client_tls: TlsFiles | None, early: bool = False) -> None:
     """Before anything starts: the scheduler's port must be free on its host (as `check` proves it).
 
     A scheduler started on a taken port dies at once, and workers started with it would join
     whatever listens there, another cluster's scheduler included.
     """
     host = hosts[inventory.scheduler.host]
-    # Through the group: a host that cannot be reached is named as everywhere else (with its inventory line).
-    answer = hosts.run(lambda h: h.call("listen", host=endpoint.listen_host, port=endpoint.port, seconds=0),
-                       only=[host.alias]).values_or_raise("checking the scheduler port")[host.alias]
+    try:
+        # Through the group: a host that cannot be reached is named as everywhere else (its inventory line).
+        answer = hosts.run(lambda h: h.call("listen", host=endpoint.listen_host, port=endpoint.port, seconds=0),
+                           only=[host.alias]).values_or_raise("checking the scheduler port")[host.alias]
+    except ClusterctlError:
+        if early:
+            return  # the preflight that follows says what is wrong with the host, with the other hosts'
+        raise
     if answer.get("listening"):
         return  # seconds=0: the agent only bound the port and closed it again
     if not answer.get("in_use"):

@@ -74,7 +74,7 @@ def up(config: str, progress: Progress, password_prompt: PasswordPrompt | None =
             if isinstance(inventory.security.tls, TlsFilesSpec):
                 tls.check_readable(inventory.security.tls)
             if previous is None or previous.process("scheduler") is None:  # a new cluster: before anything slow
-                lifecycle.refuse_taken_scheduler_port(hosts, inventory, endpoint, None)
+                lifecycle.refuse_taken_scheduler_port(hosts, inventory, endpoint, None, early=True)
             progress.step(f"checking {len(hosts)} host(s)")
             report = preflight(HostGroup({alias: hosts[alias] for alias in described}), inventory.scheduler.host,
                                allow_version_mismatch)
@@ -169,6 +169,14 @@ def reconcile(inventory: Inventory, endpoint: SchedulerEndpoint, plans: list[Pro
             todo.why[name] = "its process had exited"
         todo.start.append(plan)
     todo.stop += [r for name, r in alive.items() if name not in wanted]  # groups gone from the inventory
+    if any(plan.role == "scheduler" for plan in todo.start):
+        # distributed's workers do not rejoin a new scheduler (they shut down once theirs is gone):
+        # a scheduler started again needs its workers started again too, not kept half-closed.
+        for record in [r for r in todo.keep if r.role == "worker"]:
+            todo.keep.remove(record)
+            todo.stop.append(record)
+            todo.start.append(wanted[record.name])
+            todo.why[record.name] = "the scheduler was started again"
     return todo
 
 
