@@ -10,6 +10,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from clusterctl import supervisor
 from clusterctl.errors import EXIT_FAILED, EXIT_OK, EXIT_SCHEDULER_DOWN
 from clusterctl.scheduler_api import SchedulerView
 from clusterctl.state import ClusterState
@@ -43,6 +44,18 @@ class ProcessRow:
 
 
 @dataclass
+class AdaptiveRow:
+    """The cluster's `clusterctl adapt` supervisor, as recorded, and whether it still runs."""
+
+    pid: int
+    alive: bool
+    minimum: int
+    maximum: int | None
+    interval: float
+    log: str | None
+
+
+@dataclass
 class ClusterReport:
     """What `up`, `status` and `add-worker` show: the scheduler's view mapped onto the inventory."""
 
@@ -60,6 +73,7 @@ class ClusterReport:
     warnings: list[str] = field(default_factory=list)
     dashboard_note: str | None = None  # why there is no URL: off, or loopback only
     scheduler_started: float | None = None  # unix time, from the scheduler's identity
+    adaptive: AdaptiveRow | None = None  # a `clusterctl adapt` supervisor is recorded
 
     @property
     def healthy(self) -> bool:
@@ -121,7 +135,15 @@ def build_report(st: ClusterState, view: SchedulerView | None, error: str | None
         extra=[w.name for w in rows if w.state == "extra"],
         scheduler_error=error,
         scheduler_started=view.started if view else None,
+        adaptive=_adaptive(st),
     )
+
+
+def _adaptive(st: ClusterState) -> AdaptiveRow | None:
+    record = st.supervisor
+    if record is None:
+        return None
+    return AdaptiveRow(record.pid, supervisor.alive(record), record.minimum, record.maximum, record.interval, record.log)
 
 
 def report_document(report: ClusterReport) -> dict[str, Any]:
@@ -142,6 +164,7 @@ def report_document(report: ClusterReport) -> dict[str, Any]:
         "workers": [_worker_document(w) for w in report.workers if w.state != "missing"],
         "missing": report.missing,
         "extra": report.extra,
+        "adaptive": asdict(report.adaptive) if report.adaptive else None,
     }
     if report.started:
         document["started"] = report.started
