@@ -64,9 +64,12 @@ class ElasticAdaptive(Adaptive):
     """distributed's ``Adaptive`` (the scheduler's ``adaptive_target``), retiring only elastic workers."""
 
     async def workers_to_close(self, target: int) -> list[str]:
-        candidates = await super().workers_to_close(target)
+        # The scheduler ranks every worker, cheapest to close first; the first elastic ones go. (Asking it
+        # for just the excess could name only fixed workers, and the cluster would never shrink.)
+        ranked = await self.scheduler.workers_to_close(n=len(self.observed), attribute="name",
+                                                       **self._workers_to_close_kwargs)
         allowed = self.cluster.elastic_workers()  # type: ignore[attr-defined]
-        return [name for name in candidates if name in allowed]
+        return [name for name in ranked if name in allowed][:max(0, len(self.plan) - target)]
 
 
 class Cluster(DaskCluster):
