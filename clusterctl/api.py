@@ -18,6 +18,7 @@ import asyncio
 import logging
 import math
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -40,6 +41,7 @@ from clusterctl.state import ClusterState
 from clusterctl.timing import WORKER_TIMEOUT
 
 T = TypeVar("T")
+FINISH_SCALING_WITHIN = 120.0  # closing: a scaling step in progress (starting workers, or stopping them) may finish
 logger = logging.getLogger("clusterctl")
 
 
@@ -211,13 +213,26 @@ class Cluster(DaskCluster):
     # --- detach, down --------------------------------------------------------------------------------
 
     def close(self, timeout: float | None = None) -> Any:
-        """Detach: the cluster keeps running. With ``shutdown_on_close=True``, `down()` instead."""
+        """Detach: the cluster keeps running. With ``shutdown_on_close=True``, `down()` instead.
+
+        Adapting stops first, and a scaling step in progress is let finish, so that nothing is left half-started.
+        """
+        if self._adaptive is not None and self.status.name == "running":
+            self.sync(self._stop_adapting)
         closed = super().close(timeout)
         self._loop_runner.stop()
         if self.shutdown_on_close:
             self.shutdown_on_close = False
             self.down()
         return closed
+
+    async def _stop_adapting(self) -> None:
+        adaptive = self._adaptive
+        assert adaptive is not None
+        adaptive.stop(reason="the cluster object is closing")
+        deadline = time.monotonic() + FINISH_SCALING_WITHIN
+        while adaptive._adapting and time.monotonic() < deadline:  # its own flag: a step is running
+            await asyncio.sleep(0.1)
 
     def down(self) -> DownResult:
         """Retire every worker, close the scheduler, stop every process and verify it gone (`clusterctl down`)."""

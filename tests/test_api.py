@@ -75,10 +75,13 @@ def test_a_cluster_made_in_one_process_computes_is_attached_from_another_and_out
         with Client(cluster) as client:
             doubled = client.submit(lambda x: 2 * x, 21).result()
         names = sorted(w["name"] for w in cluster.scheduler_info["workers"].values())
+        logs = cluster.get_logs()
         cluster.close()
-        print(json.dumps({"address": cluster.scheduler_address, "names": names, "doubled": doubled}))
+        print(json.dumps({"address": cluster.scheduler_address, "names": names, "doubled": doubled,
+                          "logs": sorted(logs)[:2], "link": cluster.dashboard_link}))
     """)
-    assert second == {"address": first["address"], "names": ["w-0", "w-1"], "doubled": 42}
+    assert second.pop("logs") == ["Cluster", "Scheduler"]
+    assert second == {"address": first["address"], "names": ["w-0", "w-1"], "doubled": 42, "link": ""}
 
     processes = recorded(clusterctl_home, "api")
     assert all(is_running(p) for p in processes)

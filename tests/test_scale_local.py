@@ -20,7 +20,7 @@ from tests.helpers.cluster import clusterctl, is_running, local_inventory, wait_
 def elastic_config(tmp_path: Path, name: str, **elastic: Any) -> Path:
     inventory = local_inventory(name, workers=[{"name": "fixed", "host": "me"}])
     inventory["hosts"]["me"]["run_dir"] = str(tmp_path / "run")  # pid files that outlive the state
-    inventory["elastic"] = {"hosts": ["me"], "worker": {"nthreads": 1}, **elastic}
+    inventory["elastic"] = {"hosts": ["me"], "worker": {"nthreads": 1, "memory_limit": "1GB"}, **elastic}
     return write_inventory(tmp_path / f"{name}.yaml", inventory)
 
 
@@ -37,7 +37,7 @@ def test_up_keeps_the_minimum_restarts_elastic_workers_as_elastic_and_stateless_
 
     cluster = Cluster.from_name("el")
     try:
-        assert cluster.scale(3).added == ["elastic-2"]
+        assert cluster.scale(cores=3).added == ["elastic-2"]  # 1 thread each: 3 workers
         status = clusterctl("status", "--cluster", "el", "--json")
         assert status.exit_code == 0 and {w["name"] for w in status.json()["workers"]} == {
             "fixed", "elastic-1", "elastic-2"}
@@ -50,7 +50,7 @@ def test_up_keeps_the_minimum_restarts_elastic_workers_as_elastic_and_stateless_
         shrunk = cluster.scale(0)  # not below the minimum; the newest elastic worker goes first
         assert (shrunk.target, shrunk.removed, shrunk.after) == (2, ["elastic-2"], 2)
         assert sorted(processes("el")) == ["elastic-1", "fixed", "scheduler"]
-        assert cluster.scale(4).added == ["elastic-2", "elastic-3"]
+        assert cluster.scale(memory="3.5GB").added == ["elastic-2", "elastic-3"]  # 1GB each: 4 workers
     finally:
         cluster.close()
     recorded = list(processes("el").values())

@@ -10,15 +10,12 @@ from __future__ import annotations
 import math
 import signal
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from clusterctl import state, supervisor
 from clusterctl.errors import ClusterctlError
 from clusterctl.records import SupervisorRecord
-
-FINISH_SCALING_WITHIN = 120.0  # on SIGTERM: a scale in progress is let finish, so nothing is left half-started
 
 
 @dataclass
@@ -47,10 +44,9 @@ def _run(name: str, minimum: int | None, maximum: int | None, interval: float, l
          on_started: Callable[[AdaptResult], None] | None) -> AdaptResult:
     from clusterctl.api import Cluster  # distributed: only once there is something to adapt
 
+    cluster = Cluster.from_name(name)
     stopping = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
-    cluster = Cluster.from_name(name)
-    adaptive = None
     try:
         adaptive = cluster.adapt(minimum=minimum, maximum=maximum, interval=interval)
         bound = None if math.isinf(adaptive.maximum) else int(adaptive.maximum)
@@ -62,11 +58,6 @@ def _run(name: str, minimum: int | None, maximum: int | None, interval: float, l
                 break
         return result
     finally:
-        if adaptive is not None:
-            adaptive.stop(reason="clusterctl adapt is stopping")
-            deadline = time.monotonic() + FINISH_SCALING_WITHIN
-            while adaptive._adapting and time.monotonic() < deadline:
-                time.sleep(0.1)
-        cluster.close()
+        cluster.close()  # stops adapting, after a scaling step in progress has finished
         supervisor.forget_self(name)
         signal.signal(signal.SIGTERM, previous)
