@@ -88,3 +88,23 @@ def test_a_detached_adapt_is_shown_by_status_and_list_kept_by_up_and_stopped_fir
     assert down.json()["stopped"][0] == f"localhost: adapt supervisor (pid {pid})"  # first, before the workers
     assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z"
     assert not any(is_running(p) for p in recorded)
+
+
+def test_list_shows_a_running_cluster_and_one_whose_scheduler_was_killed(tmp_path: Path, clusterctl_home: Path) -> None:
+    for name in ("left", "right"):
+        (tmp_path / name).mkdir()
+        assert clusterctl("up", str(elastic_config(tmp_path / name, name))).exit_code == 0
+    os.killpg(processes("right")["scheduler"]["pid"], signal.SIGKILL)
+
+    def listed() -> dict[str, dict[str, Any]]:
+        return {c["name"]: c for c in clusterctl("list", "--json").json()["clusters"]}
+
+    # Its workers close once their scheduler is gone: the cluster ends up `gone` (`scheduler down` until then).
+    assert wait_until(lambda: {n: c["state"] for n, c in listed().items()} == {"left": "running", "right": "gone"},
+                      timeout=120), listed()
+    clusters = listed()
+    assert (clusters["left"]["answers"], clusters["left"]["adaptive"]) == (True, False)
+    assert clusters["right"]["answers"] is False and clusters["right"]["workers"] == {"present": 0, "expected": 1}
+    assert "clusterctl down --cluster right" in clusters["right"]["note"]
+    for name in ("left", "right"):
+        assert clusterctl("down", "--cluster", name).exit_code == 0
