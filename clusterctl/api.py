@@ -93,6 +93,8 @@ class Cluster(DaskCluster):
             name = report.cluster
         assert name is not None
         st = self._load(name)
+        # A scheduler that is gone is one clear error now, not distributed's 30 s connect timeout later.
+        _in_thread(scheduler_api.query, st.scheduler_address, timeout=10.0, tls=st.client_tls())
         super().__init__(asynchronous=False, loop=loop, quiet=True, name=name)
         self.shutdown_on_close = shutdown_on_close
         self.security = scheduler_api.client_security(st.client_tls())  # what Client(cluster) uses

@@ -11,13 +11,14 @@ import json
 import os
 import subprocess
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from clusterctl.errors import InvalidInputError
-from tests.helpers.cluster import PYTHON, REPO, clusterctl, is_running, local_inventory, write_inventory
+from clusterctl.errors import InvalidInputError, SchedulerUnreachableError
+from tests.helpers.cluster import PYTHON, REPO, clusterctl, free_port, is_running, local_inventory, write_inventory
 
 
 def python(code: str, timeout: float = 180) -> Any:
@@ -119,3 +120,17 @@ def test_a_bad_inventory_raises_the_error_the_command_line_prints(tmp_path: Path
         Cluster(config)
     printed = clusterctl("up", str(config))
     assert printed.exit_code == 2 and printed.stderr.splitlines()[0] == f"error: {caught.value.message}"
+
+
+def test_attaching_to_a_cluster_whose_scheduler_is_gone_is_one_clear_error(clusterctl_home: Path) -> None:
+    from clusterctl import Cluster, state
+    from clusterctl.inventory import parse_inventory
+
+    inventory = parse_inventory("name: ghost\nhosts: {me: {connection: local}}\nscheduler: {host: me}\n")
+    address = f"tcp://127.0.0.1:{free_port()}"
+    state.save(state.ClusterState("ghost", inventory, None, address, None))
+    started = time.monotonic()
+    with pytest.raises(SchedulerUnreachableError) as caught:
+        Cluster.from_name("ghost")
+    assert caught.value.message.startswith(f"scheduler at {address} does not answer")
+    assert time.monotonic() - started < 25, "asked first, not after distributed's 30 s connect timeout"

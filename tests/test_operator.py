@@ -45,6 +45,7 @@ STATUS_SNAPSHOT = {
     ],
     "missing": [],
     "extra": [],
+    "adaptive": None,  # no `clusterctl adapt` supervisor
 }
 # distributed 2026 reports its HTTP server as "dashboard" even under --no-dashboard: either may come.
 STATUS_VOLATILE = {("scheduler", "address"): str, ("scheduler", "dashboard"): (str, type(None)),
