@@ -273,7 +273,7 @@ class ElasticWorkerSpec(WorkerGroup):
 class ElasticSpec(_Model):
     """What `scale` and `adapt` may add to the cluster, and where."""
 
-    hosts: list[str] = Field(min_length=1, description="Aliases or globs ('gpu*') of the hosts added workers may use.")
+    hosts: list[str] = Field(description="Aliases or globs ('gpu*') of the hosts added workers may use.")
     worker: ElasticWorkerSpec = Field(default_factory=ElasticWorkerSpec)
     minimum: int = Field(0, ge=0, strict=True, description="Workers (all of the cluster's) kept by up, scale, adapt.")
     maximum: int | None = Field(None, ge=0, strict=True, description="At most this many workers; default no limit.")
@@ -367,6 +367,8 @@ class Inventory(_Model):
         if elastic is None:
             return []
         found: list[tuple[list[Any], str]] = []
+        if not elastic.hosts:
+            found.append((["elastic", "hosts"], "name at least one host (an alias or a glob like 'gpu*')"))
         for index, pattern in enumerate(elastic.hosts):
             if not _pattern_hosts(self, pattern):
                 known = ", ".join(sorted(self.hosts)) or "none"

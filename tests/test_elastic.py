@@ -55,7 +55,7 @@ def test_select_hosts_takes_aliases_globs_and_bare_addresses_in_order_without_re
 
 @pytest.mark.parametrize(("section", "expected"), [
     ("elastic:\n  hosts: ['zz*']\n", "cluster.yaml:7: elastic.hosts[0]: 'zz*' matches no host"),
-    ("elastic:\n  hosts: []\n", "cluster.yaml:7: elastic.hosts: List should have at least 1 item"),
+    ("elastic:\n  hosts: []\n", "cluster.yaml:7: elastic.hosts: name at least one host"),
     ("elastic:\n  hosts: [gpu1]\n  worker: {host: gpu1}\n", "cluster.yaml:8: elastic.worker: no `host` here"),
     ("elastic:\n  hosts: [gpu1]\n  minimum: 3\n  maximum: 2\n", "cluster.yaml:9: elastic.maximum: maximum 2 is below minimum 3"),
     ("elastic:\n  hosts: [gpu1]\n  wroker: {}\n", "cluster.yaml:8: elastic.wroker: unknown key 'wroker' (did you mean 'worker'?"),
