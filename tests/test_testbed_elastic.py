@@ -131,6 +131,8 @@ CLIENT = """
     from distributed import Client, fire_and_forget
     client = Client(sys.argv[1], timeout=60)
     fire_and_forget(client.map(time.sleep, [0.5] * 200, pure=False))
+    while client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) < 200:
+        time.sleep(0.1)  # the scheduler has them: the load no longer depends on this client
     print("submitted", flush=True)
     time.sleep(3600)
 """
