@@ -267,6 +267,46 @@ def env(config: str | None, cluster: str | None, json_output: bool) -> int:
     return EXIT_OK
 
 
+@cli.command(epilog="""\b
+Examples:
+  clusterctl adapt --minimum 1 --maximum 8         in the foreground, until Ctrl-C
+  clusterctl adapt cluster.yaml --detach           as a supervisor; `clusterctl status` shows it
+  kill $(clusterctl status --json | jq .adaptive.pid)   stops it, leaving the cluster as it is
+
+\b
+Workers are added on the inventory's `elastic.hosts` and retired (their data moves first), then
+stopped and verified gone; the fixed `workers:` groups are never removed.""")
+@config_argument
+@cluster_option
+@click.option("--minimum", type=click.IntRange(min=0), help="Fewest workers (default: elastic.minimum).")
+@click.option("--maximum", type=click.IntRange(min=0), help="Most workers (default: elastic.maximum).")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              help="Seconds between two looks at the scheduler's load.")
+@click.option("--detach", is_flag=True, help="Run as a supervisor in the background; its pid and log are recorded.")
+@click.option("--log-file", hidden=True)  # set by --detach for the supervisor it starts
+@json_option
+@global_options
+def adapt(config: str | None, cluster: str | None, minimum: int | None, maximum: int | None, interval: float,
+          detach: bool, log_file: str | None, json_output: bool) -> int:
+    """Scale the running cluster with the load, with distributed's adaptive policy, between minimum and maximum.
+
+    In the foreground it runs until Ctrl-C or SIGTERM, which stop adapting and leave the cluster as
+    it is. `down` stops a detached supervisor first.
+    """
+    import logging
+
+    from clusterctl import render
+    from clusterctl.commands.adapt import adapt as run_adapt
+
+    if not detach:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    result = run_adapt(cluster, config, minimum, maximum, interval, detach, log_file,
+                       on_started=lambda started: render.adapt_result(started, json_output))
+    if detach:
+        render.adapt_result(result, json_output)
+    return EXIT_OK
+
+
 @cli.command("list", epilog="""\b
 Examples:
   clusterctl list

@@ -7,6 +7,7 @@ parser knows it) and the key path, e.g. ``cluster.yaml:14: workers[1].nthreads: 
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import ipaddress
 import re
 import sys
@@ -257,6 +258,29 @@ class WorkerGroup(ProcessSettings):
         return [f"{self.name}-{i}" for i in range(self.nworkers)]
 
 
+class ElasticWorkerSpec(WorkerGroup):
+    """What `scale` and `adapt` start: any worker-group key but ``host``, which scaling chooses."""
+
+    host: str = Field("", exclude=True, description="Not set here: scaling picks one of `elastic.hosts`.")
+    name: str | None = Field("elastic", description="Prefix of added workers' names: <name>-<N>.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_host(cls, data: Any) -> Any:
+        if isinstance(data, dict) and ("host" in data or "hosts" in data):
+            raise ValueError("no `host` here: scaling picks one of `elastic.hosts`")
+        return data
+
+
+class ElasticSpec(_Model):
+    """What `scale` and `adapt` may add to the cluster, and where."""
+
+    hosts: list[str] = Field(description="Aliases or globs ('gpu*') of the hosts added workers may use.")
+    worker: ElasticWorkerSpec = Field(default_factory=ElasticWorkerSpec)
+    minimum: int = Field(0, ge=0, strict=True, description="Workers (all of the cluster's) kept by up, scale, adapt.")
+    maximum: int | None = Field(None, ge=0, strict=True, description="At most this many workers; default no limit.")
+
+
 class TlsFilesSpec(_Model):
     """Your own CA, certificate and key (PEM), used by the scheduler, the workers and the client."""
 
@@ -299,6 +323,8 @@ class Inventory(_Model):
         """The inventory line that defines ``alias`` (or first names a bare host), when read from a file."""
         return self._where.get(alias)
 
+    elastic: ElasticSpec | None = Field(None, description="Where `scale` and `adapt` may add workers, and how many.")
+
     @field_validator("name")
     @classmethod
     def _cluster_name(cls, value: str) -> str:
@@ -339,6 +365,7 @@ class Inventory(_Model):
             if not group.nanny and group.nworkers > 1:
                 found.append((["workers", index, "nanny"], "nanny: false works only with nworkers: 1 "
                               "(dask worker refuses --no-nanny with several processes)"))
+        found += self._elastic_problems()
         seen: dict[str, int] = {}
         for index, group in enumerate(self.workers):
             for worker in group.worker_names():
@@ -346,6 +373,28 @@ class Inventory(_Model):
                     found.append((["workers", index, "name"], f"worker name {worker!r} is already used by "
                                   f"workers[{seen[worker]}]; give the groups distinct `name`s"))
                 seen.setdefault(worker, index)
+        return found
+
+    def _elastic_problems(self) -> list[tuple[list[Any], str]]:
+        elastic = self.elastic
+        if elastic is None:
+            return []
+        found: list[tuple[list[Any], str]] = []
+        if not elastic.hosts:
+            found.append((["elastic", "hosts"], "name at least one host (an alias or a glob like 'gpu*')"))
+        for index, pattern in enumerate(elastic.hosts):
+            if not _pattern_hosts(self, pattern):
+                known = ", ".join(sorted(self.hosts)) or "none"
+                found.append((["elastic", "hosts", index], f"{pattern!r} matches no host (known: {known})"))
+        if elastic.maximum is not None and elastic.maximum < elastic.minimum:
+            found.append((["elastic", "maximum"], f"maximum {elastic.maximum} is below minimum {elastic.minimum}"))
+        if not elastic.worker.nanny and elastic.worker.nworkers > 1:
+            found.append((["elastic", "worker", "nanny"], "nanny: false works only with nworkers: 1"))
+        taken = re.compile(rf"{re.escape(elastic.worker.name or '')}-[0-9]+(-[0-9]+)?")
+        for index, group in enumerate(self.workers):
+            if any(taken.fullmatch(name) for name in [group.name or "", *group.worker_names()]):
+                found.append((["workers", index, "name"], f"names like {elastic.worker.name}-1 are left to elastic "
+                              "workers; rename the group or set `elastic.worker.name`"))
         return found
 
     def host(self, alias: str) -> HostSettings:
@@ -388,6 +437,27 @@ def _mistyped_alias(host: str, aliases: list[str]) -> str | None:
         if re.sub(r"\d+", "#", alias) != re.sub(r"\d+", "#", host):
             return alias
     return None
+
+
+def select_hosts(inventory: Inventory, patterns: list[str]) -> list[str]:
+    """The hosts that ``patterns`` name, in order, without repeats: an alias of ``hosts``, a glob over
+    the aliases (``'gpu*'``, fnmatch), or a bare hostname/address.
+
+    Host ranges (``node[01:16]``) and ``groups:`` come with the fleet syntax; this is the one
+    function that resolves a host pattern, so that syntax replaces its body.
+    """
+    selected: list[str] = []
+    for pattern in patterns:
+        selected += _pattern_hosts(inventory, pattern)
+    return list(dict.fromkeys(selected))
+
+
+def _pattern_hosts(inventory: Inventory, pattern: str) -> list[str]:
+    if pattern in inventory.hosts or pattern == LOCAL_HOST:
+        return [pattern]
+    if any(c in pattern for c in "*?["):
+        return [alias for alias in inventory.hosts if fnmatch.fnmatchcase(alias, pattern)]
+    return [pattern] if is_valid_address(pattern) else []
 
 
 def _merge(base: HostSettings, override: HostSettings) -> HostSettings:

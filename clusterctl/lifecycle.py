@@ -15,16 +15,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from clusterctl import scheduler_api, state, tls
-from clusterctl.errors import ClusterctlError, HostError
-from clusterctl.group import HostGroup
+from clusterctl.errors import ClusterctlError, ForeignSchedulerError, HostError, SchedulerUnreachableError
+from clusterctl.group import HostGroup, connect
 from clusterctl.host import Host
-from clusterctl.inventory import Inventory, TlsFilesSpec
+from clusterctl.inventory import Inventory, TlsFilesSpec, select_hosts
 from clusterctl.launch import ProcessPlan, SchedulerEndpoint
-from clusterctl.progress import Progress
-from clusterctl.records import ProcessRecord, StartFailure
+from clusterctl.progress import PasswordPrompt, Progress
+from clusterctl.records import ProcessRecord, StartFailure, StoppedProcess
 from clusterctl.scheduler_api import SchedulerView
 from clusterctl.state import ClusterState
-from clusterctl.timing import LIVENESS_CHECK_EVERY, RESTART_GRACE
+from clusterctl.timing import DOWN_GRACE, LIVENESS_CHECK_EVERY, RESTART_GRACE
 from clusterctl.tls import TlsFiles
 
 T = TypeVar("T")
@@ -68,6 +68,8 @@ def provision_tls(inventory: Inventory, hosts: HostGroup, endpoint: SchedulerEnd
     roles: dict[str, set[str]] = {inventory.scheduler.host: {"scheduler"}}
     for group in inventory.workers:
         roles.setdefault(group.host, set()).add("worker")
+    for alias in select_hosts(inventory, inventory.elastic.hosts) if inventory.elastic else []:
+        roles.setdefault(alias, set()).add("worker")  # where `scale` and `adapt` may start workers
     hosts.run(lambda host: upload_tls(host, directory, roles[host.alias]), only=roles).values_or_raise(
         "copying TLS files")
 
@@ -293,3 +295,43 @@ def stop_records(hosts: HostGroup, records: list[ProcessRecord], grace: float) -
 def verified_gone(outcomes: dict[str, dict[int, bool] | None]) -> set[tuple[str, int]]:
     """(host, pid) of every process that ``stop_records`` verified gone."""
     return {(alias, pid) for alias, gone in outcomes.items() if gone for pid, ok in gone.items() if ok}
+
+
+def retire_and_stop(st: ClusterState, workers: set[str], scheduler_answers: bool, progress: Progress,
+                    password_prompt: PasswordPrompt | None = None,
+                    retry: str = "clusterctl remove-worker") -> tuple[list[StoppedProcess], str | None]:
+    """Retire ``workers`` through the scheduler (their data moves first), then stop, by pid, each
+    worker process none of whose workers is left, verify, and update the state.
+
+    Returns the processes stopped and a note when retiring was not
+    possible; raises when a process could not be verified gone (it stays in the state).
+    """
+    note = None
+    if scheduler_answers:
+        progress.step(f"retiring {', '.join(sorted(workers))} (moving their data to other workers)")
+        try:
+            scheduler_api.retire(st.scheduler_address, sorted(workers), st.expected_scheduler_id(),
+                                 tls=st.client_tls())
+        except (SchedulerUnreachableError, ForeignSchedulerError) as exc:
+            note = exc.message
+    else:
+        note = f"scheduler at {st.scheduler_address} does not answer: stopped without retiring"
+    emptied = [r for r in st.processes if r.role == "worker" and r.worker_names and set(r.worker_names) <= workers]
+    stopped: list[StoppedProcess] = []
+    stuck: list[ProcessRecord] = []
+    if emptied:
+        progress.step(f"stopping {len(emptied)} process(es)")
+        with connect(st.inventory, [r.host for r in emptied], password_prompt) as hosts:
+            gone = verified_gone(stop_records(hosts, emptied, DOWN_GRACE))
+        progress.done()
+        stopped = [StoppedProcess(r.host, r.name, r.pid) for r in emptied if (r.host, r.pid) in gone]
+        stuck = [r for r in emptied if (r.host, r.pid) not in gone]
+    for record in st.processes:
+        if record not in stuck:
+            record.worker_names = [w for w in record.worker_names if w not in workers]
+    st.processes = [r for r in st.processes if r.role != "worker" or r.worker_names or r in stuck]
+    state.save(st)
+    if stuck:
+        failures = ", ".join(f"{r.host}: {r.name} (pid {r.pid})" for r in stuck)
+        raise ClusterctlError(f"could not verify that {failures} stopped", f"check the host, then run `{retry}` again")
+    return stopped, note

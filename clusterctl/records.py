@@ -84,6 +84,7 @@ class ProcessRecord:
     argv: list[str] = field(default_factory=list)  # what it runs: `up` restarts it when the plan differs
     env: dict[str, str] | None = None  # its own environment and setup lines (None: recorded before
     setup: list[str] | None = None  # clusterctl kept them); a change restarts it too
+    elastic: bool = False  # added by `scale`/`adapt` from the inventory's `elastic:` section (also ``added``)
 
     @classmethod
     def from_json(cls, document: Any) -> ProcessRecord:
@@ -95,11 +96,31 @@ class ProcessRecord:
             worker_names=_names(document, "worker_names"), added=bool(document.get("added", False)),
             spec=field_of(document, "spec", dict, optional=True) or {}, argv=_names(document, "argv"),
             env=_env(document), setup=_names(document, "setup") if document.get("setup") is not None else None,
+            elastic=bool(document.get("elastic", False)),
         )
 
     def identity(self) -> dict[str, Any]:
         """What the agent needs to find this process again and to be sure it is the same one."""
         return {"name": self.name, "role": self.role, "pid": self.pid, "start_time": self.start_time, "log": self.log}
+
+
+@dataclass
+class SupervisorRecord:
+    """A `clusterctl adapt` supervisor: a process on this machine that scales the cluster."""
+
+    pid: int
+    start_time: int | None
+    log: str | None  # None when it runs in the foreground of a terminal
+    minimum: int
+    maximum: int | None
+    interval: float
+
+    @classmethod
+    def from_json(cls, document: Any) -> SupervisorRecord:
+        return cls(pid=field_of(document, "pid", int), start_time=field_of(document, "start_time", int, optional=True),
+                   log=field_of(document, "log", str, optional=True), minimum=field_of(document, "minimum", int),
+                   maximum=field_of(document, "maximum", int, optional=True),
+                   interval=float(field_of(document, "interval", (int, float))))
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from rich.text import Text
 from clusterctl.report import JSON_SCHEMA_VERSION, ClusterReport, report_document
 
 if TYPE_CHECKING:
+    from clusterctl.commands.adapt import AdaptResult
     from clusterctl.commands.bench import BenchResult
     from clusterctl.commands.check import CheckReport
     from clusterctl.commands.down import DownResult
@@ -351,6 +352,11 @@ def cluster_report(report: ClusterReport, console: Console | None = None) -> Non
         state += f", up {duration(report.scheduler_uptime)}"
     console.print(f"scheduler  {safe(report.scheduler_address)}  {state}")
     console.print(f"dashboard  {safe(report.dashboard or report.dashboard_note or 'not running on the scheduler')}")
+    if report.adaptive is not None:
+        a = report.adaptive
+        what = (f"supervisor pid {a.pid}, minimum {a.minimum}, maximum {a.maximum if a.maximum is not None else 'none'}"
+                + (f", log {a.log}" if a.log else ""))
+        console.print(f"adaptive   {safe(what)}" + ("" if a.alive else "  [red](not running)[/]"))
     tasks_line = _tasks_line(report)
     if tasks_line:
         console.print(safe(tasks_line))
@@ -421,6 +427,19 @@ def down_result(result: DownResult, json_output: bool) -> None:
         console.print(f"[yellow]note:[/] {safe(note)}")
     console.print(f"[green]✓[/] cluster {safe(name)} is down: "
                   f"{len(result.stopped)} process(es) stopped and verified gone")
+
+
+def adapt_result(result: AdaptResult, json_output: bool) -> None:
+    record = result.supervisor
+    if json_output:
+        print_json({"cluster": result.cluster, "detached": result.detached, "supervisor": asdict(record)})
+        sys.stdout.flush()
+        return
+    bounds = f"minimum {record.minimum}, maximum {record.maximum if record.maximum is not None else 'none'}"
+    where = f"; log {record.log}" if record.log else "; Ctrl-C or SIGTERM stops it"
+    _console().print(f"[green]✓[/] cluster {safe(result.cluster)} adapts ({bounds}, every {record.interval:g}s): "
+                     f"supervisor pid {record.pid}{safe(where)}")
+    sys.stdout.flush()
 
 
 def env_exports(values: dict[str, str], json_output: bool) -> None:
@@ -600,7 +619,7 @@ def list_result(result: ListResult, json_output: bool) -> None:
         console.print("no clusters: start one with `clusterctl up CONFIG`")
         return
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
-    for column in ("cluster", "state", "scheduler", "workers", "age"):
+    for column in ("cluster", "state", "scheduler", "workers", "age", "adaptive"):
         table.add_column(column, justify="right" if column in ("workers", "age") else "left")
     styles = {"running": "green", "degraded": "yellow", "scheduler down": "red", "gone": "dim", "unreadable": "red"}
     for summary in result.clusters:
@@ -608,7 +627,7 @@ def list_result(result: ListResult, json_output: bool) -> None:
         age = duration(summary.age_seconds) if summary.age_seconds is not None else "-"
         table.add_row(safe(name), f"[{styles.get(summary.state, '')}]{summary.state}[/]",
                       safe(summary.scheduler_address or "-"), f"{summary.workers_present}/{summary.workers_expected}",
-                      age)
+                      age, "on" if summary.adaptive else "-")
     console.print(table)
     for summary in result.clusters:
         if summary.note:

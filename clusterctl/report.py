@@ -11,6 +11,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from clusterctl import supervisor
 from clusterctl.errors import EXIT_FAILED, EXIT_OK, EXIT_SCHEDULER_DOWN
 from clusterctl.inventory import format_resources
 from clusterctl.scheduler_api import SchedulerView, TaskCounts
@@ -45,6 +46,18 @@ class ProcessRow:
 
 
 @dataclass
+class AdaptiveRow:
+    """The cluster's `clusterctl adapt` supervisor, as recorded, and whether it still runs."""
+
+    pid: int
+    alive: bool
+    minimum: int
+    maximum: int | None
+    interval: float
+    log: str | None
+
+
+@dataclass
 class ClusterReport:
     """What `up`, `status` and `add-worker` show: the scheduler's view mapped onto the inventory."""
 
@@ -63,6 +76,7 @@ class ClusterReport:
     dashboard_note: str | None = None  # why there is no URL: off, or loopback only
     scheduler_started: float | None = None  # unix time, from the scheduler's identity
     tasks: TaskCounts | None = None  # the scheduler's tasks by state, when asked (`status`)
+    adaptive: AdaptiveRow | None = None  # a `clusterctl adapt` supervisor is recorded
 
     @property
     def healthy(self) -> bool:
@@ -130,7 +144,15 @@ def build_report(st: ClusterState, view: SchedulerView | None, error: str | None
         scheduler_error=error,
         scheduler_started=view.started if view else None,
         tasks=view.tasks if view else None,
+        adaptive=_adaptive(st),
     )
+
+
+def _adaptive(st: ClusterState) -> AdaptiveRow | None:
+    record = st.supervisor
+    if record is None:
+        return None
+    return AdaptiveRow(record.pid, supervisor.alive(record), record.minimum, record.maximum, record.interval, record.log)
 
 
 def report_document(report: ClusterReport) -> dict[str, Any]:
@@ -157,6 +179,7 @@ def report_document(report: ClusterReport) -> dict[str, Any]:
         "waiting_on_resources": [] if report.tasks is None else [
             {"tasks": w.tasks, "resources": w.resources, "command": add_worker_command(w.resources)}
             for w in report.tasks.unsatisfied],
+        "adaptive": asdict(report.adaptive) if report.adaptive else None,
     }
     if report.started:
         document["started"] = report.started

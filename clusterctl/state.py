@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from clusterctl import paths
 from clusterctl.errors import ClusterctlError, InvalidInputError, LockedError
 from clusterctl.inventory import NAME_PATTERN, Inventory, load_inventory
-from clusterctl.records import AnswerError, ProcessRecord
+from clusterctl.records import AnswerError, ProcessRecord, SupervisorRecord
 from clusterctl.tls import TlsFiles, local_files
 
 STATE_VERSION = 1
@@ -48,6 +48,7 @@ class ClusterState:
     scheduler_host: str = ""  # where the scheduler listens (the host part of its address)
     scheduler_id: str = ""  # the identity our scheduler answers with (launch.new_scheduler_id)
     version: int = STATE_VERSION
+    supervisor: SupervisorRecord | None = None  # a `clusterctl adapt` process that scales this cluster
 
     def __post_init__(self) -> None:
         if isinstance(self.inventory, dict):  # as written in state.json
@@ -107,6 +108,8 @@ def load(name: str) -> ClusterState | None:
         if not isinstance(raw, dict) or raw.get("name") != name:
             raise AnswerError(f"it does not describe cluster {name!r}")
         raw["processes"] = [ProcessRecord.from_json(p) for p in raw.get("processes") or []]
+        if raw.get("supervisor") is not None:
+            raw["supervisor"] = SupervisorRecord.from_json(raw["supervisor"])
         return ClusterState(**raw)
     except (AnswerError, AttributeError, TypeError, KeyError) as exc:
         raise ClusterctlError(f"{path} is not a clusterctl state file ({exc})", hint) from None

@@ -89,3 +89,22 @@ def test_word_count_agrees_with_the_sequential_count(cluster_env: dict[str, str]
     distributed = next(line for line in output if line.startswith("distributed:")).split()[1]
     assert int(sequential) == int(distributed) > 10_000
     assert output[-1] == "the counts agree"
+
+
+def test_the_notebook_starts_computes_adapts_detaches_and_takes_the_cluster_down(
+        tmp_path: Path, clusterctl_home: Path) -> None:
+    inventory = local_inventory("notebook", workers=[{"name": "fixed", "host": "me", "nthreads": 1}])
+    inventory["elastic"] = {"hosts": ["me"], "worker": {"nthreads": 1}, "minimum": 1, "maximum": 4}
+    config = write_inventory(tmp_path / "elastic.yaml", inventory)
+    done = subprocess.run([sys.executable, str(EXAMPLES / "notebook.py")], capture_output=True, text=True,
+                          timeout=300, cwd=REPO, stdin=subprocess.DEVNULL,
+                          env={**os.environ, "CLUSTERCTL_CONFIG": str(config), "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("started notebook at tcp://127.0.0.1:") and lines[0].endswith("with 1 worker(s)")
+    assert lines[1] == f"sum of squares: {sum(x * x for x in range(100))}"
+    peak = int(lines[2].split("up to ")[1].split()[0])
+    assert 2 <= peak <= 4, lines[2]
+    assert lines[3:] == ["back to 1 worker(s)", "detached; clusters here: notebook", "attached again: True",
+                         "down: 2 process(es) stopped and verified gone"]  # the scheduler and `fixed`
+    assert clusterctl("list", "--json").json()["clusters"] == []

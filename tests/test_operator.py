@@ -44,6 +44,7 @@ STATUS_SNAPSHOT = {
     "extra": [],
     "tasks": {"waiting": 0, "processing": 0, "in_memory": 0, "erred": 0},
     "waiting_on_resources": [],
+    "adaptive": None,  # no `clusterctl adapt` supervisor
 }
 # distributed 2026 reports its HTTP server as "dashboard" even under --no-dashboard: either may come.
 STATUS_VOLATILE = {("scheduler", "address"): str, ("scheduler", "dashboard"): (str, type(None)),

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from clusterctl import lifecycle, scheduler_api, state
+from clusterctl import lifecycle, scheduler_api, state, supervisor
 from clusterctl.errors import ClusterctlError, ForeignSchedulerError, HostError, SchedulerUnreachableError
 from clusterctl.group import HostGroup, connect
-from clusterctl.inventory import Inventory, load_inventory
+from clusterctl.inventory import Inventory, load_inventory, select_hosts
 from clusterctl.launch import scheduler_id_prefix
 from clusterctl.progress import PasswordPrompt, Progress
 from clusterctl.records import ProcessRecord, StopOutcome, StoppedProcess
@@ -41,11 +41,14 @@ def down(progress: Progress, cluster: str | None = None, config: str | None = No
         return DownResult(None, already_gone=True)  # nothing is current: down is harmless
     inventory = load_inventory(config) if config else None
     name = state.resolve_name(cluster, None) if cluster or not inventory else inventory.name
+    stopped_supervisor = _stop_supervisor(name, grace, progress)  # before the lock: it may be scaling, holding it
     with state.locked(name):
         st = state.load(name)
         if st is None and inventory is None:
             return DownResult(name, already_gone=True)
         result = DownResult(name, without_state=st is None)
+        if stopped_supervisor:
+            result.stopped.append(stopped_supervisor)
         if st is not None:
             inventory = st.inventory
             if st.process("scheduler") is not None:
@@ -54,7 +57,8 @@ def down(progress: Progress, cluster: str | None = None, config: str | None = No
         records = st.processes if st else []
         used = [inventory.scheduler.host, *(g.host for g in inventory.workers), *(r.host for r in records)]
         # Without state, any host of the inventory may hold a worker that add-worker put there.
-        spare = [alias for alias in inventory.hosts if alias not in used] if st is None else []
+        pool = select_hosts(inventory, inventory.elastic.hosts) if inventory.elastic else []
+        spare = [alias for alias in [*inventory.hosts, *pool] if alias not in used] if st is None else []
         aliases = list(dict.fromkeys(used + spare))
         progress.step(f"stopping the processes on {len(aliases)} host(s) and verifying they are gone")
         with connect(inventory, aliases, password_prompt) as hosts:
@@ -67,6 +71,19 @@ def down(progress: Progress, cluster: str | None = None, config: str | None = No
                          for error in unreachable_spares.values()]
         failed = {alias: error for alias, error in swept.failed.items() if alias not in unreachable_spares}
         return _conclude(name, st, result, records, swept.succeeded, failed)
+
+
+def _stop_supervisor(name: str, grace: float, progress: Progress) -> StoppedProcess | None:
+    """Stop the cluster's `clusterctl adapt` supervisor, so that it scales nothing while the cluster goes."""
+    st = state.load(name)
+    record = st.supervisor if st else None
+    if record is None or not supervisor.alive(record):
+        return None
+    progress.step(f"stopping the adapt supervisor (pid {record.pid})")
+    if not supervisor.stop(record, grace):
+        raise DownIncompleteError(f"down incomplete: the adapt supervisor (pid {record.pid}) still runs after SIGKILL",
+                                  f"check it with `ps -p {record.pid}`, then run `clusterctl down` again")
+    return StoppedProcess("localhost", "adapt supervisor", record.pid)
 
 
 def _close_unrecorded_scheduler(inventory: Inventory, hosts: HostGroup, progress: Progress) -> str | None:

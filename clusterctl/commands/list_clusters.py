@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterctl import scheduler_api, state
+from clusterctl import scheduler_api, state, supervisor
 from clusterctl.errors import ClusterctlError
 from clusterctl.group import connect
 from clusterctl.report import JSON_SCHEMA_VERSION
@@ -30,12 +30,13 @@ class ClusterSummary:
     age_seconds: float | None  # since the scheduler started, else since the state was last written
     state: str  # running | degraded | scheduler down | gone | unreadable
     note: str | None = None  # what is wrong, and the command that fixes it
+    adaptive: bool = False  # a `clusterctl adapt` supervisor runs for it
 
     def document(self) -> dict[str, Any]:
         return {"name": self.name, "scheduler_address": self.scheduler_address, "answers": self.answers,
                 "workers": {"present": self.workers_present, "expected": self.workers_expected},
                 "age_seconds": None if self.age_seconds is None else round(self.age_seconds, 1),
-                "state": self.state, "note": self.note}
+                "state": self.state, "note": self.note, "adaptive": self.adaptive}
 
 
 @dataclass
@@ -55,6 +56,16 @@ def list_clusters() -> ListResult:
 
 
 def _summary(name: str) -> ClusterSummary:
+    summary = _look(name)
+    try:
+        st = state.load(name)
+    except ClusterctlError:
+        return summary
+    summary.adaptive = bool(st and st.supervisor and supervisor.alive(st.supervisor))
+    return summary
+
+
+def _look(name: str) -> ClusterSummary:
     path = state.cluster_dir(name) / "state.json"
     try:
         st = state.load(name)

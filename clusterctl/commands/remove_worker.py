@@ -11,10 +11,8 @@ from dataclasses import dataclass, field
 
 from clusterctl import lifecycle, scheduler_api, state
 from clusterctl.errors import ClusterctlError, ForeignSchedulerError, InvalidInputError, SchedulerUnreachableError
-from clusterctl.group import connect
 from clusterctl.progress import PasswordPrompt, Progress
 from clusterctl.records import ProcessRecord, StoppedProcess
-from clusterctl.timing import DOWN_GRACE
 
 
 @dataclass
@@ -39,35 +37,8 @@ def remove_worker(progress: Progress, targets: list[str], cluster: str | None = 
             view, by_address = None, {}
         workers = _resolve(st.processes, targets, by_address)
         result = RemoveResult(name, removed=sorted(workers))
-        if view is not None:
-            progress.step(f"retiring {', '.join(sorted(workers))} (moving their data to other workers)")
-            try:
-                scheduler_api.retire(st.scheduler_address, sorted(workers), st.expected_scheduler_id(),
-                                     tls=st.client_tls())
-            except (SchedulerUnreachableError, ForeignSchedulerError) as exc:
-                result.retire_note = exc.message
-        else:
-            result.retire_note = f"scheduler at {st.scheduler_address} does not answer: stopped without retiring"
-        emptied = [r for r in st.processes if r.role == "worker" and r.worker_names
-                   and set(r.worker_names) <= workers]
-        if emptied:
-            progress.step(f"stopping {len(emptied)} process(es)")
-            with connect(st.inventory, [r.host for r in emptied], password_prompt) as hosts:
-                gone = lifecycle.verified_gone(lifecycle.stop_records(hosts, emptied, DOWN_GRACE))
-            progress.done()
-            result.stopped = [StoppedProcess(r.host, r.name, r.pid) for r in emptied if (r.host, r.pid) in gone]
-            stuck = [r for r in emptied if (r.host, r.pid) not in gone]
-        else:
-            stuck = []
-        for record in st.processes:
-            if record not in stuck:
-                record.worker_names = [w for w in record.worker_names if w not in workers]
-        st.processes = [r for r in st.processes if r.role != "worker" or r.worker_names or r in stuck]
-        state.save(st)
-        if stuck:
-            failures = ", ".join(f"{r.host}: {r.name} (pid {r.pid})" for r in stuck)
-            raise ClusterctlError(f"could not verify that {failures} stopped",
-                                  "check the host, then run `clusterctl remove-worker` again")
+        result.stopped, result.retire_note = lifecycle.retire_and_stop(
+            st, workers, view is not None, progress, password_prompt)
         return result
 
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clusterctl import lifecycle, rolling, scheduler_api, state, tls
+from clusterctl import elastic, lifecycle, rolling, scheduler_api, state, tls
 from clusterctl.errors import ClusterctlError, ForeignSchedulerError, InvalidInputError, SchedulerUnreachableError
 from clusterctl.group import HostGroup, connect
-from clusterctl.inventory import Inventory, TlsFilesSpec, WorkerGroup, load_inventory
+from clusterctl.inventory import Inventory, TlsFilesSpec, WorkerGroup, load_inventory, select_hosts
 from clusterctl.launch import (
     SCHEDULER_NAME,
     ProcessPlan,
@@ -49,6 +49,7 @@ class Reconciliation:
     added: dict[str, dict[str, Any]] = field(default_factory=dict)  # add-worker groups to start again
     wanted: list[ProcessPlan] = field(default_factory=list)  # every process the cluster should have
     why: dict[str, str] = field(default_factory=dict)  # process name -> why it is started again
+    elastic: set[str] = field(default_factory=set)  # of those, the ones `scale`/`adapt` added (or `minimum` needs)
 
 
 def up(config: str, progress: Progress, password_prompt: PasswordPrompt | None = None,
@@ -60,7 +61,9 @@ def up(config: str, progress: Progress, password_prompt: PasswordPrompt | None =
                                 "--rolling restarts changed groups one at a time; --restart all at once")
     with state.locked(inventory.name):
         previous = state.load(inventory.name)
-        described = list(dict.fromkeys([inventory.scheduler.host, *(group.host for group in inventory.workers)]))
+        pool = select_hosts(inventory, inventory.elastic.hosts) if inventory.elastic else []
+        described = list(dict.fromkeys([inventory.scheduler.host, *(group.host for group in inventory.workers),
+                                        *pool]))  # elastic hosts are checked too: scaling starts workers there
         recorded = [r.host for r in previous.processes] if previous else []  # added workers' hosts too
         with connect(inventory, described + recorded, password_prompt) as hosts:
             endpoint = lifecycle.scheduler_endpoint(inventory, hosts)
@@ -88,11 +91,13 @@ def up(config: str, progress: Progress, password_prompt: PasswordPrompt | None =
                 versions=report.versions.get(inventory.scheduler.host, {}),
                 tls=inventory.security.enabled,
                 scheduler_id=scheduler_id,
+                supervisor=previous.supervisor if previous else None,
             )
             if inventory.security.enabled:
                 progress.step("distributing TLS certificates")
                 lifecycle.provision_tls(inventory, hosts, endpoint)
             todo = reconcile(inventory, endpoint, plans, previous, hosts, restart, run_dirs)
+            _keep_minimum(inventory, endpoint, todo, run_dirs)
             if rolling:
                 result = _apply_rolling(st, hosts, todo, timeout, progress, max_unavailable, endpoint)
             else:
@@ -155,6 +160,8 @@ def reconcile(inventory: Inventory, endpoint: SchedulerEndpoint, plans: list[Pro
             wanted[record.name] = plan_worker_group(inventory, group, endpoint.address, run_dirs)
             todo.added[record.name] = record.spec
             todo.wanted.append(wanted[record.name])
+            if record.elastic:
+                todo.elastic.add(record.name)
     for name, plan in wanted.items():
         running = alive.get(name)
         if running is not None and name in healthy and not restart and _unchanged(running, plan):
@@ -200,6 +207,20 @@ def _port_of(address: str | None) -> int | None:
     """The port of a dashboard address such as ``:8787`` or ``127.0.0.1:8787``; None for none or 0."""
     port = (address or "").rsplit(":", 1)[-1]
     return int(port) if port.isdigit() and int(port) else None
+
+
+def _keep_minimum(inventory: Inventory, endpoint: SchedulerEndpoint, todo: Reconciliation,
+                  run_dirs: dict[str, str] | None) -> None:
+    """Elastic workers to start so that the cluster has at least `elastic.minimum` workers."""
+    present: list[elastic.Placed] = [*todo.keep, *todo.start]
+    missing = (inventory.elastic.minimum if inventory.elastic else 0) - sum(len(p.worker_names) for p in present)
+    if missing <= 0:
+        return
+    for group in elastic.additions(inventory, present, missing):
+        assert group.name is not None
+        todo.start.append(plan_worker_group(inventory, group, endpoint.address, run_dirs))
+        todo.added[group.name] = group.model_dump(mode="json")
+        todo.elastic.add(group.name)
 
 
 def _unchanged(record: ProcessRecord, plan: ProcessPlan) -> bool:
@@ -263,6 +284,8 @@ def _apply(st: ClusterState, hosts: HostGroup, todo: Reconciliation, timeout: fl
     names = [name for r in st.processes if r.role == "worker" for name in r.worker_names]
     names += [name for plan in todo.start for name in plan.worker_names]
     view, started = lifecycle.start_and_wait(st, hosts, todo.start, names, timeout, progress, added=todo.added)
+    for record in started:
+        record.elastic = record.name in todo.elastic
     # distributed registers its HTTP server as "dashboard" even under --no-dashboard.
     # A loopback-only dashboard has no URL from here: `clusterctl dashboard` tunnels to it.
     scheduler = st.inventory.scheduler
