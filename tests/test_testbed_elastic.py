@@ -23,8 +23,8 @@ from distributed import Client, wait
 from clusterctl import Cluster
 from testbed import Testbed
 from testbed.client_env import SshEnv
+from tests.helpers.bed_cluster import BedCluster
 from tests.helpers.cluster import PYTHON, REPO, clusterctl, kill_recorded, wait_until
-from tests.test_testbed_cluster import kill_what_pid_files_name, write_bed_inventory
 
 pytestmark = pytest.mark.netns
 
@@ -36,14 +36,16 @@ SETTLE_WITHIN = 120.0  # generous: the machine is shared
 @pytest.fixture
 def bed_config(testbed: Testbed, ssh_env: SshEnv, tmp_path: Path) -> Iterator[Any]:
     """A factory of bed inventories (scheduler on h1, `fixed` on h2, an elastic section); all cleaned up after."""
-    run_dirs = {host.alias: tmp_path / host.alias for host in testbed.hosts}
+    made: list[BedCluster] = []
 
     def make(name: str, **elastic: Any) -> Path:
-        return write_bed_inventory(
-            testbed, tmp_path / f"{name}.yaml", run_dirs, name=name,
+        cluster = BedCluster.write(
+            testbed, tmp_path / name, name, ssh_env,
             scheduler={"host": "h1", "port": PORT, "dashboard_address": None},
             workers=[{"name": "fixed", "host": "h2", "nworkers": 1, "nthreads": 1}],
             elastic={"worker": {"nthreads": 1}, **elastic})
+        made.append(cluster)
+        return cluster.config
 
     try:
         yield make
@@ -51,7 +53,8 @@ def bed_config(testbed: Testbed, ssh_env: SshEnv, tmp_path: Path) -> Iterator[An
         for state_file in ssh_env.clusterctl_home.glob("clusters/*/state.json"):
             clusterctl("down", "--cluster", state_file.parent.name)
         kill_recorded(ssh_env.clusterctl_home)
-        kill_what_pid_files_name(run_dirs)
+        for cluster in made:
+            cluster.kill_leftovers()
 
 
 def elastic_processes(cluster: str, home: Path) -> list[dict[str, Any]]:
