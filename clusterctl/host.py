@@ -153,8 +153,9 @@ class Host:
         answer = self.call("list", run_dir=self.run_dir)
         return self._checked("list", lambda: [FoundProcess.from_answer(p) for p in list_of(answer, "processes")])
 
-    def versions(self) -> dict[str, Any]:
-        return self.call("versions")
+    def versions(self, packages: list[str] | None = None) -> dict[str, Any]:
+        """python, what distributed compares, and ``packages``: metadata versions (None: not installed)."""
+        return self.call("versions", packages=list(packages or []))
 
     def upload(self, files: dict[str, bytes]) -> None:
         """Private files (0600) into the run directory (made 0700, with tls/): ``{"tls/ca.pem": data}``."""

@@ -280,16 +280,21 @@ def env_exports(values: dict[str, str], json_output: bool) -> None:
 
 
 def version_table(report: PreflightReport) -> None:
-    """host x package versions, mismatches marked: shown when preflight refuses."""
+    """host x package versions, mismatches marked: shown when preflight refuses. Columns: python,
+    dask, distributed and every package that differs somewhere; this machine as the last row."""
+    from clusterctl.preflight import ALWAYS_SHOWN
+
     console = _console(stderr=True)
+    bad_anywhere = {p for packages in report.mismatched.values() for p in packages}
+    columns = [p for p in report.packages if p in ALWAYS_SHOWN or p in bad_anywhere]
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     table.add_column("host")
-    for package in report.packages:
+    for package in columns:
         table.add_column(package)
-    for host, found in report.versions.items():
+    rows = list(report.versions.items()) + ([("(this machine)", report.local)] if report.local else [])
+    for host, found in rows:
         bad = report.mismatched.get(host, [])
-        cells = [f"[red]{escape(str(found.get(p)))}[/]" if p in bad else escape(str(found.get(p)))
-                 for p in report.packages]
+        cells = [f"[red]{escape(str(found.get(p)))}[/]" if p in bad else escape(str(found.get(p))) for p in columns]
         marker = " (scheduler)" if host == report.reference_host else ""
         table.add_row(escape(host) + marker, *cells)
     console.print(table)
