@@ -390,6 +390,30 @@ def check(ctx: click.Context, config: str, connect_timeout: float, json_output: 
 
 @cli.command(epilog="""\b
 Examples:
+  clusterctl sync cluster.yaml            build the wheelhouse here, install it on every host
+  clusterctl sync cluster.yaml --json | jq '.hosts[] | {host, shipped_bytes, installed}'
+  clusterctl sync cluster.yaml --clean    remove each host's venv and shipped wheels""")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--clean", is_flag=True, help="Remove each host's venv and shipped wheels instead (the cluster must be down).")
+@json_option
+@click.pass_context
+def sync(ctx: click.Context, config: str, clean: bool, json_output: bool) -> int:
+    """Install the environment of CONFIG into a venv under each host's run_dir, offline, starting nothing.
+
+    Builds a wheelhouse here for each host platform and python, ships over SSH only the wheels a
+    host lacks, and installs them with `pip install --no-index`. `up` does the same first when the
+    inventory says `environment: {sync: true}`.
+    """
+    from clusterctl import render
+    from clusterctl.commands.sync import sync as run_sync
+
+    progress, prompt = _progress(ctx, json_output)
+    render.sync_result(run_sync(config, progress, prompt, clean=clean), json_output)
+    return EXIT_OK
+
+
+@cli.command(epilog="""\b
+Examples:
   clusterctl init                     write ./cluster.yaml
   clusterctl init lab.yaml --force    replace lab.yaml
   clusterctl init - | less            print it instead""")

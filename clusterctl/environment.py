@@ -38,7 +38,7 @@ from clusterctl import paths
 from clusterctl.errors import ClusterctlError, HostError, InvalidInputError
 from clusterctl.group import HostGroup
 from clusterctl.host import Host
-from clusterctl.inventory import EnvironmentSpec
+from clusterctl.inventory import EnvironmentSpec, HostSettings, Inventory
 from clusterctl.progress import Progress
 from clusterctl.records import AnswerError, field_of
 
@@ -576,6 +576,20 @@ def use_venvs(hosts: HostGroup, report: SyncReport) -> dict[str, str]:
     for alias, python in pythons.items():
         hosts[alias].settings = hosts[alias].settings.model_copy(update={"python": python})
     return pythons
+
+
+def synced_inventory(inventory: Inventory, pythons: dict[str, str]) -> Inventory:
+    """The inventory with every process on a synced host run by that host's venv python."""
+    hosts = dict(inventory.hosts)
+    for alias, python in pythons.items():
+        hosts[alias] = hosts.get(alias, HostSettings()).model_copy(update={"python": python})
+    synced = set(pythons)
+    scheduler = inventory.scheduler
+    if scheduler.host in synced:
+        scheduler = scheduler.model_copy(update={"python": None})
+    workers = [group.model_copy(update={"python": None}) if group.host in synced else group
+               for group in inventory.workers]
+    return inventory.model_copy(update={"hosts": hosts, "scheduler": scheduler, "workers": workers})
 
 
 def clean_hosts(hosts: HostGroup) -> dict[str, list[str]]:

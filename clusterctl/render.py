@@ -32,7 +32,9 @@ if TYPE_CHECKING:
     from clusterctl.commands.list_clusters import ListResult
     from clusterctl.commands.logs import LogStream
     from clusterctl.commands.remove_worker import RemoveResult
+    from clusterctl.commands.sync import CleanReport
     from clusterctl.commands.up import DryRun
+    from clusterctl.environment import SyncReport
     from clusterctl.preflight import PreflightReport
     from clusterctl.progress import PasswordPrompt
 
@@ -498,6 +500,30 @@ def bench_result(result: BenchResult, json_output: bool) -> None:
         console.print(f"[dim]transfer: {escape(ours.transfer)}[/]")
     for text in ours.notes:
         console.print(f"[yellow]note:[/] {escape(text)}")
+
+
+def sync_result(result: SyncReport | CleanReport, json_output: bool) -> None:
+    if json_output:
+        print_json(result.document())
+        return
+    from clusterctl.environment import SyncReport
+
+    console = _console()
+    if not isinstance(result, SyncReport):  # --clean
+        for alias, removed in result.removed.items():
+            console.print(f"{escape(alias)}: " + (f"removed {escape(', '.join(removed))}" if removed else "nothing to remove"))
+        console.print(f"[green]✓[/] cluster {escape(result.cluster)}: the environment is removed from "
+                      f"{len(result.removed)} host(s)")
+        return
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    for column in ("host", "platform", "shipped", "installed", "seconds"):
+        table.add_column(column, justify="right" if column in ("shipped", "seconds") else "left")
+    for host in result.hosts:
+        shipped = f"{len(host.shipped)} wheel(s), {host.shipped_bytes / 1e6:.1f} MB" if host.shipped else "0 B"
+        installed = "yes" + (f" (removed {', '.join(host.removed)})" if host.removed else "") if host.installed else "no"
+        table.add_row(escape(host.host), escape(host.target), shipped, escape(installed), f"{host.seconds:.2f}")
+    console.print(table)
+    console.print(f"[green]✓[/] {escape(result.headline)}")
 
 
 class _RemoteLogHandler(logging.Handler):

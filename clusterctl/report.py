@@ -60,6 +60,7 @@ class ClusterReport:
     warnings: list[str] = field(default_factory=list)
     dashboard_note: str | None = None  # why there is no URL: off, or loopback only
     scheduler_started: float | None = None  # unix time, from the scheduler's identity
+    environment: dict[str, Any] | None = None  # `up` with `environment: {sync: true}`: what syncing did
 
     @property
     def healthy(self) -> bool:
@@ -147,6 +148,8 @@ def report_document(report: ClusterReport) -> dict[str, Any]:
         document["started"] = report.started
     if report.warnings:
         document["warnings"] = report.warnings
+    if report.environment is not None:
+        document["environment"] = report.environment
     if report.processes is not None:
         document["processes"] = [asdict(p) for p in report.processes]
     return document

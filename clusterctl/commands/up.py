@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clusterctl import lifecycle, scheduler_api, state, tls
+from clusterctl import environment, lifecycle, scheduler_api, state, tls
 from clusterctl.errors import SchedulerUnreachableError
 from clusterctl.group import HostGroup, connect
 from clusterctl.inventory import Inventory, TlsFilesSpec, WorkerGroup, load_inventory
@@ -58,9 +58,15 @@ def up(config: str, progress: Progress, password_prompt: PasswordPrompt | None =
                 return _dry_run(inventory, hosts, plans, endpoint.address)
             if isinstance(inventory.security.tls, TlsFilesSpec):
                 tls.check_readable(inventory.security.tls)
+            synced = None
+            if inventory.environment.sync:  # every process then runs its host's venv python
+                synced = environment.sync_hosts(inventory.name, inventory.environment, Path(config).resolve().parent,
+                                                HostGroup({alias: hosts[alias] for alias in described}), progress)
+                inventory = environment.synced_inventory(inventory, environment.use_venvs(hosts, synced))
+                plans = plan_cluster(inventory, endpoint, run_dirs)
             progress.step(f"checking {len(hosts)} host(s)")
             report = preflight(HostGroup({alias: hosts[alias] for alias in described}), inventory.scheduler.host,
-                               allow_version_mismatch)
+                               allow_version_mismatch, packages=inventory.environment.packages, compare_local=True)
             st = ClusterState(
                 name=inventory.name,
                 inventory=inventory,
@@ -76,6 +82,10 @@ def up(config: str, progress: Progress, password_prompt: PasswordPrompt | None =
                 lifecycle.provision_tls(inventory, hosts, endpoint)
             todo = reconcile(inventory, endpoint, plans, previous, hosts, restart, run_dirs)
             result = _apply(st, hosts, todo, timeout, progress)
+            result.warnings += report.warnings
+            if synced is not None:
+                result.environment = synced.document()
+                result.headline = f"{synced.headline}; {result.headline}"
             if not inventory.security.enabled and not _is_loopback(endpoint.listen_host):
                 result.warnings.append(
                     f"TLS is off and the scheduler listens on {endpoint.listen_host}:{endpoint.port}: anyone who "
