@@ -369,21 +369,25 @@ def logs(ctx: click.Context, target: str | None, follow: bool, lines: int, clust
 Examples:
   clusterctl check cluster.yaml
   clusterctl check cluster.yaml --json | jq '.hosts[] | select(.ok | not)'
+  clusterctl check cluster.yaml --env       also every package's version per host and here
 
 \b
 Exit codes: 0 every check passed, 1 some check failed, 2 the inventory is invalid.""")
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--connect-timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
               metavar="SECONDS", help="How long a worker host may take to connect to the scheduler port.")
+@click.option("--env", "show_environment", is_flag=True,
+              help="Also show the environment: every compared package's version per host and on this machine.")
 @json_option
 @click.pass_context
-def check(ctx: click.Context, config: str, connect_timeout: float, json_output: bool) -> int:
+def check(ctx: click.Context, config: str, connect_timeout: float, show_environment: bool, json_output: bool) -> int:
     """Check every host of CONFIG before `up`, starting nothing: reachable, python and versions right,
     the scheduler port free on its host and reachable from every worker host."""
     from clusterctl import render
     from clusterctl.commands.check import check as run_check
 
-    report = run_check(config, _progress(ctx, json_output)[0], connect_timeout=connect_timeout)
+    report = run_check(config, _progress(ctx, json_output)[0], connect_timeout=connect_timeout,
+                       show_environment=show_environment)
     render.check_report(report, json_output)
     return report.exit_code
 

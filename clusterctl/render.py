@@ -405,12 +405,40 @@ def check_report(report: CheckReport, json_output: bool) -> None:
         console.print(f"[red]✗[/] {escape(alias)}: {CHECK_LABELS[result.name]}: {escape(result.reason or '')}")
         if result.hint:
             console.print(f"  [yellow]hint:[/] {escape(result.hint)}")
+    if report.show_environment:
+        environment_matrix(report)
+    for text in report.warnings:
+        warning(text)
     failed_hosts = [h for h in report.hosts if not h.ok]
     if failed_hosts:
         console.print(f"[red]✗ {len(report.failures)} check(s) failed on {len(failed_hosts)} of "
                       f"{len(report.hosts)} host(s)[/]")
     else:
         console.print(f"[green]✓ all {len(report.hosts)} host(s) passed every check[/]")
+
+
+def environment_matrix(report: CheckReport) -> None:
+    """`check --env`: one row per package, one column per host and one for this machine; a
+    version that differs from the scheduler host's is red (this machine's: yellow, a warning)."""
+    console = _console()
+    asked = [host for host in report.hosts if host.versions]
+    reference = next((h.versions for h in asked if h.host == report.scheduler_host), {})
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    table.add_column("package")
+    for host in asked:
+        table.add_column(host.host + (" (scheduler)" if host.host == report.scheduler_host else ""))
+    table.add_column("this machine")
+
+    def cell(package: str, found: dict[str, Any], style: str) -> str:
+        from clusterctl.preflight import comparable
+
+        text = escape(str(found.get(package) or "-"))
+        same = comparable(package, found.get(package)) == comparable(package, reference.get(package))
+        return text if same or not reference else f"[{style}]{text}[/]"
+
+    for package in report.packages:
+        table.add_row(package, *[cell(package, h.versions, "red") for h in asked], cell(package, report.local, "yellow"))
+    console.print(table)
 
 
 def init_result(result: InitResult) -> None:
