@@ -356,7 +356,7 @@ def pip_download(requirements: list[str], target: Target, destination: Path, fin
         raise SyncError(f"pip download for {target.describe()} took longer than {PIP_TIMEOUT:g}s") from None
     if done.returncode != 0:
         lines = [line.strip() for line in done.stderr.splitlines() if line.strip().startswith("ERROR")]
-        raise SyncError(f"pip could not get wheels for {target.describe()}: "
+        raise SyncError(f"the requirements do not resolve to wheels for {target.describe()}: "
                         f"{(lines or done.stderr.strip().splitlines() or ['no output'])[-1]}",
                         "check the requirement's name and version, and that a wheel exists for that platform"
                         + (" in the `wheelhouse:`" if not index else ""))
@@ -441,7 +441,8 @@ def _resolve_file(spec: EnvironmentSpec, base: Path, target: Target, provided: l
     if not path.is_file():
         raise InvalidInputError(f"environment.requirements: {path}: no such file")
     progress.step(f"resolving {path.name} for {target.describe()}")
-    output = pip_download(["-r", str(path), *spec.packages], target, cache, [*provided, cache], index=index, deps=True)
+    output = pip_download(["-r", str(path), *ROOTS, *spec.packages], target, cache, [*provided, cache], index=index,
+                          deps=True)
     pins: dict[str, Pin] = {}
     for line in output.splitlines():
         match = re.search(r"(?:Saved|File was already downloaded) (\S+\.whl)", line)

@@ -164,3 +164,33 @@ def test_up_refuses_a_requirement_that_does_not_resolve_and_starts_nothing(tmp_p
     assert "requirement no-such-distribution-xyz does not resolve" in result.stderr
     assert not list(clusterctl_home.glob("clusters/*/state.json")), "nothing was started"
     assert not (tmp_path / "run" / "venv").exists()
+
+
+def _wheelhouse_of(directory: Path, *names: str) -> Path:
+    """A `wheelhouse:` directory holding the wheels of dask, distributed and their needs, ``names``
+    and pip, as installed here."""
+    directory.mkdir()
+    needs = [pin.name for pin in resolve_installed(["dask", "distributed"], X86)]
+    for name in (*needs, *names, "pip"):
+        assert wheel_from_installed(metadata.distribution(name), X86, directory) is not None, name
+    return directory
+
+
+def test_a_requirements_file_is_resolved_by_pip_from_the_wheelhouse_alone(tmp_path: Path) -> None:
+    """dask and distributed need a dozen distributions: pip resolves them all offline, from the wheelhouse."""
+    _wheelhouse_of(tmp_path / "wheels", "mdurl")
+    (tmp_path / "requirements.txt").write_text(f"mdurl=={metadata.version('mdurl')}\n")
+    spec = EnvironmentSpec(sync=True, requirements="requirements.txt", wheelhouse="wheels")
+    house = build_wheelhouse(spec, tmp_path, X86, ["h1"], SilentProgress())
+    assert f"mdurl=={metadata.version('mdurl')}" in house.requirements
+    assert f"distributed=={metadata.version('distributed')}" in house.requirements, "always: dask and distributed"
+    assert house.installer.startswith("pip-") and house.installer in house.wheels
+
+
+def test_a_requirement_pip_cannot_resolve_is_named(tmp_path: Path) -> None:
+    _wheelhouse_of(tmp_path / "wheels", "mdurl")
+    (tmp_path / "requirements.txt").write_text("mdurl==0.0.1\n")
+    spec = EnvironmentSpec(sync=True, requirements="requirements.txt", wheelhouse="wheels")
+    with pytest.raises(SyncError) as caught:
+        build_wheelhouse(spec, tmp_path, X86, ["h1"], SilentProgress())
+    assert "do not resolve" in caught.value.message and "mdurl==0.0.1" in caught.value.message
