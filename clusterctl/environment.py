@@ -321,7 +321,7 @@ def wheel_from_installed(distribution: metadata.Distribution, target: Target, di
         digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
         writer.writerow([path, f"sha256={digest}", len(data)])
     writer.writerow([f"{dist_info}/RECORD", "", ""])
-    partial = destination.with_suffix(".part")
+    partial = destination.with_name(f".{filename}.{os.getpid()}.part")  # another clusterctl may build it too
     with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
         for path, data in [*sorted(entries), (f"{dist_info}/RECORD", record.getvalue().encode())]:
             info = zipfile.ZipInfo(path, ZIP_DATE)
