@@ -17,6 +17,7 @@ venv already holds exactly this wheelhouse, nothing is shipped and nothing is in
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import hashlib
 import io
@@ -226,20 +227,26 @@ class Wheel:
         return self.path.name
 
 
-_HASHES: dict[tuple[str, int, int], str] = {}
-
-
 def wheel_at(path: Path) -> Wheel:
-    """A wheel file with its sha256 (remembered by path, size and mtime for this process)."""
+    """A wheel file with its sha256; in the cache it is remembered beside it (``<name>.sha256``, with
+    the size and mtime it was computed for) so that a no-op sync does not read every wheel again."""
     info = path.stat()
-    key = (str(path), info.st_size, info.st_mtime_ns)
-    if key not in _HASHES:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _HASHES[key] = digest.hexdigest()
-    return Wheel(path, _HASHES[key], info.st_size)
+    stamp = f"{info.st_size} {info.st_mtime_ns}"
+    remembered = path.with_name(path.name + ".sha256")
+    try:
+        known_stamp, _, known = remembered.read_text().strip().rpartition(" ")
+        if known_stamp == stamp and re.fullmatch(r"[0-9a-f]{64}", known):
+            return Wheel(path, known, info.st_size)
+    except OSError:
+        pass
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    if path.parent == cache_dir():  # not into the user's own `wheelhouse:`
+        with contextlib.suppress(OSError):
+            remembered.write_text(f"{stamp} {digest.hexdigest()}\n")
+    return Wheel(path, digest.hexdigest(), info.st_size)
 
 
 def cache_dir() -> Path:

@@ -18,6 +18,7 @@ from clusterctl.environment import (
     Target,
     best_wheel,
     build_wheelhouse,
+    cache_dir,
     resolve_installed,
     wheel_at,
     wheel_from_installed,
@@ -194,3 +195,18 @@ def test_a_requirement_pip_cannot_resolve_is_named(tmp_path: Path) -> None:
     with pytest.raises(SyncError) as caught:
         build_wheelhouse(spec, tmp_path, X86, ["h1"], SilentProgress())
     assert "do not resolve" in caught.value.message and "mdurl==0.0.1" in caught.value.message
+
+
+def test_a_cached_wheels_hash_is_remembered_until_the_file_changes(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLUSTERCTL_WHEEL_CACHE", str(tmp_path / "cache"))
+    path = wheel_from_installed(_fake_distribution(tmp_path / "site"), X86, cache_dir())
+    assert path is not None
+    real = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert wheel_at(path).sha256 == real
+    remembered = path.with_name(path.name + ".sha256")
+    stamp = remembered.read_text().rsplit(" ", 1)[0]
+    remembered.write_text(f"{stamp} {'0' * 64}\n")
+    assert wheel_at(path).sha256 == "0" * 64, "a no-op sync does not read the wheel again"
+    path.write_bytes(path.read_bytes() + b"\0")  # another size: computed again
+    assert wheel_at(path).sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
