@@ -406,15 +406,17 @@ SYNC_MANIFEST = "clusterctl-sync.json"
 
 def sync_prepare(request):
     """What this host has for `clusterctl sync`: its platform, the wheels shipped before (by the
-    sha256 verified when they arrived), and what its venv was last made from. Makes the wheel directory."""
+    sha256 verified when they arrived), and what its venv was last made from. Makes the wheel directory
+    unless ``create`` is false."""
     import importlib.util
     import platform
 
     run_dir, wheels, venv, python = _sync_paths(request)
-    for directory in (run_dir, wheels):
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+    if request.get("create", True):  # `check` only looks
+        for directory in (run_dir, wheels):
+            os.makedirs(directory, mode=0o700, exist_ok=True)
     found = {}
-    for name in os.listdir(wheels):
+    for name in (os.listdir(wheels) if os.path.isdir(wheels) else []):
         if name.endswith(".whl"):
             try:
                 with open(os.path.join(wheels, name + ".sha256")) as handle:

@@ -133,9 +133,10 @@ def check(config: str, progress: Progress | None = None, connect_timeout: float 
     try:
         with connect(inventory, aliases) as hosts:
             progress.step(f"checking {len(hosts)} host(s)")
-            hosts.run(lambda host: _reach_and_ask(host, rows[host.alias], report.packages))
+            hosts.run(lambda host: _reach_and_ask(host, rows[host.alias], report.packages,
+                                                  inventory.environment.sync))
             _compare_versions(rows, scheduler_alias, report.packages)
-            if rows[scheduler_alias].passed("python"):
+            if rows[scheduler_alias].passed("python") and rows[scheduler_alias].versions:
                 report.warnings = preflight.local_warnings(report.local, rows[scheduler_alias].versions,
                                                            f"the scheduler host {scheduler_alias}", report.packages)
             progress.step(f"checking port {inventory.scheduler.port} on {scheduler_alias}")
@@ -150,7 +151,7 @@ def _roles(inventory: Inventory, alias: str) -> list[str]:
     return roles + (["worker"] if any(group.host == alias for group in inventory.workers) else [])
 
 
-def _reach_and_ask(host: Host, row: HostCheck, packages: tuple[str, ...]) -> None:
+def _reach_and_ask(host: Host, row: HostCheck, packages: tuple[str, ...], sync: bool = False) -> None:
     """reachable, then python: one round trip each."""
     try:
         log_command(host.alias, PROBE_ARGV)
@@ -161,6 +162,8 @@ def _reach_and_ask(host: Host, row: HostCheck, packages: tuple[str, ...]) -> Non
         return
     row.record("reachable", True)
     row.address = host.address
+    if sync and not _use_venv(host, row):
+        return
     try:
         found = host.versions([p for p in packages if p not in preflight.COMPARED])  # creates nothing there
     except ClusterctlError as exc:
@@ -174,10 +177,35 @@ def _reach_and_ask(host: Host, row: HostCheck, packages: tuple[str, ...]) -> Non
         row.record("python", True)
 
 
+def _use_venv(host: Host, row: HostCheck) -> bool:
+    """`environment: {sync: true}`: the processes will run the venv's python, so that is what is
+    checked, once `up` or `sync` made it; before, the host's python need only be able to make it."""
+    try:
+        found = host.call("sync_prepare", run_dir=host.run_dir, create=False)
+    except ClusterctlError as exc:
+        row.record("python", False, _reason(exc), exc.hint)
+        return False
+    if not found.get("can_venv"):
+        row.record("python", False, f"{found.get('executable') or host.python} cannot create a venv (no `venv` module)",
+                   "install the venv module there (Debian/Ubuntu: python3-venv), or set `python:` to an interpreter "
+                   "that can run `python -m venv`")
+        return False
+    if not found.get("venv_ready"):
+        row.record("python", True)
+        row.record("versions", None, "not synced yet: `clusterctl sync` (or `up`) installs the environment")
+        return False
+    host.settings = host.settings.model_copy(update={"python": str(found["venv_python"])})
+    return True
+
+
 def _compare_versions(rows: dict[str, HostCheck], scheduler_alias: str, packages: tuple[str, ...]) -> None:
     reference = rows[scheduler_alias]
     for row in rows.values():
-        if not row.passed("python"):
+        if "versions" in row.checks:  # decided already (not synced yet)
+            continue
+        if not reference.versions and reference.passed("python"):
+            row.record("versions", None, f"the scheduler host {scheduler_alias} is not synced yet")
+        elif not row.passed("python"):
             row.record("versions", None, "python did not run")
         elif not reference.passed("python"):
             row.record("versions", None, f"the scheduler host {scheduler_alias} could not be asked")
