@@ -164,6 +164,12 @@ def test_adding_a_package_ships_only_its_wheel(synced: Synced) -> None:
     assert all(h["installed"] for h in hosts)
     probe = subprocess.run([synced.venv_python("h2"), "-c", f"import {added}"], capture_output=True, text=True)
     assert probe.returncode == 0, probe.stderr
+    # The processes imported the old environment: all were started again, and the workers have it now.
+    assert sorted(result.json()["started"]) == ["gpu1", "gpu2", "scheduler"]
+    with Client(result.json()["scheduler"]["address"], timeout=30) as client:
+        client.wait_for_workers(3, timeout=30)
+        found = client.run(lambda: __import__("importlib.metadata").metadata.version("mdurl"))
+    assert set(found.values()) == {metadata.version(added)}
 
 
 def test_down_keeps_the_venv(synced: Synced) -> None:

@@ -80,6 +80,8 @@ def up(config: str, progress: Progress, password_prompt: PasswordPrompt | None =
             if inventory.security.enabled:
                 progress.step("distributing TLS certificates")
                 lifecycle.provision_tls(inventory, hosts, endpoint)
+            # Processes keep what they imported: a changed environment restarts all, so every one agrees.
+            restart = restart or (synced is not None and any(h.installed for h in synced.hosts))
             todo = reconcile(inventory, endpoint, plans, previous, hosts, restart, run_dirs)
             result = _apply(st, hosts, todo, timeout, progress)
             result.warnings += report.warnings
