@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 OURS = "clusterctl"
-ORDER = ("start", "stop: command returns", "stop: no process left", "`status`", "`status --processes`", "`--help`")
+ORDER = ("start", "stop: command returns", "stop: no process left", "`status`", "`status --processes`", "`--help`",
+         "sync: first", "sync: no-op")
 
 
 @dataclass

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.report import Results, markdown_table, text_table
+from benchmarks.sync import SYNC_HOSTS, measure_sync
 from benchmarks.tools import (
     NTHREADS,
     NWORKERS,
@@ -123,6 +124,10 @@ def measure(bed: Any, tools: list[Tool], counts: list[int], repeat: int, samples
     clusterctl = tools[0]
     assert isinstance(clusterctl, Clusterctl)
     for rep in range(repeat):
+        print(f"[{rep + 1}/{repeat}] clusterctl sync: {len(SYNC_HOSTS)} bare hosts", file=sys.stderr)
+        synced = measure_sync(bed, clusterctl.workdir, rep)
+        for kind, seconds in synced.items():
+            results.add(f"sync: {kind} ({len(SYNC_HOSTS)} hosts, bare python)", "clusterctl", seconds)
         for _ in range(samples):  # alternating, so a slow moment of the machine hits both
             results.add("`--help`", "clusterctl", wall_time([*console_script("clusterctl"), "--help"]))
             results.add("`--help`", "dask", wall_time([*console_script("dask"), "--help"]))

@@ -326,18 +326,57 @@ def _pid_record(path):
             return None
 
 
-def versions(request):
-    import platform
+# What `Client.get_versions(check=True)` compares (distributed.versions), in its order.
+FINGERPRINT = ("dask", "distributed", "msgpack", "cloudpickle", "toolz", "tornado", "lz4", "numpy", "pandas")
 
-    found = {"python": platform.python_version(), "executable": sys.executable}  # type: dict
-    for module in ("dask", "distributed", "cloudpickle", "msgpack"):
+
+def versions(request):
+    """Versions from the installed distributions' metadata, as distributed itself reads them: no
+    package is imported, so the answer costs a few milliseconds. dask and distributed must also be
+    findable as modules (a spec lookup, not an import)."""
+    import importlib.util
+    import platform
+    from importlib import metadata
+
+    found = {"python": platform.python_version(), "executable": sys.executable, "host": _platform()}  # type: dict
+    for name in FINGERPRINT + tuple(request.get("packages") or ()):
         try:
-            imported = __import__(module)
-            found[module] = getattr(imported, "__version__", None) or ".".join(map(str, getattr(imported, "version", ())))
-        except Exception as exc:  # noqa: BLE001 - any import failure is a finding to report
-            found[module] = None
-            found.setdefault("errors", {})[module] = "%s: %s" % (type(exc).__name__, exc)
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+        except Exception as exc:  # noqa: BLE001 - unreadable metadata is a finding to report
+            found[name] = None
+            found.setdefault("errors", {})[name] = "%s: %s" % (type(exc).__name__, exc)
+    for module in ("dask", "distributed"):
+        if module in found.get("errors", {}):
+            continue
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError) as exc:
+            spec, why = None, "%s: %s" % (type(exc).__name__, exc)
+        else:
+            why = "ModuleNotFoundError: No module named %r" % module
+        if spec is None or found[module] is None:
+            found.setdefault("errors", {})[module] = why
     return found
+
+
+def _platform():
+    """What a wheel must be built for to run here: interpreter, ABI and platform tags' ingredients."""
+    import sysconfig
+
+    try:  # cheaper than platform.libc_ver(), which reads the interpreter's binary
+        libc, libc_version = (os.confstr("CS_GNU_LIBC_VERSION") or "").split()
+    except (AttributeError, ValueError, OSError):
+        libc, libc_version = "", ""
+    return {
+        "implementation": sys.implementation.name,
+        "python": "%d.%d" % sys.version_info[:2],
+        "soabi": sysconfig.get_config_var("SOABI") or "",
+        "platform": sysconfig.get_platform(),
+        "libc": libc,
+        "libc_version": libc_version,
+    }
 
 
 def prepare(request):
@@ -482,6 +521,123 @@ def connect(request):
     return {"connected": True, "seconds": round(time.monotonic() - started, 3)}
 
 
+def _sync_paths(request):
+    run_dir = os.path.expanduser(request["run_dir"])
+    venv = os.path.join(run_dir, "venv")
+    return run_dir, os.path.join(run_dir, "wheels"), venv, os.path.join(venv, "bin", "python")
+
+
+SYNC_MANIFEST = "clusterctl-sync.json"
+
+
+def sync_prepare(request):
+    """What this host has for `clusterctl sync`: its platform, the wheels shipped before (by the
+    sha256 verified when they arrived), and what its venv was last made from. Makes the wheel directory
+    unless ``create`` is false."""
+    import importlib.util
+    import platform
+
+    run_dir, wheels, venv, python = _sync_paths(request)
+    if request.get("create", True):  # `check` only looks
+        for directory in (run_dir, wheels):
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+    found = {}
+    for name in (os.listdir(wheels) if os.path.isdir(wheels) else []):
+        if name.endswith(".whl"):
+            try:
+                with open(os.path.join(wheels, name + ".sha256")) as handle:
+                    found[name] = handle.read().strip()
+            except OSError:
+                pass
+    try:
+        with open(os.path.join(venv, SYNC_MANIFEST)) as handle:
+            manifest = json.load(handle)
+    except (OSError, ValueError):
+        manifest = None
+    return {"host": _platform(), "python": platform.python_version(), "executable": sys.executable,
+            "can_venv": importlib.util.find_spec("venv") is not None, "wheels_dir": wheels, "wheels": found,
+            "venv": venv, "venv_python": python, "venv_ready": os.access(python, os.X_OK), "manifest": manifest}
+
+
+def _sha256(path):
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _tail(text, lines=5):
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:]) or "no output"
+
+
+def sync_install(request):
+    """Check the shipped wheels, make the venv if needed, and install exactly the requirements into
+    it with pip run from its own wheel, offline; distributions no longer required are removed."""
+    _, wheels, venv, python = _sync_paths(request)
+    for name, expected in sorted(request["wheels"].items()):
+        path = os.path.join(wheels, name)
+        try:
+            actual = _sha256(path)
+        except OSError as exc:
+            return {"ok": False, "stage": "transfer", "error": "%s: %s" % (name, exc.strerror)}
+        if actual != expected:
+            return {"ok": False, "stage": "transfer", "error": "%s arrived damaged (sha256 %s)" % (name, actual)}
+        with open(path + ".sha256", "w") as handle:
+            handle.write(actual)
+    if not os.access(python, os.X_OK):
+        made = subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if made.returncode != 0 or not os.access(python, os.X_OK):
+            return {"ok": False, "stage": "venv", "error": _tail(made.stdout, 2)}
+    try:
+        with open(os.path.join(venv, SYNC_MANIFEST)) as handle:
+            before = json.load(handle).get("requirements") or []
+    except (OSError, ValueError):
+        before = []
+    pip = [python, os.path.join(wheels, request["installer"], "pip"), "--disable-pip-version-check", "--no-input"]
+    env = dict(os.environ, PIP_CONFIG_FILE=os.devnull, PIP_NO_CACHE_DIR="1")
+    names = {_canonical(r.split("==")[0]) for r in request["requirements"]}
+    removed = [r.split("==")[0] for r in before if _canonical(r.split("==")[0]) not in names]
+    if removed:
+        subprocess.run([*pip, "uninstall", "-y", "-q", *removed], stdin=subprocess.DEVNULL, env=env,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    done = subprocess.run([*pip, "install", "-q", "--no-index", "--find-links", wheels, "--no-warn-script-location",
+                           *request["requirements"]], stdin=subprocess.DEVNULL, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if done.returncode != 0:
+        return {"ok": False, "stage": "install", "error": _tail(done.stdout)}
+    manifest = {"key": request["key"], "requirements": request["requirements"], "wheels": request["wheels"]}
+    with open(os.path.join(venv, SYNC_MANIFEST + ".tmp"), "w") as handle:
+        json.dump(manifest, handle)
+    os.replace(os.path.join(venv, SYNC_MANIFEST + ".tmp"), os.path.join(venv, SYNC_MANIFEST))
+    return {"ok": True, "venv_python": python, "removed": removed}
+
+
+def _canonical(name):
+    import re
+
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def sync_clean(request):
+    """Remove the venv and the shipped wheels, unless a process of the cluster still runs here."""
+    import shutil
+
+    run_dir, wheels, venv, _ = _sync_paths(request)
+    busy = [p["name"] for p in listing({"run_dir": run_dir})["processes"] if p.get("alive")]
+    if busy:
+        return {"busy": busy, "removed": []}
+    removed = []
+    for path in (venv, wheels):
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+            removed.append(path)
+    return {"busy": [], "removed": removed}
+
+
 OPERATIONS = {
     "start": start,
     "alive": alive,
@@ -494,6 +650,9 @@ OPERATIONS = {
     "read": read,
     "listen": listen,
     "connect": connect,
+    "sync_prepare": sync_prepare,
+    "sync_install": sync_install,
+    "sync_clean": sync_clean,
 }
 
 

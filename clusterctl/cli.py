@@ -446,24 +446,52 @@ def logs(ctx: click.Context, target: str | None, follow: bool, lines: int, clust
 Examples:
   clusterctl check cluster.yaml
   clusterctl check cluster.yaml --json | jq '.hosts[] | select(.ok | not)'
+  clusterctl check cluster.yaml --env       also every package's version per host and here
 
 \b
 Exit codes: 0 every check passed, 1 some check failed, 2 the inventory is invalid.""")
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--connect-timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
               metavar="SECONDS", help="How long a worker host may take to connect to the scheduler port.")
+@click.option("--env", "show_environment", is_flag=True,
+              help="Also show the environment: every compared package's version per host and on this machine.")
 @json_option
 @click.pass_context
 @global_options
-def check(ctx: click.Context, config: str, connect_timeout: float, json_output: bool) -> int:
+def check(ctx: click.Context, config: str, connect_timeout: float, show_environment: bool, json_output: bool) -> int:
     """Check every host of CONFIG before `up`, starting nothing: reachable, python and versions right,
     the scheduler port free on its host and reachable from every worker host."""
     from clusterctl import render
     from clusterctl.commands.check import check as run_check
 
-    report = run_check(config, _progress(ctx, json_output)[0], connect_timeout=connect_timeout)
+    report = run_check(config, _progress(ctx, json_output)[0], connect_timeout=connect_timeout,
+                       show_environment=show_environment)
     render.check_report(report, json_output)
     return report.exit_code
+
+
+@cli.command(epilog="""\b
+Examples:
+  clusterctl sync cluster.yaml            build the wheelhouse here, install it on every host
+  clusterctl sync cluster.yaml --json | jq '.hosts[] | {host, shipped_bytes, installed}'
+  clusterctl sync cluster.yaml --clean    remove each host's venv and shipped wheels""")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--clean", is_flag=True, help="Remove each host's venv and shipped wheels instead (the cluster must be down).")
+@json_option
+@click.pass_context
+def sync(ctx: click.Context, config: str, clean: bool, json_output: bool) -> int:
+    """Install the environment of CONFIG into a venv under each host's run_dir, offline, starting nothing.
+
+    Builds a wheelhouse here for each host platform and python, ships over SSH only the wheels a
+    host lacks, and installs them with `pip install --no-index`. `up` does the same first when the
+    inventory says `environment: {sync: true}`.
+    """
+    from clusterctl import render
+    from clusterctl.commands.sync import sync as run_sync
+
+    progress, prompt = _progress(ctx, json_output)
+    render.sync_result(run_sync(config, progress, prompt, clean=clean), json_output)
+    return EXIT_OK
 
 
 @cli.command(epilog="""\b

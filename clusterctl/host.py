@@ -183,8 +183,9 @@ class Host:
         answer = self.call("list", run_dir=self.run_dir)
         return self._checked("list", lambda: [FoundProcess.from_answer(p) for p in list_of(answer, "processes")])
 
-    def versions(self) -> dict[str, Any]:
-        answer = self.call("versions")
+    def versions(self, packages: list[str] | None = None) -> dict[str, Any]:
+        """python, what distributed compares, and ``packages``: metadata versions (None: not installed)."""
+        answer = self.call("versions", packages=list(packages or []))
         return self._checked("versions", lambda: versions_of(answer))
 
     def listen(self, host: str, port: int, seconds: float) -> dict[str, Any]:

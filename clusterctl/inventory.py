@@ -310,9 +310,42 @@ class SecuritySpec(_Model):
         return self.tls != "off"
 
 
+PACKAGE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9])?$")
+RESERVED_PACKAGE_NAMES = {"python", "executable", "host", "errors"}  # keys of the agent's versions answer
+
+
+class EnvironmentSpec(_Model):
+    """The packages every host must have in the same version, and whether `up` installs them."""
+
+    sync: bool = Field(False, description="Build a wheelhouse here and install it into a venv under each "
+                       "host's run_dir before starting; every process then runs that venv's python.")
+    requirements: str | None = Field(None, description="A requirements file (relative to the inventory); "
+                                     "default: the versions installed here of dask, distributed, `packages` "
+                                     "and everything they need.")
+    packages: list[str] = Field(default_factory=list, description="More distributions to compare (and sync).")
+    wheelhouse: str | None = Field(None, description="A directory of wheels to use; with it no package index "
+                                   "is contacted.")
+
+    @field_validator("packages")
+    @classmethod
+    def _packages(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not PACKAGE_NAME_PATTERN.fullmatch(name) or name.lower() in RESERVED_PACKAGE_NAMES:
+                raise ValueError(f"{name!r} is not a distribution name (e.g. numpy, scikit-learn)")
+        return value
+
+    @field_validator("requirements", "wheelhouse")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or any(c in value for c in "\n\r\0")):
+            raise ValueError(f"{value!r} is not a usable path")
+        return value
+
+
 class Inventory(_Model):
     name: str = Field(description="Cluster name; local state is keyed by it.")
     security: SecuritySpec = Field(default_factory=SecuritySpec)
+    environment: EnvironmentSpec = Field(default_factory=EnvironmentSpec)
     defaults: HostSettings = Field(default_factory=HostSettings)
     hosts: dict[str, HostSettings] = Field(default_factory=dict)
     scheduler: SchedulerSpec

@@ -1,4 +1,6 @@
-"""Preflight: every host's python runs, distributed imports, versions equal the scheduler host's."""
+"""Preflight: every host's python runs, distributed is installed, the environment's fingerprint
+(python major.minor and what `Client.get_versions(check=True)` compares) equals the scheduler host's;
+this machine, where a client usually runs, differing is a warning."""
 
 from __future__ import annotations
 
@@ -6,10 +8,12 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from clusterctl.agent import FINGERPRINT
 from clusterctl.errors import ClusterctlError, HostError
 from clusterctl.group import HostGroup
 
-COMPARED = ("python", "dask", "distributed", "cloudpickle", "msgpack")
+COMPARED = ("python", *FINGERPRINT)
+ALWAYS_SHOWN = ("python", "dask", "distributed")  # columns of the mismatch table, besides those that differ
 MISMATCH_HINT = "install the same versions everywhere, or pass --allow-version-mismatch"
 
 
@@ -19,6 +23,8 @@ class PreflightReport:
     versions: dict[str, dict[str, Any]] = field(default_factory=dict)  # host -> package -> version
     mismatched: dict[str, list[str]] = field(default_factory=dict)  # host -> packages that differ
     packages: tuple[str, ...] = COMPARED  # what was compared, in the order a table shows it
+    local: dict[str, Any] = field(default_factory=dict)  # this machine's versions, when compared
+    warnings: list[str] = field(default_factory=list)  # this machine differs from the hosts
 
 
 class VersionMismatchError(ClusterctlError):
@@ -45,19 +51,59 @@ def import_problem(alias: str, found: dict[str, Any], local: bool = False) -> Ho
                      f"{fix}, or set `python:` for this host")
 
 
-def differing(found: dict[str, Any], expected: dict[str, Any]) -> list[str]:
-    return [package for package in COMPARED if found.get(package) != expected.get(package)]
+def compared(packages: tuple[str, ...] | list[str] = ()) -> tuple[str, ...]:
+    """python, what distributed compares, then the inventory's `environment: {packages}`."""
+    return tuple(dict.fromkeys([*COMPARED, *packages]))
+
+
+def comparable(package: str, version: Any) -> Any:
+    """Python is compared by major.minor (what pickled code and wheels depend on), the rest exactly."""
+    if package == "python" and isinstance(version, str):
+        return ".".join(version.split(".")[:2])
+    return version
+
+
+def differing(found: dict[str, Any], expected: dict[str, Any], packages: tuple[str, ...] = COMPARED) -> list[str]:
+    return [p for p in packages if comparable(p, found.get(p)) != comparable(p, expected.get(p))]
+
+
+def local_warnings(local: dict[str, Any], expected: dict[str, Any], where: str,
+                   packages: tuple[str, ...] = COMPARED) -> list[str]:
+    """One warning per package this machine has in another version than ``where``."""
+    return [f"this machine has {p} {local.get(p) or 'not installed'}, {where} has {expected.get(p) or 'not installed'}: "
+            "a Client run here may fail to talk to the cluster; run it on a host, or install the same version here"
+            for p in differing(local, expected, packages)]
+
+
+def local_versions(packages: tuple[str, ...] = COMPARED) -> dict[str, Any]:
+    """This machine's fingerprint, read as the hosts' agents read theirs (metadata, no import)."""
+    import platform
+    from importlib import metadata
+
+    found: dict[str, Any] = {"python": platform.python_version()}
+    for package in packages:
+        if package != "python":
+            try:
+                found[package] = metadata.version(package)
+            except metadata.PackageNotFoundError:
+                found[package] = None
+    return found
 
 
 def preflight(hosts: HostGroup, reference_host: str, allow_mismatch: bool = False,
-              reference: dict[str, Any] | None = None) -> PreflightReport:
+              reference: dict[str, Any] | None = None, packages: tuple[str, ...] | list[str] = (),
+              compare_local: bool = False) -> PreflightReport:
     """Ask every host for its versions at once and compare them with ``reference_host``'s.
 
     ``reference`` stands in for the reference host's versions when it is not among ``hosts``
-    (add-worker compares with what `up` recorded of the scheduler host).
+    (add-worker compares with what `up` recorded of the scheduler host). ``packages`` are compared
+    besides python and what distributed compares; with ``compare_local`` this machine is compared
+    too, and a difference is a warning in the report.
     """
-    versions = hosts.run(lambda host: host.versions()).values_or_raise("preflight")
-    report = PreflightReport(reference_host=reference_host, versions=versions)
+    names = compared(packages)
+    extra = [p for p in names if p not in COMPARED]
+    versions = hosts.run(lambda host: host.versions(extra)).values_or_raise("preflight")
+    report = PreflightReport(reference_host=reference_host, versions=versions, packages=names)
     for alias, found in versions.items():
         problem = import_problem(alias, found, hosts[alias].settings.connection == "local")
         if problem is not None:
@@ -65,14 +111,19 @@ def preflight(hosts: HostGroup, reference_host: str, allow_mismatch: bool = Fals
     expected = reference or versions.get(reference_host)
     if expected is None:
         return report
+    if reference:  # recorded by an earlier `up`, perhaps of fewer packages: compare what it has
+        names = tuple(p for p in names if p in reference)
     for alias, found in versions.items():
-        packages = differing(found, expected)
-        if packages:
-            report.mismatched[alias] = packages
+        different = differing(found, expected, names)
+        if different:
+            report.mismatched[alias] = different
+    if compare_local:
+        report.local = local_versions(names)
+        report.warnings += local_warnings(report.local, expected, f"the scheduler host {reference_host}", names)
     if report.mismatched and not allow_mismatch:
         detail = "; ".join(
             f"{alias} has " + ", ".join(f"{p} {versions[alias].get(p)} (scheduler host: {expected.get(p)})"
-                                        for p in packages)
-            for alias, packages in report.mismatched.items())
+                                        for p in different)
+            for alias, different in report.mismatched.items())
         raise VersionMismatchError(f"version mismatch with scheduler host {reference_host}: {detail}", report)
     return report

@@ -176,13 +176,26 @@ VERSION_KEYS = ("python", "executable", "dask", "distributed", "cloudpickle", "m
 
 
 def versions_of(document: Any) -> dict[str, Any]:
-    """A ``versions`` answer: each of ``VERSION_KEYS`` text or missing, ``errors`` module -> text."""
-    found = {key: field_of(document, key, str, optional=True) for key in VERSION_KEYS}
-    errors = field_of(document, "errors", dict, optional=True)
-    if errors is not None:
-        if not all(isinstance(key, str) and isinstance(value, str) for key, value in errors.items()):
-            raise AnswerError("'errors' holds a non-string")
-        found["errors"] = dict(errors)
+    """A ``versions`` answer: every package's version text or None, ``errors`` module -> text, and the
+    host's platform (``host``, a mapping the sync reads) as it came."""
+    if not isinstance(document, dict):
+        raise AnswerError(f"expected an object, got {type(document).__name__}")
+    found: dict[str, Any] = {}
+    for key, value in document.items():
+        if key == "errors":
+            if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+                raise AnswerError("'errors' holds a non-string")
+            found["errors"] = dict(value)
+        elif key == "host":
+            if value is not None and not isinstance(value, dict):
+                raise AnswerError("'host' is not an object")
+            found["host"] = value
+        elif isinstance(key, str) and (value is None or isinstance(value, str)):
+            found[key] = value
+        else:
+            raise AnswerError(f"{key!r} is not text")
+    for key in VERSION_KEYS:
+        found.setdefault(key, None)
     return found
 
 

@@ -37,7 +37,9 @@ if TYPE_CHECKING:
     from clusterctl.commands.list_clusters import ListResult
     from clusterctl.commands.logs import LogStream
     from clusterctl.commands.remove_worker import RemoveResult
+    from clusterctl.commands.sync import CleanReport
     from clusterctl.commands.up import DryRun
+    from clusterctl.environment import SyncReport
     from clusterctl.preflight import PreflightReport
     from clusterctl.progress import PasswordPrompt
 
@@ -453,16 +455,21 @@ def env_exports(values: dict[str, str], json_output: bool) -> None:
 
 
 def version_table(report: PreflightReport) -> None:
-    """host x package versions, mismatches marked: shown when preflight refuses."""
+    """host x package versions, mismatches marked: shown when preflight refuses. Columns: python,
+    dask, distributed and every package that differs somewhere; this machine as the last row."""
+    from clusterctl.preflight import ALWAYS_SHOWN
+
     console = _console(stderr=True)
+    bad_anywhere = {p for packages in report.mismatched.values() for p in packages}
+    columns = [p for p in report.packages if p in ALWAYS_SHOWN or p in bad_anywhere]
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     table.add_column("host")
-    for package in report.packages:
+    for package in columns:
         table.add_column(package)
-    for host, found in report.versions.items():
+    rows = list(report.versions.items()) + ([("(this machine)", report.local)] if report.local else [])
+    for host, found in rows:
         bad = report.mismatched.get(host, [])
-        cells = [f"[red]{safe(str(found.get(p)))}[/]" if p in bad else safe(str(found.get(p)))
-                 for p in report.packages]
+        cells = [f"[red]{safe(str(found.get(p)))}[/]" if p in bad else safe(str(found.get(p))) for p in columns]
         marker = " (scheduler)" if host == report.reference_host else ""
         table.add_row(safe(host) + marker, *cells)
     console.print(table)
@@ -591,12 +598,40 @@ def check_report(report: CheckReport, json_output: bool) -> None:
         console.print(f"[red]✗[/] {safe(alias)}: {CHECK_LABELS[result.name]}: {safe(result.reason or '')}")
         if result.hint:
             console.print(f"  [yellow]hint:[/] {safe(result.hint)}")
+    if report.show_environment:
+        environment_matrix(report)
+    for text in report.warnings:
+        warning(text)
     failed_hosts = [h for h in report.hosts if not h.ok]
     if failed_hosts:
         console.print(f"[red]✗ {len(report.failures)} check(s) failed on {len(failed_hosts)} of "
                       f"{len(report.hosts)} host(s)[/]")
     else:
         console.print(f"[green]✓ all {len(report.hosts)} host(s) passed every check[/]")
+
+
+def environment_matrix(report: CheckReport) -> None:
+    """`check --env`: one row per package, one column per host and one for this machine; a
+    version that differs from the scheduler host's is red (this machine's: yellow, a warning)."""
+    console = _console()
+    asked = [host for host in report.hosts if host.versions]
+    reference = next((h.versions for h in asked if h.host == report.scheduler_host), {})
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    table.add_column("package")
+    for host in asked:
+        table.add_column(host.host + (" (scheduler)" if host.host == report.scheduler_host else ""))
+    table.add_column("this machine")
+
+    def cell(package: str, found: dict[str, Any], style: str) -> str:
+        from clusterctl.preflight import comparable
+
+        text = escape(str(found.get(package) or "-"))
+        same = comparable(package, found.get(package)) == comparable(package, reference.get(package))
+        return text if same or not reference else f"[{style}]{text}[/]"
+
+    for package in report.packages:
+        table.add_row(package, *[cell(package, h.versions, "red") for h in asked], cell(package, report.local, "yellow"))
+    console.print(table)
 
 
 def init_result(result: InitResult) -> None:
@@ -686,6 +721,30 @@ def bench_result(result: BenchResult, json_output: bool) -> None:
         console.print(f"[dim]transfer: {safe(ours.transfer)}[/]")
     for text in ours.notes:
         console.print(f"[yellow]note:[/] {safe(text)}")
+
+
+def sync_result(result: SyncReport | CleanReport, json_output: bool) -> None:
+    if json_output:
+        print_json(result.document())
+        return
+    from clusterctl.environment import SyncReport
+
+    console = _console()
+    if not isinstance(result, SyncReport):  # --clean
+        for alias, removed in result.removed.items():
+            console.print(f"{escape(alias)}: " + (f"removed {escape(', '.join(removed))}" if removed else "nothing to remove"))
+        console.print(f"[green]✓[/] cluster {escape(result.cluster)}: the environment is removed from "
+                      f"{len(result.removed)} host(s)")
+        return
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    for column in ("host", "platform", "shipped", "installed", "seconds"):
+        table.add_column(column, justify="right" if column in ("shipped", "seconds") else "left")
+    for host in result.hosts:
+        shipped = f"{len(host.shipped)} wheel(s), {host.shipped_bytes / 1e6:.1f} MB" if host.shipped else "0 B"
+        installed = "yes" + (f" (removed {', '.join(host.removed)})" if host.removed else "") if host.installed else "no"
+        table.add_row(escape(host.host), escape(host.target), shipped, escape(installed), f"{host.seconds:.2f}")
+    console.print(table)
+    console.print(f"[green]✓[/] {escape(result.headline)}")
 
 
 class _RemoteLogHandler(logging.Handler):

@@ -77,6 +77,7 @@ class ClusterReport:
     scheduler_started: float | None = None  # unix time, from the scheduler's identity
     tasks: TaskCounts | None = None  # the scheduler's tasks by state, when asked (`status`)
     adaptive: AdaptiveRow | None = None  # a `clusterctl adapt` supervisor is recorded
+    environment: dict[str, Any] | None = None  # `up` with `environment: {sync: true}`: what syncing did
 
     @property
     def healthy(self) -> bool:
@@ -185,6 +186,8 @@ def report_document(report: ClusterReport) -> dict[str, Any]:
         document["started"] = report.started
     if report.warnings:
         document["warnings"] = report.warnings
+    if report.environment is not None:
+        document["environment"] = report.environment
     if report.processes is not None:
         document["processes"] = [asdict(p) for p in report.processes]
     return document

@@ -74,10 +74,11 @@ def test_dry_run_prints_the_commands_and_starts_nothing(sshd: SshdTestBed, ssh_e
 
 
 def test_a_version_mismatch_is_refused_with_the_table(sshd: SshdTestBed, ssh_env: SshEnv, tmp_path: Path) -> None:
-    # A stub python on the "remote" side: the real interpreter with an older msgpack in front.
-    fake = tmp_path / "fake-site" / "msgpack"
+    # A stub python on the "remote" side: the real interpreter with an older msgpack's metadata in
+    # front (the preflight reads versions from metadata, as distributed's own check does).
+    fake = tmp_path / "fake-site" / "msgpack-0.9.9.dist-info"
     fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text("version = (0, 9, 9)\n")
+    (fake / "METADATA").write_text("Metadata-Version: 2.1\nName: msgpack\nVersion: 0.9.9\n")
     stub = tmp_path / "python-stub"
     stub.write_text(f"#!/bin/sh\nPYTHONPATH={fake.parent} exec {PYTHON} \"$@\"\n")
     stub.chmod(0o755)

@@ -54,7 +54,9 @@ STATUS_VOLATILE = {("scheduler", "address"): str, ("scheduler", "dashboard"): (s
 
 CHECK_NAMES = ("reachable", "python", "versions", "port_free", "reaches_scheduler")
 PASSED = {"status": "ok", "reason": None, "hint": None}
-VERSIONS = {"python": "<str>", "dask": "<str>", "distributed": "<str>", "cloudpickle": "<str>", "msgpack": "<str>"}
+# The fingerprint: python, then what `Client.get_versions(check=True)` compares (lz4, pandas may be missing).
+VERSIONS = {"python": "<str>", "dask": "<str>", "distributed": "<str>", "msgpack": "<str>", "cloudpickle": "<str>",
+            "toolz": "<str>", "tornado": "<str>", "lz4": "<str|None>", "numpy": "<str|None>", "pandas": "<str|None>"}
 CHECK_SNAPSHOT = {
     "schema": 1,
     "cluster": "t",
@@ -63,8 +65,12 @@ CHECK_SNAPSHOT = {
     "scheduler": {"host": "me", "address": "<str>"},
     "hosts": [{"host": "me", "roles": ["scheduler", "worker"], "address": "127.0.0.1", "ok": True,
                "versions": VERSIONS, "checks": dict.fromkeys(CHECK_NAMES, PASSED)}],
+    "warnings": [],
 }
-CHECK_VOLATILE = {("config",): str, ("scheduler", "address"): str, ("hosts", "*", "versions", "*"): str}
+CHECK_VOLATILE = {("config",): str, ("scheduler", "address"): str,
+                  **{("hosts", "*", "versions", p): str for p in ("python", "dask", "distributed", "msgpack",
+                                                                  "cloudpickle", "toolz", "tornado")},
+                  **{("hosts", "*", "versions", p): (str, type(None)) for p in ("lz4", "numpy", "pandas")}}
 
 MISSING_PYTHON_SNAPSHOT = {
     "host": "bad",

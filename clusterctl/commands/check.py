@@ -4,7 +4,8 @@ Per host, in order (a check that cannot run because an earlier one failed is ski
 
     reachable          the transport connects and authenticates, and runs a command
     python             the host's python runs and imports dask and distributed
-    versions           python/dask/distributed/cloudpickle/msgpack equal the scheduler host's
+    versions           the fingerprint (python major.minor, what distributed compares, `environment:
+                       packages`) equals the scheduler host's; this machine differing is a warning
     port_free          (scheduler host) the scheduler port can be bound where `up` would listen
     reaches_scheduler  (worker hosts) a TCP connection to that port succeeds from the host
 
@@ -74,6 +75,10 @@ class CheckReport:
     scheduler_host: str
     scheduler_address: str | None  # where `up` would make the scheduler listen; None if unknown
     hosts: list[HostCheck] = field(default_factory=list)
+    packages: tuple[str, ...] = preflight.COMPARED  # the fingerprint compared, in column order
+    local: dict[str, Any] = field(default_factory=dict)  # this machine's fingerprint
+    warnings: list[str] = field(default_factory=list)  # this machine differs from the scheduler host
+    show_environment: bool = False  # `check --env`: the hosts x packages matrix
 
     @property
     def ok(self) -> bool:
@@ -107,22 +112,33 @@ class CheckReport:
                 }
                 for host in self.hosts
             ],
+            "warnings": self.warnings,
+            **({"environment": {"packages": list(self.packages), "this_machine": self.local}}
+               if self.show_environment else {}),
         }
 
 
-def check(config: str, progress: Progress | None = None, connect_timeout: float = CONNECT_TIMEOUT) -> CheckReport:
+def check(config: str, progress: Progress | None = None, connect_timeout: float = CONNECT_TIMEOUT,
+          show_environment: bool = False) -> CheckReport:
     """Every check on every host of ``config``; raises only for an invalid inventory."""
     progress = progress or SilentProgress()
     inventory = load_inventory(config)
     scheduler_alias = inventory.scheduler.host
     aliases = list(dict.fromkeys([scheduler_alias, *(group.host for group in inventory.workers)]))
     rows = {alias: HostCheck(alias, roles=_roles(inventory, alias)) for alias in aliases}
-    report = CheckReport(inventory.name, str(Path(config)), scheduler_alias, None, list(rows.values()))
+    report = CheckReport(inventory.name, str(Path(config)), scheduler_alias, None, list(rows.values()),
+                         packages=preflight.compared(inventory.environment.packages),
+                         show_environment=show_environment)
+    report.local = preflight.local_versions(report.packages)
     try:
         with connect(inventory, aliases) as hosts:
             progress.step(f"checking {len(hosts)} host(s)")
-            hosts.run(lambda host: _reach_and_ask(host, rows[host.alias]))
-            _compare_versions(rows, scheduler_alias)
+            hosts.run(lambda host: _reach_and_ask(host, rows[host.alias], report.packages,
+                                                  inventory.environment.sync))
+            _compare_versions(rows, scheduler_alias, report.packages)
+            if rows[scheduler_alias].passed("python") and rows[scheduler_alias].versions:
+                report.warnings = preflight.local_warnings(report.local, rows[scheduler_alias].versions,
+                                                           f"the scheduler host {scheduler_alias}", report.packages)
             if rows[scheduler_alias].passed("python"):  # else there is no port to check there
                 progress.step(f"checking port {inventory.scheduler.port} on {scheduler_alias}")
             _check_port(inventory, hosts, rows, report, connect_timeout)
@@ -136,7 +152,7 @@ def _roles(inventory: Inventory, alias: str) -> list[str]:
     return roles + (["worker"] if any(group.host == alias for group in inventory.workers) else [])
 
 
-def _reach_and_ask(host: Host, row: HostCheck) -> None:
+def _reach_and_ask(host: Host, row: HostCheck, packages: tuple[str, ...], sync: bool = False) -> None:
     """reachable, then python: one round trip each."""
     try:
         log_command(host.alias, PROBE_ARGV)
@@ -148,12 +164,14 @@ def _reach_and_ask(host: Host, row: HostCheck) -> None:
         return
     row.record("reachable", True)
     row.address = host.address
+    if sync and not _use_venv(host, row):
+        return
     try:
-        found = host.versions()  # nothing created on the host, unlike `up`'s prepare
+        found = host.versions([p for p in packages if p not in preflight.COMPARED])  # creates nothing there
     except ClusterctlError as exc:
         row.record("python", False, _reason(exc), exc.hint)
         return
-    row.versions = {package: found.get(package) for package in preflight.COMPARED}
+    row.versions = {package: found.get(package) for package in packages}
     problem = preflight.import_problem(host.alias, found, host.settings.connection == "local")
     if problem is not None:
         row.record("python", False, problem.reason, problem.hint)
@@ -161,15 +179,40 @@ def _reach_and_ask(host: Host, row: HostCheck) -> None:
         row.record("python", True)
 
 
-def _compare_versions(rows: dict[str, HostCheck], scheduler_alias: str) -> None:
+def _use_venv(host: Host, row: HostCheck) -> bool:
+    """`environment: {sync: true}`: the processes will run the venv's python, so that is what is
+    checked, once `up` or `sync` made it; before, the host's python need only be able to make it."""
+    try:
+        found = host.call("sync_prepare", run_dir=host.run_dir, create=False)
+    except ClusterctlError as exc:
+        row.record("python", False, _reason(exc), exc.hint)
+        return False
+    if not found.get("can_venv"):
+        row.record("python", False, f"{found.get('executable') or host.python} cannot create a venv (no `venv` module)",
+                   "install the venv module there (Debian/Ubuntu: python3-venv), or set `python:` to an interpreter "
+                   "that can run `python -m venv`")
+        return False
+    if not found.get("venv_ready"):
+        row.record("python", True)
+        row.record("versions", None, "not synced yet: `clusterctl sync` (or `up`) installs the environment")
+        return False
+    host.settings = host.settings.model_copy(update={"python": str(found["venv_python"])})
+    return True
+
+
+def _compare_versions(rows: dict[str, HostCheck], scheduler_alias: str, packages: tuple[str, ...]) -> None:
     reference = rows[scheduler_alias]
     for row in rows.values():
-        if not row.passed("python"):
+        if "versions" in row.checks:  # decided already (not synced yet)
+            continue
+        if not reference.versions and reference.passed("python"):
+            row.record("versions", None, f"the scheduler host {scheduler_alias} is not synced yet")
+        elif not row.passed("python"):
             row.record("versions", None, "python did not run")
         elif not reference.passed("python"):
             row.record("versions", None, f"the scheduler host {scheduler_alias} could not be asked")
         else:
-            differing = preflight.differing(row.versions, reference.versions)
+            differing = preflight.differing(row.versions, reference.versions, packages)
             if differing:
                 row.record("versions", False, ", ".join(
                     f"{p} {row.versions.get(p)} (scheduler host: {reference.versions.get(p)})" for p in differing),

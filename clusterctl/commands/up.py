@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clusterctl import elastic, lifecycle, rolling, scheduler_api, state, tls
+from clusterctl import elastic, environment, lifecycle, rolling, scheduler_api, state, tls
 from clusterctl.errors import ClusterctlError, ForeignSchedulerError, InvalidInputError, SchedulerUnreachableError
 from clusterctl.group import HostGroup, connect
 from clusterctl.inventory import Inventory, TlsFilesSpec, WorkerGroup, load_inventory, select_hosts
@@ -78,9 +78,15 @@ def up(config: str, progress: Progress, password_prompt: PasswordPrompt | None =
                 tls.check_readable(inventory.security.tls)
             if previous is None or previous.process("scheduler") is None:  # a new cluster: before anything slow
                 lifecycle.refuse_taken_scheduler_port(hosts, inventory, endpoint, None, early=True)
+            synced = None
+            if inventory.environment.sync:  # every process then runs its host's venv python
+                synced = environment.sync_hosts(inventory.name, inventory.environment, Path(config).resolve().parent,
+                                                HostGroup({alias: hosts[alias] for alias in described}), progress)
+                inventory = environment.synced_inventory(inventory, environment.use_venvs(hosts, synced))
+                plans = plan_cluster(inventory, endpoint, run_dirs, scheduler_id)
             progress.step(f"checking {len(hosts)} host(s)")
             report = preflight(HostGroup({alias: hosts[alias] for alias in described}), inventory.scheduler.host,
-                               allow_version_mismatch)
+                               allow_version_mismatch, packages=inventory.environment.packages, compare_local=True)
             st = ClusterState(
                 name=inventory.name,
                 inventory=inventory,
@@ -96,12 +102,18 @@ def up(config: str, progress: Progress, password_prompt: PasswordPrompt | None =
             if inventory.security.enabled:
                 progress.step("distributing TLS certificates")
                 lifecycle.provision_tls(inventory, hosts, endpoint)
+            # Processes keep what they imported: a changed environment restarts all, so every one agrees.
+            restart = restart or (synced is not None and any(h.installed for h in synced.hosts))
             todo = reconcile(inventory, endpoint, plans, previous, hosts, restart, run_dirs)
             _keep_minimum(inventory, endpoint, todo, run_dirs)
             if rolling:
                 result = _apply_rolling(st, hosts, todo, timeout, progress, max_unavailable, endpoint)
             else:
                 result = _apply(st, hosts, todo, timeout, progress, endpoint)
+            result.warnings += report.warnings
+            if synced is not None:
+                result.environment = synced.document()
+                result.headline = f"{synced.headline}; {result.headline}"
             if not inventory.security.enabled and not _is_loopback(endpoint.listen_host):
                 result.warnings.append(
                     f"TLS is off and the scheduler listens on {endpoint.listen_host}:{endpoint.port}: anyone who "
