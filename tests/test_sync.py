@@ -23,15 +23,34 @@ from typing import Any
 import pytest
 from distributed import Client
 
-from tests.helpers.cluster import REPO, CliResult, clusterctl, kill_recorded, local_inventory, write_inventory
-from tests.helpers.testbed import Testbed
-from tests.test_testbed_cluster import isolated_env, kill_what_pid_files_name
+from testbed import Testbed
+from testbed.client_env import SshEnv
+from tests.helpers.cluster import (
+    REPO,
+    CliResult,
+    clusterctl,
+    kill_recorded,
+    kill_running,
+    local_inventory,
+    pid_file_records,
+    write_inventory,
+)
 from tests.workloads import trace_of_constant_matrix
 
 pytestmark = pytest.mark.netns
 
 CLUSTER = "synced"
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}  # workers import tests.workloads
+
+
+def isolated_env(base: Path) -> dict[str, str | None]:
+    """No real ~/.ssh, no real clusterctl home, for a whole module."""
+    return SshEnv.under(base).variables()
+
+
+def kill_what_pid_files_name(run_dirs: dict[str, Path]) -> None:
+    """The safety net after `down`: SIGKILL whatever a pid file in ``run_dirs`` still names."""
+    kill_running(pid_file_records(path for run_dir in run_dirs.values() for path in run_dir.glob("*.pid")))
 OLDER_DASK = "2026.1.0" if metadata.version("dask") != "2026.1.0" else "2025.1.0"
 
 
