@@ -479,6 +479,7 @@ Examples:
 @click.option("--clean", is_flag=True, help="Remove each host's venv and shipped wheels instead (the cluster must be down).")
 @json_option
 @click.pass_context
+@global_options
 def sync(ctx: click.Context, config: str, clean: bool, json_output: bool) -> int:
     """Install the environment of CONFIG into a venv under each host's run_dir, offline, starting nothing.
 
