@@ -105,7 +105,9 @@ def refuse_taken_scheduler_port(hosts: HostGroup, inventory: Inventory, endpoint
         raise HostError(host.alias, f"cannot listen on {endpoint.listen_host}:{endpoint.port}: {answer.get('error')}",
                         "set the scheduler host's `address:` to one of its own addresses")
     try:
-        holder = scheduler_api.owner_of(scheduler_api.query(endpoint.address, timeout=2.0, tls=client_tls).scheduler_id)
+        # Without our client certificates (a new cluster), ask in plain TCP: who holds the port is what matters.
+        ask = endpoint.address if client_tls is not None else SchedulerEndpoint(endpoint.listen_host, endpoint.port).address
+        holder = scheduler_api.owner_of(scheduler_api.query(ask, timeout=2.0, tls=client_tls).scheduler_id)
         owner = f": {holder} listens there" + (" (another cluster)" if holder.startswith("cluster ") else "")
     except ClusterctlError:
         owner = ""

@@ -7,6 +7,7 @@ is decided by asking the scheduler which workers it has, never by reading log li
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -199,8 +200,9 @@ async def _snapshot(scheduler: Any) -> dict[str, Any] | None:
 def _run(coroutine_factory: Callable[[], Any], address: str, timeout: float) -> Any:
     try:
         return asyncio.run(asyncio.wait_for(coroutine_factory(), timeout + 1))
-    except (OSError, asyncio.TimeoutError, ValueError) as exc:
-        # ValueError: tornado's "cannot convert to SSL" when something else answers on the port.
+    except (OSError, asyncio.TimeoutError, ValueError, struct.error) as exc:
+        # ValueError: tornado's "cannot convert to SSL" when something else answers on the port;
+        # struct.error: distributed's framing when a plain-text server answers instead of a scheduler.
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SchedulerUnreachableError(
             f"scheduler at {address} does not answer: {reason}",
