@@ -16,6 +16,7 @@ Keep this file compatible with Python 3.8 and free of third-party imports.
 import errno
 import json
 import os
+import select
 import signal
 import socket
 import stat as stat_module
@@ -24,6 +25,8 @@ import sys
 import time
 
 PID_SUFFIX = ".pid"
+ANSWER_MARKER = "CLUSTERCTL-AGENT "
+EXIT_MARKER = "CLUSTERCTL-EXIT "  # a watched process exited (``start_watched``)
 # What a process inherits from this agent's own environment: everything but clusterctl's own
 # variables (CLUSTERCTL_SSH_PASSWORD above all), which only the controller may read.
 OWN_PREFIX = "CLUSTERCTL_"
@@ -190,9 +193,12 @@ def process_env(spec):
     return env
 
 
-def start(request):
+def start(request, children=None):
+    """Start every process of the request, detached; with ``children`` (a list), append (record,
+    Popen) for each, so that ``watch`` can report the exit of any of them."""
     run_dir = trusted_run_dir(request["run_dir"])
     started = []
+    children = [] if children is None else children
     for spec in request["processes"]:
         path = log_path(run_dir, spec["name"])
         env = process_env(spec)
@@ -220,6 +226,7 @@ def start(request):
                 started.append({"name": spec["name"], "error": "cannot run %s: %s" % (argv[0], exc.strerror), "log": path})
                 continue
         record = {"name": spec["name"], "pid": process.pid, "start_time": _start_time(process.pid), "log": path}
+        children.append((record, process))
         pid_path = os.path.join(run_dir, spec["name"] + PID_SUFFIX)
         try:
             os.unlink(pid_path + ".tmp")  # left by an interrupted start; never written through
@@ -230,6 +237,48 @@ def start(request):
         os.replace(pid_path + ".tmp", pid_path)
         started.append(record)
     return {"processes": started}
+
+
+def start_watched(request):
+    """``start``, answered at once; then this agent stays attached and reports, on the same stream,
+    each started process that exits (with its log's tail), until the controller closes the stream
+    (it is done waiting) or ``watch_seconds`` pass. It sleeps until a child exits: waiting costs nothing."""
+    children = []  # type: list
+    answer = start(request, children)
+    _answer(answer)
+    watch(children, float(request["watch_seconds"]), int(request.get("tail_lines", 200)))
+
+
+def watch(children, seconds, tail_lines):
+    deadline = time.monotonic() + seconds
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # a handler, so that the wakeup fd is written
+    # The request came with its end of input; the controller's end shows as an error on our stdout.
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), 0)  # no events asked: POLLERR/POLLHUP come anyway
+    poller.register(wake_read, select.POLLIN)
+    pending = list(children)
+    while pending:
+        for record, process in list(pending):
+            if process.poll() is not None:  # reaps it: an exited child of ours is no zombie
+                pending.remove((record, process))
+                text = tail({"path": record["log"], "lines": tail_lines}).get("text", "")
+                _answer(dict(record, exited=process.returncode, tail=text), marker=EXIT_MARKER)
+        remaining = deadline - time.monotonic()
+        if not pending or remaining <= 0:
+            break
+        events = dict(poller.poll(remaining * 1000))
+        if events.get(wake_read):
+            os.read(wake_read, 4096)
+        if events.get(sys.stdout.fileno()):
+            break  # the controller closed the stream: it watches no more
+
+
+def _answer(answer, marker=None):
+    sys.stdout.write((marker or ANSWER_MARKER) + json.dumps(answer) + "\n")
+    sys.stdout.flush()
 
 
 def alive(request):
@@ -358,6 +407,8 @@ def versions(request):
             why = "ModuleNotFoundError: No module named %r" % module
         if spec is None or found[module] is None:
             found.setdefault("errors", {})[module] = why
+    if request.get("free_port"):  # `up`: is the scheduler's port free? (asked here to save a round trip)
+        found["free_port"] = listen(dict(request["free_port"], seconds=0))
     return found
 
 
@@ -662,11 +713,15 @@ def main():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The request comes on stdin (not argv, which every user of the host can read).
     request = json.loads(sys.stdin.read())
+    operation = OPERATIONS[request["op"]]
+    if request["op"] == "start" and request.get("watch_seconds"):
+        operation = start_watched  # answers by itself, then reports exits
     try:
-        answer = OPERATIONS[request["op"]](request)
+        answer = operation(request)
     except Refused as exc:
         answer = {"refused": exc.message, "hint": exc.hint}
-    sys.stdout.write("CLUSTERCTL-AGENT " + json.dumps(answer) + "\n")
+    if answer is not None:  # None: the operation answered itself
+        _answer(answer)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -33,10 +35,13 @@ from clusterctl.records import (
     versions_of,
 )
 from clusterctl.remote_log import AGENT_PLACEHOLDER, log_command, mask
-from clusterctl.transport import Transport
+from clusterctl.transport import CommandResult, Transport
+from clusterctl.transport.base import CommandStream
 
 AGENT_MARKER = "CLUSTERCTL-AGENT "
 AGENT_TIMEOUT = 60.0  # seconds for one agent round trip (a stop adds its grace period)
+EXIT_MARKER = "CLUSTERCTL-EXIT "
+WATCH_TAIL_LINES = 200  # of an exited process's log, sent with the news (searched for the root cause)
 
 
 @cache
@@ -54,6 +59,41 @@ def _agent_request(plan: ProcessPlan) -> dict[str, Any]:
     """What the agent's ``start`` receives for one process: the description it executes."""
     return {"name": plan.name, "role": plan.role, "argv": plan.argv, "env": plan.env, "setup": plan.setup,
             "worker_names": plan.worker_names}
+
+
+@dataclass(frozen=True)
+class ProcessExit:
+    """A watched process that exited: which, its exit status, and the tail of its log."""
+
+    host: str
+    pid: int
+    status: int | None
+    tail: str
+
+
+class ExitWatch:
+    """An agent left attached after a start: the exits it reports, until ``close``."""
+
+    def __init__(self, host: str, stream: CommandStream) -> None:
+        self.host = host
+        self._stream = stream
+
+    def exits(self) -> list[ProcessExit]:
+        """What it reported since the last call, without waiting; a malformed line is skipped."""
+        found = []
+        while (line := self._stream.readline(0)):
+            if not line.startswith(EXIT_MARKER):
+                continue
+            try:
+                item = json.loads(line[len(EXIT_MARKER):])
+                found.append(ProcessExit(self.host, pid_of(item), item.get("exited") if isinstance(
+                    item.get("exited"), int) else None, field_of(item, "tail", str, optional=True) or ""))
+            except (ValueError, RecursionError, AnswerError, AttributeError):
+                continue
+        return found
+
+    def close(self) -> None:
+        self._stream.close()
 
 
 class Host:
@@ -110,25 +150,32 @@ class Host:
         result = self.transport.run(argv, stdin=payload.encode(), timeout=timeout)
         for line in result.stdout.splitlines():
             if line.startswith(AGENT_MARKER):
-                try:
-                    answer = json.loads(line[len(AGENT_MARKER):])
-                except (ValueError, RecursionError):
-                    raise HostError(self.alias, f"the agent's answer to {op!r} is not valid JSON",
-                                    "check the host's `python:`; run with -v to see the exchange") from None
-                if not isinstance(answer, dict):
-                    raise HostError(self.alias, f"the agent's answer to {op!r} is not a JSON object")
-                if "refused" in answer:  # e.g. a run directory another user can write to
-                    raise HostError(self.alias, str(answer["refused"]), str(answer.get("hint") or "") or None)
-                return answer
+                return self._answer(op, line)
+        raise self._no_answer(result)
+
+    def _answer(self, op: str, line: str) -> dict[str, Any]:
+        try:
+            answer = json.loads(line[len(AGENT_MARKER):])
+        except (ValueError, RecursionError):
+            raise HostError(self.alias, f"the agent's answer to {op!r} is not valid JSON",
+                            "check the host's `python:`; run with -v to see the exchange") from None
+        if not isinstance(answer, dict):
+            raise HostError(self.alias, f"the agent's answer to {op!r} is not a JSON object")
+        if "refused" in answer:  # e.g. a run directory another user can write to
+            raise HostError(self.alias, str(answer["refused"]), str(answer.get("hint") or "") or None)
+        return answer
+
+    def _no_answer(self, result: CommandResult) -> HostError:
+        """What went wrong when the agent wrote no answer."""
         if result.exit_status == 127:
-            raise HostError(self.alias, f"{self.python}: command not found",
-                            "set `python:` for this host to an interpreter that has dask and distributed")
+            return HostError(self.alias, f"{self.python}: command not found",
+                             "set `python:` for this host to an interpreter that has dask and distributed")
         detail = (result.stderr.strip().splitlines() or result.stdout.strip().splitlines() or ["no output"])[-1]
         if self.settings.setup and result.exit_status != 0:
-            raise HostError(self.alias, f"setup lines or {self.python} failed (exit {result.exit_status}): {detail}",
-                            "check the host's `setup:` lines and `python:`")
-        raise HostError(self.alias, f"{self.python} failed (exit {result.exit_status}): {detail}",
-                        "check that `python:` names a working Python 3.8+ interpreter")
+            return HostError(self.alias, f"setup lines or {self.python} failed (exit {result.exit_status}): {detail}",
+                             "check the host's `setup:` lines and `python:`")
+        return HostError(self.alias, f"{self.python} failed (exit {result.exit_status}): {detail}",
+                         "check that `python:` names a working Python 3.8+ interpreter")
 
     def _checked(self, op: str, parse: Any) -> Any:
         try:
@@ -140,7 +187,37 @@ class Host:
     def start(self, plans: list[ProcessPlan]) -> list[ProcessRecord | StartFailure]:
         """Start processes detached, each in its own session; one record (or failure) per plan, in order."""
         answer = self.call("start", run_dir=self.run_dir, processes=[_agent_request(p) for p in plans])
+        return self._started(plans, answer)
 
+    def start_watched(self, plans: list[ProcessPlan], seconds: float
+                      ) -> tuple[list[ProcessRecord | StartFailure], ExitWatch]:
+        """``start``, with the agent left attached for up to ``seconds``: the returned watch reports
+        any of these processes that exits, with its log's tail, at no cost while none does."""
+        argv = self.agent_argv()
+        payload = json.dumps({"op": "start", "run_dir": self.run_dir, "processes": [_agent_request(p) for p in plans],
+                              "watch_seconds": seconds, "tail_lines": WATCH_TAIL_LINES})
+        log_command(self.alias, [AGENT_PLACEHOLDER if arg == agent_source() else arg for arg in argv], payload)  # `-v`
+        stream = self.transport.stream(argv, stdin=payload.encode())
+        try:
+            output: list[str] = []
+            deadline = time.monotonic() + AGENT_TIMEOUT
+            while True:
+                line = stream.readline(max(0.0, deadline - time.monotonic()))
+                if line is None:
+                    raise HostError(self.alias, f"{argv[0]} did not answer within {AGENT_TIMEOUT:g}s")
+                if line.startswith(AGENT_MARKER):
+                    answer = self._answer("start", line)
+                    break
+                if line == "":
+                    raise self._no_answer(CommandResult(1, "".join(output), ""))
+                output.append(line)
+            records = self._started(plans, answer)
+        except BaseException:
+            stream.close()
+            raise
+        return records, ExitWatch(self.alias, stream)
+
+    def _started(self, plans: list[ProcessPlan], answer: dict[str, Any]) -> list[ProcessRecord | StartFailure]:
         def parse() -> list[ProcessRecord | StartFailure]:
             items = list_of(answer, "processes")
             if len(items) != len(plans):
@@ -185,8 +262,27 @@ class Host:
 
     def versions(self, packages: list[str] | None = None) -> dict[str, Any]:
         """python, what distributed compares, and ``packages``: metadata versions (None: not installed)."""
-        answer = self.call("versions", packages=list(packages or []))
-        return self._checked("versions", lambda: versions_of(answer))
+        return self.check(packages)[0]
+
+    def check(self, packages: list[str] | None = None, free_port: tuple[str, int] | None = None
+              ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """``versions``, and in the same round trip, given ``free_port`` (address, port): whether that
+        port is free here (``listening``), else its ``error`` and whether it is ``in_use``."""
+        request: dict[str, Any] = {"packages": list(packages or [])}
+        if free_port is not None:
+            request["free_port"] = {"host": free_port[0], "port": free_port[1]}
+        answer = self.call("versions", **request)
+        port = answer.pop("free_port", None)
+
+        def parse_port() -> dict[str, Any] | None:
+            if free_port is None:
+                return None
+            if field_of(port, "listening", bool):
+                return {"listening": True}
+            return {"listening": False, "error": field_of(port, "error", str),
+                    "in_use": bool(field_of(port, "in_use", bool, optional=True))}
+
+        return self._checked("versions", lambda: (versions_of(answer), parse_port()))
 
     def listen(self, host: str, port: int, seconds: float) -> dict[str, Any]:
         """A test listener on ``host:port`` for `check` (see the agent's ``listen``)."""

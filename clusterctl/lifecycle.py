@@ -8,28 +8,28 @@ and the root cause from its log, and undoes what the attempt started.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from clusterctl import scheduler_api, state, tls
 from clusterctl.errors import ClusterctlError, ForeignSchedulerError, HostError, SchedulerUnreachableError
 from clusterctl.group import HostGroup, connect
-from clusterctl.host import Host
+from clusterctl.host import WATCH_TAIL_LINES, ExitWatch, Host
 from clusterctl.inventory import Inventory, TlsFilesSpec, select_hosts
 from clusterctl.launch import ProcessPlan, SchedulerEndpoint
 from clusterctl.progress import PasswordPrompt, Progress
 from clusterctl.records import ProcessRecord, StartFailure, StoppedProcess
 from clusterctl.scheduler_api import SchedulerView
 from clusterctl.state import ClusterState
-from clusterctl.timing import DOWN_GRACE, LIVENESS_CHECK_EVERY, RESTART_GRACE
+from clusterctl.timing import DOWN_GRACE, RESTART_GRACE
 from clusterctl.tls import TlsFiles
 
 T = TypeVar("T")
 LOG_TAIL_LINES = 15  # shown to the user
-LOG_SCAN_LINES = 200  # searched for the root cause
+LOG_SCAN_LINES = WATCH_TAIL_LINES  # searched for the root cause
+WATCH_MARGIN = 30.0  # seconds an agent watches beyond the start's timeout, should the controller vanish
 # Root causes that dask logs well above its final "failed to start" line.
 ROOT_CAUSES = ("Address already in use", "No module named", "Permission denied", "Cannot assign requested address",
                "command not found", "No such file or directory", "certificate verify failed")
@@ -99,10 +99,17 @@ def refuse_taken_scheduler_port(hosts: HostGroup, inventory: Inventory, endpoint
         if early:
             return  # the preflight that follows says what is wrong with the host, with the other hosts'
         raise
+    refuse_taken_port(host.alias, endpoint, answer, client_tls)
+
+
+def refuse_taken_port(alias: str, endpoint: SchedulerEndpoint, answer: dict[str, Any],
+                      client_tls: TlsFiles | None) -> None:
+    """Raise, naming who holds it if a scheduler does, unless ``answer`` (the agent's ``listen`` with
+    ``seconds=0``) says the scheduler's port is free on its host ``alias``."""
     if answer.get("listening"):
         return  # seconds=0: the agent only bound the port and closed it again
     if not answer.get("in_use"):
-        raise HostError(host.alias, f"cannot listen on {endpoint.listen_host}:{endpoint.port}: {answer.get('error')}",
+        raise HostError(alias, f"cannot listen on {endpoint.listen_host}:{endpoint.port}: {answer.get('error')}",
                         "set the scheduler host's `address:` to one of its own addresses")
     try:
         # Without our client certificates (a new cluster), ask in plain TCP: who holds the port is what matters.
@@ -111,7 +118,7 @@ def refuse_taken_scheduler_port(hosts: HostGroup, inventory: Inventory, endpoint
         owner = f": {holder} listens there" + (" (another cluster)" if holder.startswith("cluster ") else "")
     except ClusterctlError:
         owner = ""
-    raise HostError(host.alias, f"the scheduler port {endpoint.port} is in use on {host.alias}{owner}; nothing "
+    raise HostError(alias, f"the scheduler port {endpoint.port} is in use on {alias}{owner}; nothing "
                     "was started", "stop what holds the port, or set another `scheduler.port` in the inventory")
 
 
@@ -120,15 +127,26 @@ def refuse_taken_scheduler_port(hosts: HostGroup, inventory: Inventory, endpoint
 
 def start_processes(hosts: HostGroup, plans: list[ProcessPlan], progress: Progress,
                     st: ClusterState, started: list[ProcessRecord],
-                    added: dict[str, dict[str, Any]] | None = None) -> None:
+                    added: dict[str, dict[str, Any]] | None = None, watches: list[ExitWatch] | None = None,
+                    watch_seconds: float = 0.0) -> None:
     """Start every plan on its host, all hosts at once, recording each pid in ``st`` and ``started``.
 
     ``added`` maps the names of groups that `add-worker` added (not the inventory) to their
     settings, so that `up` can start them again. Whatever did start is recorded before any
-    failure is raised, so that nothing started becomes unreachable to `down`.
+    failure is raised, so that nothing started becomes unreachable to `down`. Given ``watches``,
+    each host's agent stays attached (up to ``watch_seconds``) to report an exit: one remote
+    command per host both starts and watches.
     """
     progress.step(f"starting {len(plans)} process(es) on {len({p.host for p in plans})} host(s)")
-    results, interrupted = finish_despite_interrupt(lambda: hosts.run_each(plans, lambda host, mine: host.start(mine)))
+
+    def start(host: Host, mine: list[ProcessPlan]) -> list[ProcessRecord | StartFailure]:
+        if watches is None:
+            return host.start(mine)
+        records, watch = host.start_watched(mine, watch_seconds)
+        watches.append(watch)  # list.append is atomic: safe from the group's threads
+        return records
+
+    results, interrupted = finish_despite_interrupt(lambda: hosts.run_each(plans, start))
     failures: list[str] = []
     for outcome in results.succeeded.values():
         for item in outcome:
@@ -172,11 +190,16 @@ def start_and_wait(st: ClusterState, hosts: HostGroup, plans: list[ProcessPlan],
     interrupt, what this call started is stopped again before the error goes up.
     """
     started: list[ProcessRecord] = []
+    watches: list[ExitWatch] = []
     try:
-        if plans:
-            start_processes(hosts, plans, progress, st, started, added)
-        progress.step(f"waiting for the scheduler and {len(names)} worker(s)")
-        view = wait_until_ready(st, hosts, started, names, timeout, progress)
+        try:
+            if plans:
+                start_processes(hosts, plans, progress, st, started, added, watches, timeout + WATCH_MARGIN)
+            progress.step(f"waiting for the scheduler and {len(names)} worker(s)")
+            view = wait_until_ready(st, hosts, started, names, timeout, progress, watches)
+        finally:
+            for watch in watches:  # before any undo: the agents must not report the processes it stops
+                watch.close()
     except BaseException:
         undo_start(st, hosts, plans, started, progress)
         raise
@@ -186,33 +209,23 @@ def start_and_wait(st: ClusterState, hosts: HostGroup, plans: list[ProcessPlan],
 
 
 def wait_until_ready(st: ClusterState, hosts: HostGroup, watch: list[ProcessRecord], names: list[str],
-                     timeout: float, progress: Progress) -> SchedulerView:
+                     timeout: float, progress: Progress, watches: list[ExitWatch]) -> SchedulerView:
     """Wait until the scheduler reports every name; fail fast, with the log tail, if a process dies.
 
-    Liveness is checked on the hosts in the background, so a slow host never delays noticing
-    that the scheduler already reports every worker.
+    Liveness costs no remote command: the agents that started the processes stay attached and
+    report an exit (with the log's tail) as it happens; the scheduler's answers show the rest.
     """
-    checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="liveness")
-    check: list[Future[list[ProcessRecord]]] = []
-    last_check = [time.monotonic()]
-
     def on_poll(view: SchedulerView | None) -> None:
         progress.waiting(sorted(view.names() & set(names)) if view else [], names)
-        if check and check[0].done():
-            dead = check.pop().result()
-            if dead:
-                raise start_failure(hosts, dead[0], "exited during start-up")
-        if watch and not check and time.monotonic() - last_check[0] >= LIVENESS_CHECK_EVERY:
-            last_check[0] = time.monotonic()
-            check.append(checker.submit(find_dead, hosts, watch))
+        for exited in (item for w in watches for item in w.exits()):
+            record = next((r for r in watch if r.host == exited.host and r.pid == exited.pid), None)
+            if record is not None:
+                raise start_failure(hosts, record, "exited during start-up", tail=exited.tail)
 
-    try:
-        # Every answer must come from our own scheduler: a worker that registers with another
-        # cluster's (which holds our address) is a failed start.
-        view = scheduler_api.wait_for_workers(st.scheduler_address, set(names), timeout, on_poll, st.client_tls(),
-                                              expect=st.expected_scheduler_id())
-    finally:
-        checker.shutdown(wait=False, cancel_futures=True)
+    # Every answer must come from our own scheduler: a worker that registers with another
+    # cluster's (which holds our address) is a failed start.
+    view = scheduler_api.wait_for_workers(st.scheduler_address, set(names), timeout, on_poll, st.client_tls(),
+                                          expect=st.expected_scheduler_id())
     if view is not None and set(names) <= view.names():
         return view
     if view is None:
@@ -234,12 +247,14 @@ def find_dead(hosts: HostGroup, records: list[ProcessRecord]) -> list[ProcessRec
     return [r for r in records if r.host in alive and not alive[r.host].get(r.pid, False)]
 
 
-def start_failure(hosts: HostGroup, record: ProcessRecord, what: str) -> HostError:
-    """``<host>: worker gpu2 (pid 123) exited during start-up: <root cause>``, with the tail of its log."""
-    try:
-        tail = hosts[record.host].tail(record.log, LOG_SCAN_LINES)
-    except ClusterctlError as exc:
-        tail = f"(could not read {record.log}: {exc.message})"
+def start_failure(hosts: HostGroup, record: ProcessRecord, what: str, tail: str | None = None) -> HostError:
+    """``<host>: worker gpu2 (pid 123) exited during start-up: <root cause>``, with the tail of its log
+    (read from the host unless the ``tail`` is at hand)."""
+    if tail is None:
+        try:
+            tail = hosts[record.host].tail(record.log, LOG_SCAN_LINES)
+        except ClusterctlError as exc:
+            tail = f"(could not read {record.log}: {exc.message})"
     reason = reason_from_log(tail)
     tail = "\n".join(tail.splitlines()[-LOG_TAIL_LINES:])
     message = f"{record.role} {record.name} (pid {record.pid}) {what}" + (f": {reason}" if reason else "")

@@ -25,6 +25,7 @@ class PreflightReport:
     packages: tuple[str, ...] = COMPARED  # what was compared, in the order a table shows it
     local: dict[str, Any] = field(default_factory=dict)  # this machine's versions, when compared
     warnings: list[str] = field(default_factory=list)  # this machine differs from the hosts
+    free_port: dict[str, Any] | None = None  # the answer to ``free_port`` on the reference host
 
 
 class VersionMismatchError(ClusterctlError):
@@ -92,18 +93,23 @@ def local_versions(packages: tuple[str, ...] = COMPARED) -> dict[str, Any]:
 
 def preflight(hosts: HostGroup, reference_host: str, allow_mismatch: bool = False,
               reference: dict[str, Any] | None = None, packages: tuple[str, ...] | list[str] = (),
-              compare_local: bool = False) -> PreflightReport:
+              compare_local: bool = False, free_port: tuple[str, int] | None = None) -> PreflightReport:
     """Ask every host for its versions at once and compare them with ``reference_host``'s.
 
     ``reference`` stands in for the reference host's versions when it is not among ``hosts``
     (add-worker compares with what `up` recorded of the scheduler host). ``packages`` are compared
     besides python and what distributed compares; with ``compare_local`` this machine is compared
-    too, and a difference is a warning in the report.
+    too, and a difference is a warning in the report. With ``free_port`` (address, port) the
+    reference host says in the same round trip whether that port is free (``report.free_port``).
     """
     names = compared(packages)
     extra = [p for p in names if p not in COMPARED]
-    versions = hosts.run(lambda host: host.versions(extra)).values_or_raise("preflight")
+    answers = hosts.run(lambda host: host.check(extra, free_port if host.alias == reference_host else None)
+                        ).values_or_raise("preflight")
+    versions = {alias: found for alias, (found, _) in answers.items()}
     report = PreflightReport(reference_host=reference_host, versions=versions, packages=names)
+    if reference_host in answers:
+        report.free_port = answers[reference_host][1]
     for alias, found in versions.items():
         problem = import_problem(alias, found, hosts[alias].settings.connection == "local")
         if problem is not None:

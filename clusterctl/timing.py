@@ -4,4 +4,3 @@ WORKER_TIMEOUT = 60.0  # `up`, `add-worker`: until every worker registers (--tim
 DOWN_GRACE = 10.0  # `down`, `remove-worker`: between SIGTERM and SIGKILL (--grace)
 RESTART_GRACE = 5.0  # `up` stopping a changed process, or undoing a failed start
 LOST_WORKER_GRACE = 20.0  # `up`: how long a live but unregistered worker may take to (re)appear before restart
-LIVENESS_CHECK_EVERY = 1.0  # while waiting for workers: how often the started pids are checked

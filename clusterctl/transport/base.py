@@ -8,7 +8,10 @@ boundary, with a hint for the fix.
 
 from __future__ import annotations
 
+import queue
 import socket
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,6 +31,46 @@ class CommandResult:
     exit_status: int
     stdout: str
     stderr: str
+
+
+class CommandStream(Protocol):
+    """A command that is still running: its output (stdout and stderr together) line by line."""
+
+    def readline(self, timeout: float | None = None) -> str | None:
+        """The next line; ``""`` once the output ended; None if no line came within ``timeout`` seconds."""
+        ...
+
+    def close(self) -> None:
+        """Stop reading: the command sees its output closed (and should exit). Safe to call twice."""
+        ...
+
+
+class LineReader:
+    """Lines of a command's output, read by a thread of their own into a queue (``""`` at the end)."""
+
+    def __init__(self, readline: Callable[[], bytes]) -> None:
+        self._lines: queue.Queue[str] = queue.Queue()
+        self._readline = readline
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        total = 0
+        try:
+            while total <= MAX_OUTPUT_BYTES and (line := self._readline()):
+                total += len(line)
+                self._lines.put(line.decode(errors="replace"))
+        except (OSError, ValueError, EOFError):
+            pass  # closed under us
+        self._lines.put("")
+
+    def readline(self, timeout: float | None = None) -> str | None:
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if line == "":
+            self._lines.put("")  # the end stays the end for every later call
+        return line
 
 
 class Transport(Protocol):
@@ -50,6 +93,14 @@ class Transport(Protocol):
         it crosses the remote shell, the local one hands it to ``subprocess`` as it is. A command
         that runs but exits non-zero is returned, not raised; failing to reach the host, to
         authenticate or to finish within ``timeout`` seconds raises ``HostError``.
+        """
+        ...
+
+    def stream(self, argv: list[str], *, stdin: bytes) -> CommandStream:
+        """Start ``argv`` on the host with ``stdin`` (then its end), and hand its output over as it comes.
+
+        For a command that answers and then keeps reporting (the agent's watched start); ``run`` waits
+        for the end instead. Failing to reach the host raises ``HostError``.
         """
         ...
 

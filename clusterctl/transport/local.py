@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import IO
 
 from clusterctl.errors import HostError
-from clusterctl.transport.base import MAX_OUTPUT_BYTES, CommandResult, too_much_output
+from clusterctl.transport.base import MAX_OUTPUT_BYTES, CommandResult, LineReader, too_much_output
 
 
 def host_environment() -> dict[str, str]:
@@ -37,6 +37,22 @@ def _feed(stream: IO[bytes] | None, data: bytes) -> None:
         stream.close()
     except OSError:
         pass  # the command exited without reading all its input, like a closed pipe
+
+
+class LocalStream(LineReader):
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
+        self._process = process
+        super().__init__(process.stdout.readline)
+
+    def close(self) -> None:
+        if self._process.stdout is not None:
+            self._process.stdout.close()  # the agent sees its output closed, and exits
+        try:
+            self._process.wait(5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
 
 
 class LocalTransport:
@@ -76,6 +92,16 @@ class LocalTransport:
                 raise HostError(self.host, too_much_output(argv[0]) if overflow
                                 else f"{argv[0]} did not finish within {timeout:g}s")
         return CommandResult(status, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
+
+    def stream(self, argv: list[str], *, stdin: bytes) -> LocalStream:
+        try:
+            process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       env=host_environment())
+        except FileNotFoundError:
+            raise HostError(self.host, f"command not found: {argv[0]}",
+                            "install it or set `python:` in the inventory to an interpreter that exists") from None
+        threading.Thread(target=_feed, args=(process.stdin, stdin), daemon=True).start()
+        return LocalStream(process)
 
     def put_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
         target = Path(path).expanduser()

@@ -32,7 +32,7 @@ from clusterctl import paths
 from clusterctl.errors import HostError, InvalidInputError, UnresolvableHostError
 from clusterctl.inventory import HostSettings
 from clusterctl.transport import certificates, identities, known_hosts, ssh_config
-from clusterctl.transport.base import MAX_OUTPUT_BYTES, CommandResult, too_much_output
+from clusterctl.transport.base import MAX_OUTPUT_BYTES, CommandResult, LineReader, too_much_output
 from clusterctl.transport.ssh_config import SshOptions
 
 CONNECT_TIMEOUT = 10.0  # seconds for TCP connect, SSH handshake, authentication and opening a channel
@@ -113,6 +113,19 @@ class _Transport(paramiko.Transport):
         default = list(super().preferred_keys)
         certified = [a for a in default if certificates.is_certificate_type(a)]
         return certified + [a for a in default if a not in certified]
+
+
+class SSHStream(LineReader):
+    def __init__(self, channel: paramiko.Channel, release: Callable[[], None]) -> None:
+        self._channel = channel
+        self._release: Callable[[], None] | None = release
+        super().__init__(channel.makefile("rb").readline)
+
+    def close(self) -> None:
+        self._channel.close()  # sshd closes the command's output: the agent exits
+        release, self._release = self._release, None
+        if release is not None:
+            release()
 
 
 class SSHTransport:
@@ -206,6 +219,22 @@ class SSHTransport:
         if status == -1 and not transport.is_active():  # -1 alone means killed by a signal
             raise HostError(self.host, f"the connection was lost while {argv[0]} ran")
         return CommandResult(status, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
+
+    def stream(self, argv: list[str], *, stdin: bytes) -> SSHStream:
+        if not self._sessions.acquire(timeout=CONNECT_TIMEOUT):
+            raise HostError(self.host, f"no free session to run {argv[0]} within {CONNECT_TIMEOUT:g}s")
+        try:
+            channel = self._open_session()
+            channel.set_combine_stderr(True)
+            channel.exec_command(shlex.join(argv))
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            self._sessions.release()
+            raise HostError(self.host, f"ssh error while running {argv[0]}: {_one_line(exc)}") from None
+        except BaseException:
+            self._sessions.release()
+            raise
+        threading.Thread(target=_feed, args=(channel, stdin), daemon=True).start()
+        return SSHStream(channel, self._sessions.release)
 
     def put_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
         with self._sftp_lock:
