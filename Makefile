@@ -9,7 +9,7 @@ RUN := PATH="$(BIN):$$PATH" $(BIN)/clusterctl
 
 CYCLES ?= 100
 
-.PHONY: install up status down test test-loaded soak system-deps lint bench testbed testbed-down clean
+.PHONY: install up status down test test-loaded soak system-deps lint bench bench-full testbed testbed-down clean
 
 $(BIN)/clusterctl: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,11 @@ lint: install
 bench: install system-deps
 	$(BIN)/python -m pip install -q -e '.[test]'
 	$(BIN)/python -m benchmarks
+
+# 1, 4, 8 and 16 worker hosts (a bed of 17 hosts).
+bench-full: install system-deps
+	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m benchmarks --full
 
 testbed: install system-deps
 	$(BIN)/python -m pip install -q -e '.[test]'

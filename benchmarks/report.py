@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 OURS = "clusterctl"
-ORDER = ("start", "stop: command returns", "stop: no process left", "`status`", "`status --processes`", "`--help`",
-         "sync: first", "sync: no-op")
+ORDER = ("start", "stop: command returns", "stop: no process left", "`status`", "`status --processes`", "`check`",
+         "`--help`", "sync: first", "sync: no-op")
 
 
 @dataclass
@@ -42,6 +42,19 @@ class Results:
     rows: dict[str, Row] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     seconds: float | None = None
+    facts: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # size -> what -> samples
+
+    def fact(self, size: str, what: str, value: float) -> None:
+        """A figure that is not a race between tools: clusterctl's own cost, the dask processes' floor."""
+        self.facts.setdefault(size, {}).setdefault(what, []).append(value)
+
+    def fact_rows(self) -> list[list[str]]:
+        whats = list(dict.fromkeys(what for figures in self.facts.values() for what in figures))
+        rows = [["per size (medians)", *self.facts]]
+        for what in whats:
+            rows.append([what, *(f"{statistics.median(f[what]):g}" if f.get(what) else "–"
+                                 for f in self.facts.values())])
+        return rows
 
     def add(self, measure: str, tool: str, seconds: float | None) -> None:
         row = self.rows.setdefault(measure, Row(measure))
@@ -67,6 +80,8 @@ class Results:
                  "peer_median": _round(row.median(row.peer)), "ratio": _round(row.ratio), "samples": row.samples}
                 for row in self.ordered()
             ],
+            "facts": {size: {what: {"median": statistics.median(values), "samples": values}
+                             for what, values in figures.items()} for size, figures in self.facts.items()},
             "notes": self.notes,
         }
 
@@ -99,12 +114,21 @@ def text_table(results: Results) -> str:
     lines = ["  ".join(cell.ljust(width) if i in (0, 2) else cell.rjust(width)
                        for i, (cell, width) in enumerate(zip(r, widths, strict=True))) for r in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
+    facts = results.fact_rows()
+    if len(facts) > 1:
+        widths = [max(len(r[i]) for r in facts) for i in range(len(facts[0]))]
+        lines += ["", *("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in
+                                  enumerate(zip(r, widths, strict=True))) for r in facts)]
     return "\n".join(lines + [""] + [_summary(results)] + [f"note: {note}" for note in results.notes])
 
 
 def markdown_table(results: Results) -> str:
     lines = ["| " + " | ".join(HEADER) + " |", "|---|---:|---|---:|---:|"]
     lines += ["| " + " | ".join(_cells(row)) + " |" for row in results.ordered()]
+    facts = results.fact_rows()
+    if len(facts) > 1:
+        lines += ["", "| " + " | ".join(facts[0]) + " |", "|---|" + "---:|" * (len(facts[0]) - 1)]
+        lines += ["| " + " | ".join(row) + " |" for row in facts[1:]]
     lines += ["", _summary(results)]
     lines += [f"- note: {note}" for note in results.notes]
     return "\n".join(lines) + "\n"

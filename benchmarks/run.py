@@ -35,7 +35,9 @@ from benchmarks.tools import (
     SshCluster,
     Tool,
     console_script,
+    dask_cpu_seconds,
     scheduler_info_argv,
+    ssh_probe_argv,
     wall_time,
 )
 from testbed import create_testbed, unavailable_reason
@@ -50,14 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="repetitions of every measurement (default %(default)s)")
     parser.add_argument("--quick", action="store_true", help="one repetition, fewer samples")
-    parser.add_argument("--worker-hosts", type=host_counts, default="1,2,4",
-                        help="comma-separated numbers of worker hosts to start clusters on (default 1,2,4)")
+    parser.add_argument("--worker-hosts", type=host_counts, default=None,
+                        help="comma-separated numbers of worker hosts to start clusters on (default 1,4)")
+    parser.add_argument("--full", action="store_true", help="also 8 and 16 worker hosts (1,4,8,16)")
     parser.add_argument("--samples", type=int, default=5,
                         help="samples per repetition of the short commands, status and --help (default %(default)s)")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR, help="where latest.json and latest.md go")
     args = parser.parse_args(argv)
     repeat, samples = (1, 3) if args.quick else (args.repeat, args.samples)
-    counts: list[int] = args.worker_hosts
+    counts: list[int] = args.worker_hosts or ([1, 4, 8, 16] if args.full else [1, 4])
     if repeat < 1 or samples < 1:
         parser.error("--repeat and --samples must be at least 1")
 
@@ -138,6 +141,14 @@ def measure(bed: Any, tools: list[Tool], counts: list[int], repeat: int, samples
                 print(f"[{rep + 1}/{repeat}] {tool.name}: {workers}", file=sys.stderr)
                 require_empty(bed, results)
                 results.add(f"start ({workers})", tool.name, tool.start(worker_hosts))
+                if tool is clusterctl:
+                    results.fact(workers, "up: remote commands per host (most)", clusterctl.last_cost["remote_commands_per_host"])
+                    results.fact(workers, "up: controller CPU s", clusterctl.last_cost["controller_cpu_seconds"])
+                    # The floor: what the dask processes themselves burnt to get here (imports, start, registering).
+                    cpu = dask_cpu_seconds([pid for host in bed.hosts for pid in bed.pids_in(host)])
+                    results.fact(workers, "dask processes' CPU s at ready", round(cpu, 2))
+                    results.fact(workers, f"floor on this bed (that CPU / {os.cpu_count()} cores) s",
+                                 round(cpu / (os.cpu_count() or 1), 2))
                 if tool is clusterctl and count == counts[-1]:
                     measure_status(clusterctl, bed, samples, results)
                 stopping = time.perf_counter()
@@ -145,10 +156,20 @@ def measure(bed: Any, tools: list[Tool], counts: list[int], repeat: int, samples
                 left = wait_until_empty(bed)
                 gone = time.perf_counter() - stopping
                 results.add(f"stop: no process left ({workers})", tool.name, None if left else gone)
+                if tool is clusterctl:
+                    cost = clusterctl.last_cost
+                    results.fact(workers, "down: remote commands per host (most)", cost["remote_commands_per_host"])
+                    results.fact(workers, "down: controller CPU s", clusterctl.last_cost["controller_cpu_seconds"])
                 if left:
                     results.note(f"{tool.name} ({workers}): {len(left)} process(es) still ran {LEFTOVER_WAIT:g}s "
                                  "after the stop; killed by pid")
                     kill_pids(bed, left)
+            hosts = f"{1 + count} hosts"
+            addresses = [bed.host(alias).address for alias in [SCHEDULER_HOST, *worker_hosts]]
+            for _ in range(min(samples, 3)):  # alternating: clusterctl's whole preflight, and a bare SSH probe
+                results.add(f"`check` ({hosts})", "clusterctl", clusterctl.check(worker_hosts))
+                results.add(f"`check` ({hosts})", "paramiko probe",
+                            wall_time(ssh_probe_argv(addresses, bed.client_key_path)))
 
 
 def measure_status(clusterctl: Clusterctl, bed: Any, samples: int, results: Results) -> None:

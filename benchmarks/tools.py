@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
+import re
+import resource
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -23,6 +27,7 @@ SCHEDULER_HOST = "h1"
 SCHEDULER_PORT = 8786
 NWORKERS = 2  # worker processes per worker host
 NTHREADS = 1
+REMOTE_COMMAND = re.compile(r"^→ ([^:\s]+): ", re.MULTILINE)  # one line per remote command in `clusterctl -v`
 START_TIMEOUT = 180.0  # seconds; a start slower than this is a failure, not a data point
 
 
@@ -71,6 +76,7 @@ class Clusterctl:
         self.workdir = workdir
         self.command = console_script("clusterctl")
         self._running = False
+        self.last_cost: dict[str, float] = {}
 
     @property
     def running(self) -> bool:
@@ -101,13 +107,24 @@ class Clusterctl:
         return wall_time([*self.command, "status", "--cluster", CLUSTER, *options])
 
     def _run(self, *args: str) -> float:
+        """Run with `-v`, and keep what it cost besides the wall time: the most remote commands it ran
+        on one host (its `→ host:` lines) and the CPU time of the controller process."""
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
-        done = subprocess.run([*self.command, "-q", *args], capture_output=True, text=True,
+        done = subprocess.run([*self.command, "-v", *args], capture_output=True, text=True,
                               timeout=START_TIMEOUT + 60, stdin=subprocess.DEVNULL)
         elapsed = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if done.returncode != 0:
             raise BenchmarkError(f"clusterctl {args[0]} exited {done.returncode}: {tail(done.stderr)}")
+        counts = Counter(REMOTE_COMMAND.findall(done.stderr))
+        self.last_cost = {"remote_commands_per_host": max(counts.values(), default=0),
+                          "controller_cpu_seconds": round(after.ru_utime + after.ru_stime
+                                                          - before.ru_utime - before.ru_stime, 3)}
         return elapsed
+
+    def check(self, worker_hosts: list[str]) -> float:
+        return wall_time([*self.command, "-q", "check", str(self.inventory(worker_hosts))], timeout=START_TIMEOUT)
 
 
 class SshCluster:
@@ -196,3 +213,35 @@ def scheduler_info_argv(address: str) -> list[str]:
             "with Client(sys.argv[1], timeout=10) as client:\n"
             "    print(len(client.scheduler_info()['workers']))")
     return [sys.executable, "-c", code, address]
+
+
+def ssh_probe_argv(addresses: list[str], key: Path) -> list[str]:
+    """The floor for `check`: a python that connects to every host at once with paramiko and runs `true`."""
+    code = ("import sys, concurrent.futures as cf, paramiko\n"
+            "def probe(address):\n"
+            "    client = paramiko.SSHClient()\n"
+            "    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())\n"
+            "    client.connect(address, username='root', key_filename=sys.argv[1], allow_agent=False,\n"
+            "                   look_for_keys=False, timeout=10)\n"
+            "    try:\n"
+            "        _, out, _ = client.exec_command('true')\n"
+            "        return out.channel.recv_exit_status()\n"
+            "    finally:\n"
+            "        client.close()\n"
+            "with cf.ThreadPoolExecutor(32) as pool:\n"
+            "    sys.exit(max(pool.map(probe, sys.argv[2:])))\n")
+    return [sys.executable, "-c", code, str(key), *addresses]
+
+
+def dask_cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) the given processes and their waited-for children have used so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+    return total / ticks

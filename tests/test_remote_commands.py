@@ -1,0 +1,47 @@
+"""How much `up` and `down` ask of each host, counted from the `-v` log (one `→ host:` line per remote
+command): at most two on any host however long the wait — one check and one start whose agent stays
+attached to report an exit — and at most two for `down`. A structural goal, not a timed one."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from testbed import Testbed
+from testbed.client_env import SshEnv
+from tests.helpers.bed_cluster import BedCluster
+
+pytestmark = pytest.mark.netns
+
+PORT = 8797  # h1's own port space; no other bed test uses it
+COMMAND = re.compile(r"^→ (h\d+): ", re.MULTILINE)
+
+
+def commands_per_host(verbose_log: str) -> Counter[str]:
+    return Counter(COMMAND.findall(verbose_log))
+
+
+def test_up_and_down_run_at_most_two_commands_on_each_host(testbed: Testbed, tmp_path: Path) -> None:
+    cluster = BedCluster.write(
+        testbed, tmp_path, "counted", SshEnv.under(tmp_path),
+        scheduler={"host": "h1", "port": PORT, "dashboard_address": None},
+        workers=[{"name": "w2", "host": "h2", "nworkers": 2, "nthreads": 1},
+                 {"name": "w3", "host": "h3", "nworkers": 1, "nthreads": 1}],
+    )
+    with cluster.env.applied():
+        try:
+            up = cluster.cli("-v", "up", str(cluster.config))
+            assert up.exit_code == 0, up.stderr
+            started = commands_per_host(up.stderr)
+            assert set(started) == {"h1", "h2", "h3"}, up.stderr
+            assert max(started.values()) <= 2, f"remote commands per host during up: {dict(started)}\n{up.stderr}"
+            down = cluster.cli("-v", "down", "--cluster", "counted")
+            assert down.exit_code == 0, down.stderr
+            stopped = commands_per_host(down.stderr)
+            assert set(stopped) == {"h1", "h2", "h3"}, down.stderr
+            assert max(stopped.values()) <= 2, f"remote commands per host during down: {dict(stopped)}\n{down.stderr}"
+        finally:
+            cluster.tear_down()
