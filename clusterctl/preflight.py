@@ -5,6 +5,7 @@ this machine, where a client usually runs, differing is a warning."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,14 +94,16 @@ def local_versions(packages: tuple[str, ...] = COMPARED) -> dict[str, Any]:
 
 def preflight(hosts: HostGroup, reference_host: str, allow_mismatch: bool = False,
               reference: dict[str, Any] | None = None, packages: tuple[str, ...] | list[str] = (),
-              compare_local: bool = False, free_port: tuple[str, int] | None = None) -> PreflightReport:
+              compare_local: bool = False, free_port: tuple[str, int] | None = None,
+              refuse_port: Callable[[dict[str, Any]], None] | None = None) -> PreflightReport:
     """Ask every host for its versions at once and compare them with ``reference_host``'s.
 
     ``reference`` stands in for the reference host's versions when it is not among ``hosts``
     (add-worker compares with what `up` recorded of the scheduler host). ``packages`` are compared
     besides python and what distributed compares; with ``compare_local`` this machine is compared
     too, and a difference is a warning in the report. With ``free_port`` (address, port) the
-    reference host says in the same round trip whether that port is free (``report.free_port``).
+    reference host says in the same round trip whether that port is free (``report.free_port``), and
+    ``refuse_port`` sees that answer first: a taken port is refused before any version problem.
     """
     names = compared(packages)
     extra = [p for p in names if p not in COMPARED]
@@ -110,6 +113,8 @@ def preflight(hosts: HostGroup, reference_host: str, allow_mismatch: bool = Fals
     report = PreflightReport(reference_host=reference_host, versions=versions, packages=names)
     if reference_host in answers:
         report.free_port = answers[reference_host][1]
+        if report.free_port is not None and refuse_port is not None:
+            refuse_port(report.free_port)
     for alias, found in versions.items():
         problem = import_problem(alias, found, hosts[alias].settings.connection == "local")
         if problem is not None:

@@ -90,9 +90,9 @@ def up(config: str, progress: Progress, password_prompt: PasswordPrompt | None =
             progress.step(f"checking {len(hosts)} host(s)")
             report = preflight(HostGroup({alias: hosts[alias] for alias in described}), inventory.scheduler.host,
                                allow_version_mismatch, packages=inventory.environment.packages, compare_local=True,
-                               free_port=(endpoint.listen_host, endpoint.port) if new_cluster else None)
-            if report.free_port is not None:
-                lifecycle.refuse_taken_port(inventory.scheduler.host, endpoint, report.free_port, None)
+                               free_port=(endpoint.listen_host, endpoint.port) if new_cluster else None,
+                               refuse_port=lambda answer: lifecycle.refuse_taken_port(
+                                   inventory.scheduler.host, endpoint, answer, None))
             st = ClusterState(
                 name=inventory.name,
                 inventory=inventory,

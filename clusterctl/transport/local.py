@@ -46,8 +46,9 @@ class LocalStream(LineReader):
         super().__init__(process.stdout.readline)
 
     def close(self) -> None:
-        if self._process.stdout is not None:
-            self._process.stdout.close()  # the agent sees its output closed, and exits
+        # Not by closing our end of its output: our reader thread holds that file's lock while it waits.
+        if self._process.poll() is None:
+            self._process.terminate()
         try:
             self._process.wait(5)
         except subprocess.TimeoutExpired:
