@@ -1,0 +1,121 @@
+"""`--limit PATTERN` on `up`, `down`, `check`, `status` and `logs`, on one machine: three local hosts
+(a: the scheduler, b and c: a worker group each), each with its own run directory.
+
+The story: a pattern that names no host is one error line, exit 2, for every command; each command
+looks only at the selected hosts; `down --limit c` stops c's processes (an added worker included)
+and keeps the rest running and recorded; the scheduler's host cannot go alone; `up --limit c`
+starts c's group again and touches nothing else. (`test_testbed_limit.py` does the same over SSH,
+with data that must survive.)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clusterctl.errors import InvalidInputError
+from clusterctl.inventory import parse_inventory
+from clusterctl.limit import cluster_hosts, limit_hosts
+from tests.helpers.cluster import (
+    WORKER_ENV,
+    clusterctl,
+    error_lines,
+    free_port,
+    is_running,
+    write_inventory,
+)
+
+
+def three_hosts(tmp_path: Path, name: str = "lim") -> Path:
+    hosts = {alias: {"connection": "local", "run_dir": str(tmp_path / alias)} for alias in ("a", "b", "c")}
+    return write_inventory(tmp_path / "cluster.yaml", {
+        "name": name, "defaults": {"env": WORKER_ENV}, "hosts": hosts,
+        "scheduler": {"host": "a", "port": free_port(), "dashboard_address": None},
+        "workers": [{"name": "wb", "host": "b", "nworkers": 1, "nthreads": 1},
+                    {"name": "wc", "host": "c", "nworkers": 1, "nthreads": 1}],
+    })
+
+
+def test_limit_hosts_takes_aliases_and_globs_in_cluster_order_and_refuses_a_pattern_naming_none() -> None:
+    inventory = parse_inventory("name: x\nhosts: {node01: {}, node02: {}, node10: {}, gpu1: {}}\n"
+                                "scheduler: {host: node01}\nworkers: [{name: g, host: gpu1}]\n", "x.yaml")
+    hosts = cluster_hosts(inventory, ["10.0.0.9"])
+    assert hosts == ["node01", "node02", "node10", "gpu1", "10.0.0.9"]
+    assert limit_hosts(inventory, hosts, []) == hosts
+    assert limit_hosts(inventory, hosts, ["gpu1", "node0*"]) == ["node01", "node02", "gpu1"]
+    assert limit_hosts(inventory, hosts, ["10.0.0.*"]) == ["10.0.0.9"]  # an added worker's bare address
+    for pattern in ("node3*", "nope", "10.0.0.1"):
+        with pytest.raises(InvalidInputError, match=re.escape(f"--limit {pattern!r} matches no host of the cluster")):
+            limit_hosts(inventory, hosts, ["gpu1", pattern])
+
+
+def unmatched(*args: str) -> None:
+    refused = clusterctl(*args, "--limit", "b", "--limit", "zz*")
+    assert refused.exit_code == 2, (args, refused.stderr)
+    assert error_lines(refused.stderr) == ["error: --limit 'zz*' matches no host of the cluster"], refused.stderr
+
+
+def pids_by_name(status: dict[str, Any]) -> dict[str, int]:
+    return {p["name"]: p["pid"] for p in status["processes"]}
+
+
+def test_each_command_looks_only_at_the_hosts_limit_selects(tmp_path: Path, clusterctl_home: Path) -> None:
+    config = three_hosts(tmp_path)
+    unmatched("check", str(config))
+    unmatched("up", str(config))
+    assert not (clusterctl_home / "clusters" / "lim").exists(), "a refused `up --limit` starts nothing"
+
+    up = clusterctl("up", str(config))
+    assert up.exit_code == 0, up.stderr
+    added = clusterctl("add-worker", "--host", "c", "--name", "extra")
+    assert added.exit_code == 0, added.stderr
+    for command in (["status"], ["logs"], ["down"]):
+        unmatched(*command)
+
+    everything = clusterctl("status", "--processes", "--json").json()
+    assert sorted(pids_by_name(everything)) == ["extra", "scheduler", "wb", "wc"]
+    only_c = clusterctl("status", "--processes", "--json", "--limit", "c")
+    assert only_c.exit_code == 0, only_c.stderr
+    document = only_c.json()
+    assert sorted(w["name"] for w in document["workers"]) == ["extra", "wc"]
+    assert sorted(p["name"] for p in document["processes"]) == ["extra", "wc"]
+    assert set(document) == set(everything), "--limit keeps the document's shape"
+
+    logs = clusterctl("logs", "-n", "1", "--limit", "c")
+    assert logs.exit_code == 0, logs.stderr
+    assert {line.split("]")[0] + "]" for line in logs.stdout.splitlines()} == {"[wc]", "[extra]"}, logs.stdout
+    assert clusterctl("logs", "scheduler", "--limit", "b").exit_code == 2  # the scheduler runs on a
+
+    check = clusterctl("check", str(config), "--json", "--limit", "b")
+    assert [h["host"] for h in check.json()["hosts"]] == ["b"], check.stdout
+
+    alone = clusterctl("down", "--limit", "a")
+    assert alone.exit_code == 2 and "the scheduler's host" in alone.stderr, alone.stderr
+
+    before = clusterctl("status", "--processes", "--json").json()
+    down = clusterctl("down", "--limit", "c", "--json")
+    assert down.exit_code == 0, down.stderr
+    stopped = down.json()["stopped"]
+    assert sorted(p["name"] for p in stopped) == ["extra", "wc"] and {p["host"] for p in stopped} == {"c"}
+    assert not any(is_running({"pid": p["pid"]}) for p in stopped), "c's processes are verified gone"
+    state = json.loads((clusterctl_home / "clusters" / "lim" / "state.json").read_text())
+    assert sorted(p["name"] for p in state["processes"]) == ["scheduler", "wb"]
+    after = clusterctl("status", "--processes", "--json")
+    assert after.exit_code == 0, after.stderr  # healthy: nothing expected is missing
+    assert pids_by_name(after.json()) == {n: p for n, p in pids_by_name(before).items() if n in ("scheduler", "wb")}
+    assert [w["name"] for w in after.json()["workers"]] == ["wb"]
+
+    again = clusterctl("up", str(config), "--limit", "c")
+    assert again.exit_code == 0, again.stderr
+    restarted = clusterctl("status", "--processes", "--json").json()
+    assert sorted(pids_by_name(restarted)) == ["scheduler", "wb", "wc"]
+    assert {n: p for n, p in pids_by_name(restarted).items() if n != "wc"} == {
+        n: p for n, p in pids_by_name(before).items() if n in ("scheduler", "wb")}, "only c was touched"
+    assert all(p["alive"] for p in restarted["processes"])
+
+    final = clusterctl("down")
+    assert final.exit_code == 0, final.stderr
