@@ -3,8 +3,8 @@
 
 The story: a pattern that names no host is one error line, exit 2, for every command; each command
 looks only at the selected hosts; `down --limit c` stops c's processes (an added worker included)
-and keeps the rest running and recorded; the scheduler's host cannot go alone; `up --limit c`
-starts c's group again and touches nothing else. (`test_testbed_limit.py` does the same over SSH,
+and keeps the rest running and recorded; the scheduler's host cannot go alone; with b and c
+stopped, `up --limit c` starts c's group again and leaves b as it is. (`test_testbed_limit.py` does the same over SSH,
 with data that must survive.)
 """
 
@@ -109,13 +109,17 @@ def test_each_command_looks_only_at_the_hosts_limit_selects(tmp_path: Path, clus
     assert pids_by_name(after.json()) == {n: p for n, p in pids_by_name(before).items() if n in ("scheduler", "wb")}
     assert [w["name"] for w in after.json()["workers"]] == ["wb"]
 
+    assert clusterctl("down", "--limit", "b").exit_code == 0  # now b and c run nothing
     again = clusterctl("up", str(config), "--limit", "c")
     assert again.exit_code == 0, again.stderr
     restarted = clusterctl("status", "--processes", "--json").json()
-    assert sorted(pids_by_name(restarted)) == ["scheduler", "wb", "wc"]
-    assert {n: p for n, p in pids_by_name(restarted).items() if n != "wc"} == {
-        n: p for n, p in pids_by_name(before).items() if n in ("scheduler", "wb")}, "only c was touched"
-    assert all(p["alive"] for p in restarted["processes"])
+    assert sorted(pids_by_name(restarted)) == ["scheduler", "wc"], "b, outside --limit, was left as it was"
+    assert pids_by_name(restarted)["scheduler"] == pids_by_name(before)["scheduler"]
+    assert all(p["alive"] for p in restarted["processes"]) and restarted["missing"] == []
+
+    whole = clusterctl("up", str(config))
+    assert whole.exit_code == 0, whole.stderr
+    assert sorted(pids_by_name(clusterctl("status", "--processes", "--json").json())) == ["scheduler", "wb", "wc"]
 
     final = clusterctl("down")
     assert final.exit_code == 0, final.stderr

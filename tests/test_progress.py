@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import io
 import re
-import sys
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
 from clusterctl import render
-from tests.helpers.cluster import clusterctl, write_inventory
+from tests.helpers.cluster import WORKER_ENV, clusterctl, free_port, write_inventory
 
 
 def terminal(height: int = 24) -> Console:
@@ -97,14 +96,54 @@ def test_without_a_terminal_progress_stays_plain_lines(capsys: pytest.CaptureFix
     assert not any("\x1b" in line for line in lines)
 
 
-def test_up_and_down_in_a_pipe_print_plain_lines_and_json_is_unchanged(tmp_path: Path, clusterctl_home: Path) -> None:
-    hosts = {alias: {"connection": "local", "run_dir": str(tmp_path / alias)} for alias in ("a", "b")}
-    from tests.helpers.cluster import WORKER_ENV, free_port
+class Recorded:
+    """A progress display that remembers each host's states in order."""
 
-    config = write_inventory(tmp_path / "c.yaml", {
-        "name": "pipe", "defaults": {"env": WORKER_ENV}, "hosts": hosts,
+    def __init__(self) -> None:
+        self.hosts: dict[str, list[str]] = {}
+
+    def step(self, message: str) -> None:
+        pass
+
+    def waiting(self, ready: list[str], expected: list[str]) -> None:
+        pass
+
+    def host(self, alias: str, state: str, detail: str = "") -> None:
+        states = self.hosts.setdefault(alias, [])
+        if not states or states[-1] != state:
+            states.append(state)
+
+    def done(self) -> None:
+        pass
+
+
+def two_hosts(tmp_path: Path, name: str) -> Path:
+    hosts = {alias: {"connection": "local", "run_dir": str(tmp_path / alias)} for alias in ("a", "b")}
+    return write_inventory(tmp_path / "c.yaml", {
+        "name": name, "defaults": {"env": WORKER_ENV}, "hosts": hosts,
         "scheduler": {"host": "a", "port": free_port(), "dashboard_address": None},
         "workers": [{"name": "w", "host": "b", "nworkers": 1, "nthreads": 1}]})
+
+
+def test_up_and_down_tell_each_host_s_way_through_the_progress(tmp_path: Path, clusterctl_home: Path) -> None:
+    from clusterctl.commands.down import down
+    from clusterctl.commands.up import up
+
+    config = two_hosts(tmp_path, "rows")
+    shown = Recorded()
+    up(str(config), shown)
+    assert shown.hosts == {"a": ["connecting", "checked", "started", "registered"],
+                           "b": ["connecting", "checked", "started", "registered"]}
+    again = Recorded()
+    up(str(config), again)
+    assert again.hosts == {"a": ["connecting", "checked", "kept"], "b": ["connecting", "checked", "kept"]}
+    stopped = Recorded()
+    down(stopped, "rows")
+    assert stopped.hosts == {"a": ["stopping", "stopped"], "b": ["stopping", "stopped"]}
+
+
+def test_up_and_down_in_a_pipe_print_plain_lines_and_json_is_unchanged(tmp_path: Path, clusterctl_home: Path) -> None:
+    config = two_hosts(tmp_path, "pipe")
     up = clusterctl("up", str(config))
     assert up.exit_code == 0, up.stderr
     assert all(re.match(r"\[\s*[\d.]+s\] ", line) for line in up.stderr.splitlines()), up.stderr
@@ -113,4 +152,3 @@ def test_up_and_down_in_a_pipe_print_plain_lines_and_json_is_unchanged(tmp_path:
     assert down.exit_code == 0 and down.stderr == "", down.stderr
     assert set(down.json()) == {"schema", "cluster", "stopped", "already_gone", "scheduler_note", "without_state",
                                 "notes", "unrecorded_scheduler"}
-    assert sys.executable  # the CLI ran under this interpreter
