@@ -2,7 +2,8 @@
 (a: the scheduler, b and c: a worker group each), each with its own run directory.
 
 The story: a pattern that names no host is one error line, exit 2, for every command; each command
-looks only at the selected hosts; `down --limit c` stops c's processes (an added worker included)
+looks only at the selected hosts; `down --limit c` stops c's processes (workers added by
+`add-worker` and by `scale` included)
 and keeps the rest running and recorded; the scheduler's host cannot go alone; with b and c
 stopped, `up --limit c` starts c's group again and leaves b as it is. (`test_testbed_limit.py` does the same over SSH,
 with data that must survive.)
@@ -17,9 +18,11 @@ from typing import Any
 
 import pytest
 
+from clusterctl.commands.scale import scale
 from clusterctl.errors import InvalidInputError
 from clusterctl.inventory import parse_inventory
 from clusterctl.limit import cluster_hosts, limit_hosts
+from clusterctl.progress import SilentProgress
 from tests.helpers.cluster import (
     WORKER_ENV,
     clusterctl,
@@ -37,6 +40,7 @@ def three_hosts(tmp_path: Path, name: str = "lim") -> Path:
         "scheduler": {"host": "a", "port": free_port(), "dashboard_address": None},
         "workers": [{"name": "wb", "host": "b", "nworkers": 1, "nthreads": 1},
                     {"name": "wc", "host": "c", "nworkers": 1, "nthreads": 1}],
+        "elastic": {"hosts": ["c"], "worker": {"nthreads": 1}, "maximum": 5},
     })
 
 
@@ -73,21 +77,22 @@ def test_each_command_looks_only_at_the_hosts_limit_selects(tmp_path: Path, clus
     assert up.exit_code == 0, up.stderr
     added = clusterctl("add-worker", "--host", "c", "--name", "extra")
     assert added.exit_code == 0, added.stderr
+    assert scale(SilentProgress(), 4, cluster="lim").added == ["elastic-1"]  # on c, the one elastic host
     for command in (["status"], ["logs"], ["down"]):
         unmatched(*command)
 
     everything = clusterctl("status", "--processes", "--json").json()
-    assert sorted(pids_by_name(everything)) == ["extra", "scheduler", "wb", "wc"]
+    assert sorted(pids_by_name(everything)) == ["elastic-1", "extra", "scheduler", "wb", "wc"]
     only_c = clusterctl("status", "--processes", "--json", "--limit", "c")
     assert only_c.exit_code == 0, only_c.stderr
     document = only_c.json()
-    assert sorted(w["name"] for w in document["workers"]) == ["extra", "wc"]
-    assert sorted(p["name"] for p in document["processes"]) == ["extra", "wc"]
+    assert sorted(w["name"] for w in document["workers"]) == ["elastic-1", "extra", "wc"]
+    assert sorted(p["name"] for p in document["processes"]) == ["elastic-1", "extra", "wc"]
     assert set(document) == set(everything), "--limit keeps the document's shape"
 
     logs = clusterctl("logs", "-n", "1", "--limit", "c")
     assert logs.exit_code == 0, logs.stderr
-    assert {line.split("]")[0] + "]" for line in logs.stdout.splitlines()} == {"[wc]", "[extra]"}, logs.stdout
+    assert {line.split("]")[0] + "]" for line in logs.stdout.splitlines()} == {"[wc]", "[extra]", "[elastic-1]"}
     assert clusterctl("logs", "scheduler", "--limit", "b").exit_code == 2  # the scheduler runs on a
 
     check = clusterctl("check", str(config), "--json", "--limit", "b")
@@ -100,7 +105,7 @@ def test_each_command_looks_only_at_the_hosts_limit_selects(tmp_path: Path, clus
     down = clusterctl("down", "--limit", "c", "--json")
     assert down.exit_code == 0, down.stderr
     stopped = down.json()["stopped"]
-    assert sorted(p["name"] for p in stopped) == ["extra", "wc"] and {p["host"] for p in stopped} == {"c"}
+    assert sorted(p["name"] for p in stopped) == ["elastic-1", "extra", "wc"] and {p["host"] for p in stopped} == {"c"}
     assert not any(is_running({"pid": p["pid"]}) for p in stopped), "c's processes are verified gone"
     state = json.loads((clusterctl_home / "clusters" / "lim" / "state.json").read_text())
     assert sorted(p["name"] for p in state["processes"]) == ["scheduler", "wb"]
@@ -121,5 +126,7 @@ def test_each_command_looks_only_at_the_hosts_limit_selects(tmp_path: Path, clus
     assert whole.exit_code == 0, whole.stderr
     assert sorted(pids_by_name(clusterctl("status", "--processes", "--json").json())) == ["scheduler", "wb", "wc"]
 
-    final = clusterctl("down")
+    final = clusterctl("down", "--limit", "*")  # the scheduler's host with every other: a full down
     assert final.exit_code == 0, final.stderr
+    assert "the whole cluster went down" in final.stdout and "cluster lim is down" in final.stdout, final.stdout
+    assert not (clusterctl_home / "clusters" / "lim" / "state.json").exists()

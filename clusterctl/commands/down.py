@@ -113,7 +113,10 @@ def _down_limited(progress: Progress, name: str, inventory: Inventory | None, li
                 f"{', '.join(dict.fromkeys(r.host for r in staying))}: dask workers exit with their scheduler, so "
                 "the rest could not keep running",
                 f"leave {scheduler.host} out of --limit, or run `clusterctl down` for the whole cluster")
-    return down(progress, name, None, grace, password_prompt)  # every host with a process is selected
+    result = down(progress, name, None, grace, password_prompt)  # every host with a process is selected
+    result.notes.append("--limit selects the scheduler's host and every host with a worker: the whole cluster "
+                        "went down")
+    return result
 
 
 def _retire_hosts(progress: Progress, st: ClusterState, chosen: list[str], leaving: list[ProcessRecord],
