@@ -11,6 +11,8 @@ from typing import Any
 from clusterctl.agent import FINGERPRINT
 from clusterctl.errors import ClusterctlError, HostError
 from clusterctl.group import HostGroup
+from clusterctl.host import Host
+from clusterctl.progress import Progress, SilentProgress
 
 COMPARED = ("python", *FINGERPRINT)
 ALWAYS_SHOWN = ("python", "dask", "distributed")  # columns of the mismatch table, besides those that differ
@@ -92,17 +94,28 @@ def local_versions(packages: tuple[str, ...] = COMPARED) -> dict[str, Any]:
 
 def preflight(hosts: HostGroup, reference_host: str, allow_mismatch: bool = False,
               reference: dict[str, Any] | None = None, packages: tuple[str, ...] | list[str] = (),
-              compare_local: bool = False) -> PreflightReport:
+              compare_local: bool = False, progress: Progress | None = None) -> PreflightReport:
     """Ask every host for its versions at once and compare them with ``reference_host``'s.
 
     ``reference`` stands in for the reference host's versions when it is not among ``hosts``
     (add-worker compares with what `up` recorded of the scheduler host). ``packages`` are compared
     besides python and what distributed compares; with ``compare_local`` this machine is compared
-    too, and a difference is a warning in the report.
+    too, and a difference is a warning in the report. ``progress`` hears of each host as it answers.
     """
     names = compared(packages)
     extra = [p for p in names if p not in COMPARED]
-    versions = hosts.run(lambda host: host.versions(extra)).values_or_raise("preflight")
+    shown = progress or SilentProgress()
+
+    def ask(host: Host) -> dict[str, Any]:
+        try:
+            found = host.versions(extra)
+        except ClusterctlError as exc:
+            shown.host(host.alias, "failed", exc.reason if isinstance(exc, HostError) else exc.message)
+            raise
+        shown.host(host.alias, "checked")
+        return found
+
+    versions = hosts.run(ask).values_or_raise("preflight")
     report = PreflightReport(reference_host=reference_host, versions=versions, packages=names)
     for alias, found in versions.items():
         problem = import_problem(alias, found, hosts[alias].settings.connection == "local")

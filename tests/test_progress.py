@@ -101,6 +101,7 @@ class Recorded:
 
     def __init__(self) -> None:
         self.hosts: dict[str, list[str]] = {}
+        self.details: dict[str, str] = {}
 
     def step(self, message: str) -> None:
         pass
@@ -110,6 +111,7 @@ class Recorded:
 
     def host(self, alias: str, state: str, detail: str = "") -> None:
         states = self.hosts.setdefault(alias, [])
+        self.details[alias] = detail
         if not states or states[-1] != state:
             states.append(state)
 
@@ -117,8 +119,9 @@ class Recorded:
         pass
 
 
-def two_hosts(tmp_path: Path, name: str) -> Path:
+def two_hosts(tmp_path: Path, name: str, **b_settings: str) -> Path:
     hosts = {alias: {"connection": "local", "run_dir": str(tmp_path / alias)} for alias in ("a", "b")}
+    hosts["b"].update(b_settings)
     return write_inventory(tmp_path / "c.yaml", {
         "name": name, "defaults": {"env": WORKER_ENV}, "hosts": hosts,
         "scheduler": {"host": "a", "port": free_port(), "dashboard_address": None},
@@ -140,6 +143,20 @@ def test_up_and_down_tell_each_host_s_way_through_the_progress(tmp_path: Path, c
     stopped = Recorded()
     down(stopped, "rows")
     assert stopped.hosts == {"a": ["stopping", "stopped"], "b": ["stopping", "stopped"]}
+
+
+def test_a_host_that_fails_the_preflight_is_shown_failed_with_its_reason(tmp_path: Path,
+                                                                        clusterctl_home: Path) -> None:
+    from clusterctl.commands.up import up
+    from clusterctl.errors import ClusterctlError
+
+    config = two_hosts(tmp_path, "broken", python="/nonexistent/python3")
+    shown = Recorded()
+    with pytest.raises(ClusterctlError, match="b: "):
+        up(str(config), shown)
+    assert shown.hosts["a"] == ["connecting", "checked"]
+    assert shown.hosts["b"] == ["connecting", "failed"]
+    assert "/nonexistent/python3" in shown.details["b"] and not shown.details["b"].startswith("b:")
 
 
 def test_up_and_down_in_a_pipe_print_plain_lines_and_json_is_unchanged(tmp_path: Path, clusterctl_home: Path) -> None:

@@ -18,7 +18,6 @@ from clusterctl.errors import (
     ForeignSchedulerError,
     HostError,
     InvalidInputError,
-    PartialFailureError,
     SchedulerUnreachableError,
 )
 from clusterctl.group import HostGroup, connect
@@ -150,16 +149,12 @@ def up(config: str, progress: Progress, password_prompt: PasswordPrompt | None =
 
 def _preflight(group: HostGroup, inventory: Inventory, allow_version_mismatch: bool, progress: Progress
                ) -> PreflightReport:
-    """The preflight, each host shown connecting, then checked or failed with its reason."""
+    """The preflight, each host shown connecting, then checked as it answers, or failed with its reason."""
     for alias in group:
         progress.host(alias, "connecting")
     try:
         report = preflight(group, inventory.scheduler.host, allow_version_mismatch,
-                           packages=inventory.environment.packages, compare_local=True)
-    except PartialFailureError as exc:
-        for alias, error in exc.errors.items():
-            progress.host(alias, "failed", error.reason)
-        raise
+                           packages=inventory.environment.packages, compare_local=True, progress=progress)
     except VersionMismatchError as exc:
         for alias, packages in exc.report.mismatched.items():
             progress.host(alias, "failed", f"other versions of {', '.join(packages)}")
@@ -167,8 +162,6 @@ def _preflight(group: HostGroup, inventory: Inventory, allow_version_mismatch: b
     except HostError as exc:
         progress.host(exc.host, "failed", exc.reason)
         raise
-    for alias in group:
-        progress.host(alias, "checked")
     return report
 
 
