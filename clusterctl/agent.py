@@ -24,6 +24,9 @@ import sys
 import time
 
 PID_SUFFIX = ".pid"
+# `elsewhere-<address>` in the scheduler host's run directory: add-worker put a worker on a host that
+# is not in the inventory; a `down CONFIG` without local state visits it through this file.
+ELSEWHERE_PREFIX = "elsewhere-"
 # What a process inherits from this agent's own environment: everything but clusterctl's own
 # variables (CLUSTERCTL_SSH_PASSWORD above all), which only the controller may read.
 OWN_PREFIX = "CLUSTERCTL_"
@@ -294,10 +297,13 @@ def listing(request):
     """
     run_dir = os.path.abspath(os.path.expanduser(request["run_dir"]))
     if not os.path.lexists(run_dir):
-        return {"processes": []}
+        return {"processes": [], "elsewhere": []}
     trusted_run_dir(run_dir, create=False)
     found = []
+    elsewhere = []
     for name in sorted(os.listdir(run_dir)):
+        if name.startswith(ELSEWHERE_PREFIX) and _pid_record(os.path.join(run_dir, name)) == {}:
+            elsewhere.append(name[len(ELSEWHERE_PREFIX):])
         if not name.endswith(PID_SUFFIX):
             continue
         path = os.path.join(run_dir, name)
@@ -308,7 +314,7 @@ def listing(request):
         record["pid_file"] = path
         record["alive"] = _alive(record["pid"], record["start_time"])
         found.append(record)
-    return {"processes": found}
+    return {"processes": found, "elsewhere": elsewhere}
 
 
 def _pid_record(path):

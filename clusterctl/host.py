@@ -25,6 +25,7 @@ from clusterctl.records import (
     ProcessRecord,
     StartFailure,
     StopOutcome,
+    addresses_of,
     connected_of,
     field_of,
     list_of,
@@ -182,6 +183,16 @@ class Host:
         """What the pid files in this host's run directory say runs here."""
         answer = self.call("list", run_dir=self.run_dir)
         return self._checked("list", lambda: [FoundProcess.from_answer(p) for p in list_of(answer, "processes")])
+
+    def elsewhere(self) -> list[str]:
+        """Hosts outside the inventory that this (scheduler) host's run directory points at; see ``note_elsewhere``."""
+        answer = self.call("list", run_dir=self.run_dir)
+        return self._checked("list", lambda: addresses_of(answer, "elsewhere"))
+
+    def note_elsewhere(self, address: str) -> None:
+        """Leave a pointer to ``address`` (a host outside the inventory that runs one of our workers) in
+        this host's run directory, where a `down CONFIG` without local state looks."""
+        self.upload({f"elsewhere-{address}": b"{}"})
 
     def versions(self, packages: list[str] | None = None) -> dict[str, Any]:
         """python, what distributed compares, and ``packages``: metadata versions (None: not installed)."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from clusterctl.inventory import is_valid_address
+
 
 @dataclass(frozen=True)
 class StoppedProcess:
@@ -52,6 +54,15 @@ def pid_of(document: Any) -> int:
 
 def list_of(document: Any, key: str) -> list[Any]:
     return list(field_of(document, key, list))
+
+
+def addresses_of(document: Any, key: str) -> list[str]:
+    """``document[key]``: a list of host names or addresses, nothing a shell or ssh could read as an option."""
+    addresses = _names(document, key)
+    for address in addresses:
+        if not is_valid_address(address):
+            raise AnswerError(f"{key!r} holds {address[:40]!r}, not a host address")
+    return addresses
 
 
 def _names(document: Any, key: str) -> list[str]:
