@@ -391,14 +391,17 @@ def dry_run(result: DryRun, json_output: bool) -> None:
     if json_output:
         print_json({"schema": JSON_SCHEMA_VERSION, "cluster": result.cluster,
                     "scheduler": {"address": result.scheduler_address}, "commands": result.commands,
-                    "processes": result.processes, "notes": result.notes})
+                    "hosts": {host: {"address": address, "processes": result.processes.get(host, []),
+                                     "notes": result.notes.get(host, [])} for host, address in result.addresses.items()}})
         return
     console = _console()
     console.print(f"dry run for cluster [bold]{safe(result.cluster)}[/]: nothing is started")
     console.print(f"scheduler address {safe(result.scheduler_address)}")
     for host in dict.fromkeys([*result.commands, *result.notes]):
         names = [p["name"] for p in result.processes.get(host, [])]
-        console.print(f"[bold]{safe(host)}[/]" + (f" ({safe(', '.join(names))})" if names else ""))
+        address = result.addresses.get(host)
+        console.print(f"[bold]{safe(host)}[/]" + (f" {safe(address)}" if address and address != host else "")
+                      + (f" ({safe(', '.join(names))})" if names else ""))
         for text in result.commands.get(host, []):
             console.print(f"  {safe(text)}", soft_wrap=True)
         for text in result.notes.get(host, []):

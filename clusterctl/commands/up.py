@@ -40,6 +40,7 @@ class DryRun:
     commands: dict[str, list[str]] = field(default_factory=dict)  # host -> shell-equivalent lines
     processes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # host -> what starts there
     notes: dict[str, list[str]] = field(default_factory=dict)  # host -> what only `up` can know (its GPUs)
+    addresses: dict[str, str] = field(default_factory=dict)  # host -> the address it is reached at
 
 
 @dataclass
@@ -149,11 +150,13 @@ def _dry_run(inventory: Inventory, hosts: HostGroup, plans: list[ProcessPlan], a
     result = DryRun(inventory.name, address)
     for plan in plans:
         result.commands.setdefault(plan.host, []).extend(hosts[plan.host].describe_start([plan]))
+        result.addresses[plan.host] = hosts[plan.host].address
         result.processes.setdefault(plan.host, []).append({
             "name": plan.name, "role": plan.role, "group": plan.group, "worker_names": plan.worker_names,
             "argv": plan.argv, "gpu": plan.gpu.index if plan.gpu else None,
             "cuda_visible_devices": plan.env.get("CUDA_VISIBLE_DEVICES") if plan.gpu else None})
     for group in gpu_groups_unplanned(inventory, None):
+        result.addresses[group.host] = hosts[group.host].address
         result.notes.setdefault(group.host, []).append(
             f"{group.name}: one worker per GPU that nvidia-smi lists on {group.host} when `up` runs, named "
             f"{group.name}-gpu<index>, each with GPU=1 and CUDA_VISIBLE_DEVICES starting with its own GPU")
