@@ -166,7 +166,7 @@ def test_one_worker_per_gpu_with_options_and_dask_config(fleet_bed: Testbed, tmp
     cluster = BedCluster.write(
         fleet_bed, tmp_path / "cluster", "gpufleet", SshEnv.under(tmp_path / "cluster"),
         groups={"gpu": {"hosts": ["h[5:6]"], "env": {"PATH": f"{fake_bin}:/usr/bin:/bin"}},
-                "cpu": {"hosts": ["h2"], "dask_config": {"fleet": {"label": "01", "level": "group"}}}},
+                "cpu": {"hosts": ["h2"], "dask_config": {"fleet": {"label": "7", "level": "group"}}}},
         scheduler={"host": "h1", "port": PORT, "dashboard_address": None},
         workers=[
             {"name": "gpu", "hosts": "gpu", "gpus": "auto", "resources": {"FAST": 1}},
@@ -205,7 +205,7 @@ def test_one_worker_per_gpu_with_options_and_dask_config(fleet_bed: Testbed, tmp
 
                 import dask
 
-                assert client.run(dask.config.get, "fleet", workers=[cpu])[cpu] == {"label": "01", "level": "worker"}
+                assert client.run(dask.config.get, "fleet", workers=[cpu])[cpu] == {"label": "7", "level": "worker"}
         finally:
             cluster.tear_down()
     assert all(fleet_bed.wait_for_no_pids(f"h{i}") == [] for i in (1, 2, 5, 6))
