@@ -191,3 +191,16 @@ def test_fleet_mistakes_are_one_line_with_file_line_and_key(text: str, prefix: s
     assert "\n" not in message
     assert message.startswith(prefix + " "), message
     assert fragment in message, message
+
+
+def test_the_fleet_example_is_accepted_by_a_dry_run_host_by_host() -> None:
+    from tests.helpers.cluster import REPO, clusterctl
+
+    dry = clusterctl("up", str(REPO / "examples" / "fleet.yaml"), "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.stderr
+    hosts = dry.json()["hosts"]
+    assert list(hosts) == ["head", *(f"node{i:02d}" for i in range(1, 17)), "gpu1", "gpu2", "gpu3", "gpu4"]
+    assert hosts["node16"]["address"] == "10.0.0.26"
+    assert [p["name"] for p in hosts["node16"]["processes"]] == ["cpu-node16"]
+    assert hosts["node16"]["processes"][0]["worker_names"] == [f"cpu-node16-{i}" for i in range(4)]
+    assert hosts["gpu4"]["processes"] == [] and "one worker per GPU" in hosts["gpu4"]["notes"][0]

@@ -344,7 +344,8 @@ def test_schema_describes_the_inventory_for_editors() -> None:
     assert {"type": "string"} in worker["resources"]["anyOf"]  # resources: "GPU=1"
     assert "nprocs" in worker
     # Every key of the starter, of the repository's example and of the test inventory is one the schema knows.
-    for text in (STARTER, (REPO / "configs" / "local.yaml").read_text(), yaml.safe_dump(local_inventory())):
+    for text in (STARTER, (REPO / "configs" / "local.yaml").read_text(), yaml.safe_dump(local_inventory()),
+                 (REPO / "examples" / "fleet.yaml").read_text()):
         _keys_are_known(yaml.safe_load(text), schema, schema)
 
 
