@@ -796,7 +796,7 @@ def _members(pattern: Any, loc: list[Any], aliases: list[str], groups: dict[str,
         raise _FleetError(loc, f"{pattern!r} is not a host, group, range or glob name")
     if pattern in groups:
         return groups[pattern]
-    if pattern in aliases:
+    if pattern in aliases or pattern == LOCAL_HOST:
         return [pattern]
     try:
         names = expand_range(pattern)

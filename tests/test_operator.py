@@ -36,9 +36,10 @@ STATUS_SNAPSHOT = {
     "scheduler": {"address": "<str>", "dashboard": "<str|None>", "dashboard_note": "off", "answers": True, "error": None,
                   "started": "<float>", "uptime_seconds": "<float>"},
     "workers": [
-        {"name": name, "host": "me", "address": "<str>", "nthreads": 1, "memory_limit": "<int>", "memory": "<int>",
-         "resources": {"GPU": gpus}, "processing": 0, "in_memory": 0, "extra": False}
-        for name, gpus in (("gpu1", 1.0), ("gpu2-0", 2.0), ("gpu2-1", 2.0))
+        {"name": name, "host": "me", "group": group, "gpu": None, "address": "<str>", "nthreads": 1,
+         "memory_limit": "<int>", "memory": "<int>", "resources": {"GPU": gpus}, "processing": 0, "in_memory": 0,
+         "extra": False}
+        for name, group, gpus in (("gpu1", "gpu1", 1.0), ("gpu2-0", "gpu2", 2.0), ("gpu2-1", "gpu2", 2.0))
     ],
     "missing": [],
     "extra": [],
