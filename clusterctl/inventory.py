@@ -646,8 +646,13 @@ class Inventory(_Model):
         if not elastic.hosts:
             found.append((["elastic", "hosts"], "name at least one host (an alias or a glob like 'gpu*')"))
         for index, pattern in enumerate(elastic.hosts):
-            if not _pattern_hosts(self, pattern):
-                known = ", ".join(sorted(self.hosts)) or "none"
+            try:
+                matched = _pattern_hosts(self, pattern)
+            except InvalidInputError as exc:  # an inverted or oversized range
+                found.append((["elastic", "hosts", index], exc.message))
+                continue
+            if not matched:
+                known = ", ".join(sorted(self.hosts)[:12]) + (", ..." if len(self.hosts) > 12 else "") or "none"
                 found.append((["elastic", "hosts", index], f"{pattern!r} matches no host (known: {known})"))
         if elastic.maximum is not None and elastic.maximum < elastic.minimum:
             found.append((["elastic", "maximum"], f"maximum {elastic.maximum} is below minimum {elastic.minimum}"))

@@ -180,6 +180,8 @@ REJECTIONS = [
                  f"{SOURCE}:7: workers[0].dask_config:", "not a dask config key", id="dask-config-key"),
     pytest.param(HEAD + "scheduler: {host: head}\nworkers:\n  - {name: w, host: head, interface: 'eth0;x'}\n",
                  f"{SOURCE}:7: workers[0].interface:", "not a network interface", id="interface"),
+    pytest.param(HEAD + "scheduler: {host: head}\nelastic:\n  hosts: [\"node[04:02]\"]\n",
+                 f"{SOURCE}:7: elastic.hosts[0]:", "is inverted", id="elastic-inverted"),
     pytest.param(HEAD + "scheduler: {host: head}\nelastic: {hosts: [gpu], worker: {gpus: auto}}\n",
                  f"{SOURCE}:6: elastic.worker:", "no `gpus` here", id="elastic-gpus"),
 ]
