@@ -39,7 +39,7 @@ USER_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 LOCAL_HOST = "localhost"  # the implicit host of `add-worker` without --host
 DOTTED_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 INTERFACE_PATTERN = re.compile(r"^[A-Za-z0-9_.:@-]{1,32}$")
-CONFIG_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+CONFIG_KEY_PATTERN = re.compile(r"^[a-z0-9_-]+$")  # dask reads DASK_* names back in lower case
 SHELL_CHARACTERS = set(" \t\n\r\0;&|$`<>()'\"\\*?[]{}!#")
 MAX_GPUS = 64
 
@@ -109,7 +109,7 @@ def check_port_range(value: Any) -> str | None:
             numbers = [int(p) for p in parts]
             if all(1 <= n <= 65535 for n in numbers) and numbers == sorted(numbers):
                 return ":".join(str(n) for n in numbers)
-    quote = " (quote a range: YAML reads an unquoted 40000:40100 as a number)" if isinstance(value, int) else ""
+    quote = " (quote a range: YAML reads some unquoted ones, like 2000:30, as a number)" if isinstance(value, int) else ""
     raise ValueError(f"{value!r} is not a port (1-65535) or a range like '40000:40100' (low:high){quote}")
 
 
@@ -122,7 +122,8 @@ def flatten_dask_config(value: Any) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, item in value.items():
         if not isinstance(key, str) or not all(CONFIG_KEY_PATTERN.fullmatch(part) for part in key.split(".")):
-            raise ValueError(f"dask_config key {key!r} is not a dask config key like distributed.worker.daemon")
+            raise ValueError(f"dask_config key {key!r} is not a dask config key like distributed.worker.daemon "
+                             "(lower-case words joined by dots)")
         if isinstance(item, dict) and item:
             flat.update({f"{key}.{inner}": v for inner, v in flatten_dask_config(item).items()})
         elif _is_literal(item):
