@@ -364,7 +364,44 @@ def versions(request):
             why = "ModuleNotFoundError: No module named %r" % module
         if spec is None or found[module] is None:
             found.setdefault("errors", {})[module] = why
+    if request.get("gpus") is not None:  # asked in the same round trip: a fleet's preflight stays one call per host
+        found.update(gpus(request["gpus"]))
     return found
+
+
+GPU_QUERY = ["nvidia-smi", "--query-gpu=index,uuid,name,memory.total", "--format=csv,noheader,nounits"]
+GPU_TIMEOUT = 30
+
+
+def gpus(probe):
+    """The GPUs ``nvidia-smi`` lists, run with a worker group's env and setup (a PATH set there counts):
+    ``{"gpus": [{index, uuid, name, memory_mib}]}``, or ``{"gpu_error": why}``."""
+    spec = {"name": "clusterctl-gpus", "argv": GPU_QUERY, "env": probe.get("env"), "setup": probe.get("setup")}
+    try:
+        result = subprocess.run(launch_argv(spec), stdin=subprocess.DEVNULL, capture_output=True,
+                                env=process_env(spec), timeout=GPU_TIMEOUT)
+    except FileNotFoundError:
+        return {"gpu_error": "nvidia-smi: command not found"}
+    except subprocess.TimeoutExpired:
+        return {"gpu_error": "nvidia-smi did not answer within %d s" % GPU_TIMEOUT}
+    except OSError as exc:
+        return {"gpu_error": "cannot run nvidia-smi: %s" % exc.strerror}
+    output = result.stdout.decode("utf-8", "replace")
+    if result.returncode != 0:
+        lines = (result.stderr.decode("utf-8", "replace") + output).strip().splitlines() or ["no output"]
+        if result.returncode == 127:
+            return {"gpu_error": "nvidia-smi: command not found"}
+        return {"gpu_error": "nvidia-smi failed (exit %d): %s" % (result.returncode, lines[-1][:200])}
+    found = []
+    for line in output.strip().splitlines():
+        fields = [part.strip() for part in line.split(",")]
+        if len(fields) != 4 or not fields[0].isdigit():
+            return {"gpu_error": "nvidia-smi printed an unexpected line: %r" % line[:200]}
+        memory = int(fields[3]) if fields[3].isdigit() else None  # "[N/A]" on some boards
+        found.append({"index": int(fields[0]), "uuid": fields[1], "name": fields[2], "memory_mib": memory})
+    if not found:
+        return {"gpu_error": "nvidia-smi lists no GPU"}
+    return {"gpus": found}
 
 
 def _platform():
