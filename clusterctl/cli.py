@@ -100,6 +100,7 @@ def cli(ctx: click.Context, quiet: bool, verbose: bool) -> None:
 Examples:
   clusterctl up configs/local.yaml
   clusterctl up cluster.yaml --dry-run       print the commands per host, start nothing
+  clusterctl up examples/fleet.yaml --dry-run   what ranges, groups and per-GPU workers expand to
   clusterctl up cluster.yaml --restart       restart everything
   clusterctl up cluster.yaml --rolling       apply a changed inventory one worker group at a time
   clusterctl up cluster.yaml --limit 'node0*'   reconcile only node01..node09; other hosts untouched

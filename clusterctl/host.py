@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from dataclasses import asdict
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,14 @@ from clusterctl.launch import ProcessPlan
 from clusterctl.records import (
     AnswerError,
     FoundProcess,
+    Gpu,
     ProcessRecord,
     StartFailure,
     StopOutcome,
+    addresses_of,
     connected_of,
     field_of,
+    gpus_of,
     list_of,
     listening_of,
     pid_of,
@@ -156,7 +160,7 @@ class Host:
                     role=plan.role, name=plan.name, host=self.alias, pid=pid_of(item),
                     start_time=field_of(item, "start_time", int, optional=True), log=field_of(item, "log", str),
                     worker_names=list(plan.worker_names), argv=list(plan.argv), env=dict(plan.env),
-                    setup=list(plan.setup)))
+                    setup=list(plan.setup), group=plan.group, gpu=asdict(plan.gpu) if plan.gpu else None))
             return results
 
         return self._checked("start", parse)
@@ -183,10 +187,29 @@ class Host:
         answer = self.call("list", run_dir=self.run_dir)
         return self._checked("list", lambda: [FoundProcess.from_answer(p) for p in list_of(answer, "processes")])
 
+    def elsewhere(self) -> list[str]:
+        """Hosts outside the inventory that this (scheduler) host's run directory points at; see ``note_elsewhere``."""
+        answer = self.call("list", run_dir=self.run_dir)
+        return self._checked("list", lambda: addresses_of(answer, "elsewhere"))
+
+    def note_elsewhere(self, address: str) -> None:
+        """Leave a pointer to ``address`` (a host outside the inventory that runs one of our workers) in
+        this host's run directory, where a `down CONFIG` without local state looks."""
+        self.upload({f"elsewhere-{address}": b"{}"})
+
     def versions(self, packages: list[str] | None = None) -> dict[str, Any]:
         """python, what distributed compares, and ``packages``: metadata versions (None: not installed)."""
-        answer = self.call("versions", packages=list(packages or []))
-        return self._checked("versions", lambda: versions_of(answer))
+        return self.versions_and_gpus(packages)[0]
+
+    def versions_and_gpus(self, packages: list[str] | None = None, gpu_probe: dict[str, Any] | None = None
+                          ) -> tuple[dict[str, Any], list[Gpu] | str | None]:
+        """``versions``, and with ``gpu_probe`` ({env, setup} of a GPU worker group) in the same round
+        trip the GPUs ``nvidia-smi`` lists run that way: a list, or the text of why there is none."""
+        request: dict[str, Any] = {"packages": list(packages or [])}
+        if gpu_probe is not None:
+            request["gpus"] = gpu_probe
+        answer = self.call("versions", **request)
+        return self._checked("versions", lambda: (versions_of(answer), gpus_of(answer)))
 
     def listen(self, host: str, port: int, seconds: float) -> dict[str, Any]:
         """A test listener on ``host:port`` for `check` (see the agent's ``listen``)."""

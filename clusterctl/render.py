@@ -377,7 +377,8 @@ def _worker_cells(worker: Any) -> list[str]:
     name = worker.name + {"missing": " (missing)", "extra": " (extra)"}.get(worker.state, "")
     running = worker.address is not None
     memory = f"{_bytes(worker.memory)} / {_bytes(worker.memory_limit)}" if running else "-"
-    return [name, worker.host, worker.address or "-", str(worker.nthreads or "-"), memory,
+    host = worker.host + (f" (GPU {worker.gpu['index']}: {worker.gpu['name']})" if worker.gpu else "")
+    return [name, host, worker.address or "-", str(worker.nthreads or "-"), memory,
             _resources(worker.resources), str(worker.processing) if running else "-",
             str(worker.in_memory) if running else "-"]
 
@@ -470,15 +471,22 @@ def cluster_report(report: ClusterReport, console: Console | None = None) -> Non
 def dry_run(result: DryRun, json_output: bool) -> None:
     if json_output:
         print_json({"schema": JSON_SCHEMA_VERSION, "cluster": result.cluster,
-                    "scheduler": {"address": result.scheduler_address}, "commands": result.commands})
+                    "scheduler": {"address": result.scheduler_address}, "commands": result.commands,
+                    "hosts": {host: {"address": address, "processes": result.processes.get(host, []),
+                                     "notes": result.notes.get(host, [])} for host, address in result.addresses.items()}})
         return
     console = _console()
     console.print(f"dry run for cluster [bold]{safe(result.cluster)}[/]: nothing is started")
     console.print(f"scheduler address {safe(result.scheduler_address)}")
-    for host, lines in result.commands.items():
-        console.print(f"[bold]{safe(host)}[/]")
-        for text in lines:
+    for host in dict.fromkeys([*result.commands, *result.notes]):
+        names = [p["name"] for p in result.processes.get(host, [])]
+        address = result.addresses.get(host)
+        console.print(f"[bold]{safe(host)}[/]" + (f" {safe(address)}" if address and address != host else "")
+                      + (f" ({safe(', '.join(names))})" if names else ""))
+        for text in result.commands.get(host, []):
             console.print(f"  {safe(text)}", soft_wrap=True)
+        for text in result.notes.get(host, []):
+            console.print(f"  [dim]# {safe(text)}[/]", soft_wrap=True)
 
 
 def remove_result(result: RemoveResult, json_output: bool) -> None:

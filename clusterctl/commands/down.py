@@ -71,6 +71,8 @@ def down(progress: Progress, cluster: str | None = None, config: str | None = No
         # Without state, any host of the inventory may hold a worker that add-worker put there.
         pool = select_hosts(inventory, inventory.elastic.hosts) if inventory.elastic else []
         spare = [alias for alias in [*inventory.hosts, *pool] if alias not in used] if st is None else []
+        if st is None:  # and hosts outside the inventory that add-worker used, as the scheduler's host notes them
+            spare += [a for a in _noted_elsewhere(inventory, password_prompt) if a not in used and a not in spare]
         aliases = list(dict.fromkeys(used + spare))
         progress.step(f"stopping the processes on {len(aliases)} host(s) and verifying they are gone")
         with connect(inventory, aliases, password_prompt) as hosts:
@@ -169,6 +171,18 @@ def _sweep(host: Host, records: list[ProcessRecord], grace: float, progress: Pro
                   f"{len(running)} process(es) still run after SIGKILL" if running
                   else f"{len(outcomes)} process(es) verified gone")
     return outcomes
+
+
+def _noted_elsewhere(inventory: Inventory, password_prompt: PasswordPrompt | None) -> list[str]:
+    """The hosts outside the inventory that the scheduler host's run directory points at (add-worker's notes).
+
+    An unreachable scheduler host gives none here; the sweep that follows names it.
+    """
+    with connect(inventory, [inventory.scheduler.host], password_prompt) as hosts:
+        try:
+            return hosts[inventory.scheduler.host].elsewhere()
+        except HostError:
+            return []
 
 
 def _stop_supervisor(name: str, grace: float, progress: Progress) -> StoppedProcess | None:

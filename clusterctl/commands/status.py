@@ -27,7 +27,7 @@ def status(cluster: str | None = None, config: str | None = None, processes: boo
         report = build_report(st, scheduler_api.query(st.scheduler_address, tls=st.client_tls(), tasks=True,
                                                       expect=st.expected_scheduler_id()))
     except (SchedulerUnreachableError, ForeignSchedulerError) as exc:  # another cluster's is not our view
-        report = build_report(st, None, error=exc.message)
+        report = build_report(st, None, error=_idle_exit(st) or exc.message)
     if processes:
         report.processes = check_processes(st)
     return report
@@ -44,6 +44,22 @@ def _limited(report: ClusterReport, st: ClusterState, limit: list[str], processe
     if processes:
         report.processes = check_processes(st, [r for r in st.processes if r.host in chosen])
     return report
+
+
+def _idle_exit(st: ClusterState) -> str | None:
+    """Why the scheduler is gone when it has `idle_timeout` and its process has exited: it shut itself down."""
+    idle = st.inventory.scheduler.idle_timeout
+    record = st.process("scheduler")
+    if idle is None or record is None:
+        return None
+    try:
+        with connect(st.inventory, [record.host]) as hosts:
+            if hosts[record.host].alive([record]).get(record.pid, True):
+                return None
+    except ClusterctlError:
+        return None
+    return (f"its process has exited: the scheduler shuts itself down after idle_timeout ({idle}) without work; "
+            "`clusterctl up CONFIG` starts the cluster again, `clusterctl down` cleans up what is left")
 
 
 def check_processes(st: ClusterState, records: list[ProcessRecord] | None = None) -> list[ProcessRow]:

@@ -26,6 +26,7 @@ from clusterctl.launch import (
     SCHEDULER_NAME,
     ProcessPlan,
     SchedulerEndpoint,
+    gpu_groups_unplanned,
     new_scheduler_id,
     plan_cluster,
     plan_worker_group,
@@ -44,6 +45,9 @@ class DryRun:
     cluster: str
     scheduler_address: str
     commands: dict[str, list[str]] = field(default_factory=dict)  # host -> shell-equivalent lines
+    processes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # host -> what starts there
+    notes: dict[str, list[str]] = field(default_factory=dict)  # host -> what only `up` can know (its GPUs)
+    addresses: dict[str, str] = field(default_factory=dict)  # host -> the address it is reached at
 
 
 @dataclass
@@ -104,6 +108,8 @@ def up(config: str, progress: Progress, password_prompt: PasswordPrompt | None =
             progress.step(f"checking {len(looked_at)} host(s)")
             report = _preflight(HostGroup({alias: hosts[alias] for alias in looked_at}), inventory,
                                 allow_version_mismatch, progress)
+            if report.gpus:  # one worker per GPU found: now the plan is complete
+                plans = plan_cluster(inventory, endpoint, run_dirs, scheduler_id, report.gpus)
             st = ClusterState(
                 name=inventory.name,
                 inventory=inventory,
@@ -154,7 +160,9 @@ def _preflight(group: HostGroup, inventory: Inventory, allow_version_mismatch: b
         progress.host(alias, "connecting")
     try:
         report = preflight(group, inventory.scheduler.host, allow_version_mismatch,
-                           packages=inventory.environment.packages, compare_local=True, progress=progress)
+                           packages=inventory.environment.packages, compare_local=True,
+                           gpu_probes={alias: probe for alias, probe in gpu_probes(inventory).items() if alias in group},
+                           progress=progress)
     except VersionMismatchError as exc:
         for alias, packages in exc.report.mismatched.items():
             progress.host(alias, "failed", f"other versions of {', '.join(packages)}")
@@ -199,10 +207,30 @@ def _is_loopback(address: str) -> bool:
         return address == "localhost"
 
 
+def gpu_probes(inventory: Inventory) -> dict[str, dict[str, Any]]:
+    """Host -> the env and setup of its (first) worker group with `gpus:`, to run nvidia-smi as it would run."""
+    probes: dict[str, dict[str, Any]] = {}
+    for group in inventory.workers:
+        if group.gpus is not None and group.host not in probes:
+            settings = inventory.process_settings(group.host, group)
+            probes[group.host] = {"env": settings.env, "setup": list(group.setup)}
+    return probes
+
+
 def _dry_run(inventory: Inventory, hosts: HostGroup, plans: list[ProcessPlan], address: str) -> DryRun:
     result = DryRun(inventory.name, address)
     for plan in plans:
         result.commands.setdefault(plan.host, []).extend(hosts[plan.host].describe_start([plan]))
+        result.addresses[plan.host] = hosts[plan.host].address
+        result.processes.setdefault(plan.host, []).append({
+            "name": plan.name, "role": plan.role, "group": plan.group, "worker_names": plan.worker_names,
+            "argv": plan.argv, "gpu": plan.gpu.index if plan.gpu else None,
+            "cuda_visible_devices": plan.env.get("CUDA_VISIBLE_DEVICES") if plan.gpu else None})
+    for group in gpu_groups_unplanned(inventory, None):
+        result.addresses[group.host] = hosts[group.host].address
+        result.notes.setdefault(group.host, []).append(
+            f"{group.name}: one worker per GPU that nvidia-smi lists on {group.host} when `up` runs, named "
+            f"{group.name}-gpu<index>, each with GPU=1 and CUDA_VISIBLE_DEVICES starting with its own GPU")
     return result
 
 
