@@ -57,6 +57,29 @@ def test_limit_hosts_takes_aliases_and_globs_in_cluster_order_and_refuses_a_patt
             limit_hosts(inventory, hosts, ["gpu1", pattern])
 
 
+def test_limit_takes_the_fleet_syntax_groups_and_ranges() -> None:
+    inventory = parse_inventory("""\
+name: lab
+hosts:
+  head: {}
+  node[01:04]: {}
+  gpu[1:2]: {}
+groups:
+  cpu: {hosts: ["node[01:04]"]}
+  gpu: {hosts: ["gpu*"]}
+scheduler: {host: head}
+workers:
+  - {name: cpu, hosts: cpu}
+  - {name: gpu, hosts: gpu}
+""", "lab.yaml")
+    hosts = cluster_hosts(inventory)
+    assert limit_hosts(inventory, hosts, ["gpu"]) == ["gpu1", "gpu2"]
+    assert limit_hosts(inventory, hosts, ["node[02:03]", "gpu2"]) == ["node02", "node03", "gpu2"]
+    assert limit_hosts(inventory, hosts, ["cpu"]) == ["node01", "node02", "node03", "node04"]
+    with pytest.raises(InvalidInputError, match=re.escape("--limit 'tpu' matches no host of the cluster")):
+        limit_hosts(inventory, hosts, ["tpu"])
+
+
 def unmatched(*args: str) -> None:
     refused = clusterctl(*args, "--limit", "b", "--limit", "zz*")
     assert refused.exit_code == 2, (args, refused.stderr)
