@@ -21,29 +21,26 @@ def status(cluster: str | None = None, config: str | None = None, processes: boo
     if st is None:
         raise ClusterctlError(f"cluster {name!r} is not running (no state in {state.cluster_dir(name)})",
                               "start it with `clusterctl up CONFIG`")
-    if limit:
-        return _limited(status(cluster, config, processes=False), st, limit, processes)
+    chosen = limit_hosts(st.inventory, cluster_hosts(st.inventory, [r.host for r in st.processes]), limit or [])
     try:
         report = build_report(st, scheduler_api.query(st.scheduler_address, tls=st.client_tls(), tasks=True,
                                                       expect=st.expected_scheduler_id()))
     except (SchedulerUnreachableError, ForeignSchedulerError) as exc:  # another cluster's is not our view
         report = build_report(st, None, error=_idle_exit(st) or exc.message)
+    if limit:
+        _only(report, st, chosen)
     if processes:
-        report.processes = check_processes(st)
+        report.processes = check_processes(st, [r for r in st.processes if r.host in chosen])
     return report
 
 
-def _limited(report: ClusterReport, st: ClusterState, limit: list[str], processes: bool) -> ClusterReport:
-    """The report of the hosts ``limit`` selects: their workers (expected, extra or missing) and processes."""
-    chosen = limit_hosts(st.inventory, cluster_hosts(st.inventory, [r.host for r in st.processes]), limit)
+def _only(report: ClusterReport, st: ClusterState, chosen: list[str]) -> None:
+    """Keep in ``report`` the workers (expected, extra or missing) on the hosts ``chosen``."""
     addresses = {st.inventory.host(alias).address for alias in chosen if alias in st.inventory.hosts}
     on = {row.name for row in report.workers if row.host in chosen or row.host in addresses}
     report.workers = [row for row in report.workers if row.name in on]
     report.missing = [name for name in report.missing if name in on]
     report.extra = [name for name in report.extra if name in on]
-    if processes:
-        report.processes = check_processes(st, [r for r in st.processes if r.host in chosen])
-    return report
 
 
 def _idle_exit(st: ClusterState) -> str | None:
