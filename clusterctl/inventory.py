@@ -109,8 +109,7 @@ def check_port_range(value: Any) -> str | None:
             numbers = [int(p) for p in parts]
             if all(1 <= n <= 65535 for n in numbers) and numbers == sorted(numbers):
                 return ":".join(str(n) for n in numbers)
-    quote = " (quote a range: YAML reads some unquoted ones, like 2000:30, as a number)" if isinstance(value, int) else ""
-    raise ValueError(f"{value!r} is not a port (1-65535) or a range like '40000:40100' (low:high){quote}")
+    raise ValueError(f"{value!r} is not a port (1-65535) or a range like '40000:40100' (low:high)")
 
 
 def flatten_dask_config(value: Any) -> dict[str, Any]:
@@ -973,11 +972,28 @@ def _cut(text: str) -> str:
     return text if len(text) <= MAX_QUOTED else text[:MAX_QUOTED] + "… (cut)"
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader without YAML 1.1's base-60 numbers: `4:30` stays the text a user means (a
+    port range), not the number 270; YAML 1.2 dropped them too."""
+
+
+def _number_or_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    if ":" in node.value:
+        return node.value
+    if node.tag.endswith(":int"):
+        return loader.construct_yaml_int(node)
+    return loader.construct_yaml_float(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _number_or_text)
+_Loader.add_constructor("tag:yaml.org,2002:float", _number_or_text)
+
+
 def parse_inventory(text: str, source: str = "<inventory>") -> Inventory:
     try:
         root = yaml.compose(text)  # nodes, aliases not expanded: checked before they are
         _check_size(root, source)
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
     except RecursionError:
         raise InvalidInputError(f"{source}: nested too deeply", "an inventory needs only a few levels") from None
     except yaml.YAMLError as exc:

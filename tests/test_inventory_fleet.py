@@ -123,6 +123,12 @@ workers:
         "DASK_DISTRIBUTED__SCHEDULER__WORK_STEALING": "True"}
 
 
+def test_an_unquoted_a_colon_b_is_the_text_written_not_a_base_60_number() -> None:
+    inventory = parse("name: t\nhosts: {n1: {}}\nscheduler: {host: n1}\n"
+                      "workers:\n  - {name: w, host: n1, worker_port: 4:30, nanny_port: 1:05}\n")
+    assert (inventory.workers[0].worker_port, inventory.workers[0].nanny_port) == ("4:30", "1:5")  # not 270, 65
+
+
 def test_one_process_per_gpu_each_seeing_its_own_gpu_first() -> None:
     inventory = parse(LAB)
     group = next(w for w in inventory.workers if w.host == "gpu2")
@@ -165,7 +171,7 @@ REJECTIONS = [
     pytest.param(HEAD + "scheduler: {host: head}\nworkers:\n  - {name: w, host: head, gpus: [0, 0]}\n",
                  f"{SOURCE}:7: workers[0].gpus:", "distinct", id="gpus-repeated"),
     pytest.param(HEAD + "scheduler: {host: head}\nworkers:\n  - {name: w, host: head, worker_port: 2000:30}\n",
-                 f"{SOURCE}:7: workers[0].worker_port:", "quote a range", id="unquoted-port-range"),
+                 f"{SOURCE}:7: workers[0].worker_port:", "(low:high)", id="unquoted-port-range-is-text-not-base-60"),
     pytest.param(HEAD + "scheduler: {host: head}\nworkers:\n  - {name: w, host: head, worker_port: '9:1'}\n",
                  f"{SOURCE}:7: workers[0].worker_port:", "(low:high)", id="port-range-backwards"),
     pytest.param(HEAD + "scheduler: {host: head}\nworkers:\n  - {name: w, host: head, preload: ['x; rm -rf /']}\n",
