@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -226,33 +227,40 @@ class HostBoard:
 
     def __init__(self) -> None:
         self.hosts: dict[str, tuple[str, str]] = {}  # alias -> (state, detail), in the order first seen
+        self._lock = threading.Lock()  # hosts report from the group's threads, the display reads from its own
 
     def set(self, alias: str, state: str, detail: str) -> None:
-        self.hosts[alias] = (state, detail)
+        with self._lock:
+            self.hosts[alias] = (state, detail)
+
+    def _snapshot(self) -> dict[str, tuple[str, str]]:
+        with self._lock:
+            return dict(self.hosts)
 
     @property
     def finished(self) -> bool:
-        return all(state not in IN_FLIGHT for state, _ in self.hosts.values())
+        return all(state not in IN_FLIGHT for state, _ in self._snapshot().values())
 
     def counts(self) -> str:
         """``62 registered · 2 failed``: the states in their order in a host's life."""
         found: dict[str, int] = {}
-        for state, _ in self.hosts.values():
+        for state, _ in self._snapshot().values():
             found[state] = found.get(state, 0) + 1
         return " · ".join(f"{found[state]} {state}" for state in HOST_STATES if state in found)
 
     def lines(self, height: int) -> list[Text]:
         """The count line, then at most ``height - 1`` host rows, the last saying how many are not shown."""
-        if not self.hosts:
+        hosts = self._snapshot()
+        if not hosts:
             return []
-        lines = [Text.from_markup(f"  [bold]{len(self.hosts)} host(s)[/]: {safe(self.counts())}")]
-        shown = [a for a, (state, _) in self.hosts.items() if state == FAILED]
-        shown += [a for a, (state, _) in self.hosts.items() if state in IN_FLIGHT]
+        lines = [Text.from_markup(f"  [bold]{len(hosts)} host(s)[/]: {safe(self.counts())}")]
+        shown = [a for a, (state, _) in hosts.items() if state == FAILED]
+        shown += [a for a, (state, _) in hosts.items() if state in IN_FLIGHT]
         room = max(1, min(self.MAX_ROWS, height - 1))
         hidden = shown[room - 1:] if len(shown) > room else []
         width = max((len(clean(a)) for a in shown), default=0)
         for alias in shown[:len(shown) - len(hidden)]:
-            lines.append(self._row(alias, width))
+            lines.append(self._row(alias, *hosts[alias], width))
         if hidden:
             lines.append(Text(f"  … and {len(hidden)} more host(s) in flight", style="dim"))
         for line in lines:
@@ -260,16 +268,17 @@ class HostBoard:
             line.overflow = "ellipsis"
         return lines
 
-    def _row(self, alias: str, width: int) -> Text:
-        state, detail = self.hosts[alias]
+    @staticmethod
+    def _row(alias: str, state: str, detail: str, width: int) -> Text:
         style = "red" if state == FAILED else "cyan"
         return Text.from_markup(f"  {safe(alias).ljust(width)}  [{style}]{state:<10}[/] {safe(detail)}".rstrip())
 
     def summary(self) -> list[Text]:
         """What stays on the terminal: the counts, and each failed host with its reason."""
-        failed = [(a, detail) for a, (state, detail) in self.hosts.items() if state == FAILED]
+        hosts = self._snapshot()
+        failed = [(a, detail) for a, (state, detail) in hosts.items() if state == FAILED]
         mark = "[red]✗[/]" if failed else "[green]✓[/]"
-        lines = [Text.from_markup(f"{mark} {len(self.hosts)} host(s): {safe(self.counts())}")]
+        lines = [Text.from_markup(f"{mark} {len(hosts)} host(s): {safe(self.counts())}")]
         lines += [Text.from_markup(f"  {safe(alias)}: [red]failed[/] {safe(detail)}") for alias, detail in failed]
         return lines
 

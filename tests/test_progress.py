@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -169,3 +170,37 @@ def test_up_and_down_in_a_pipe_print_plain_lines_and_json_is_unchanged(tmp_path:
     assert down.exit_code == 0 and down.stderr == "", down.stderr
     assert set(down.json()) == {"schema", "cluster", "stopped", "already_gone", "scheduler_note", "without_state",
                                 "notes", "unrecorded_scheduler"}
+
+
+def test_hosts_reporting_from_many_threads_while_the_display_draws() -> None:
+    """The group's threads report hosts while the live display's own thread draws the board."""
+    import threading
+
+    board = render.HostBoard()
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def draw() -> None:
+        try:
+            while not stop.is_set():
+                board.lines(24)
+                board.summary()
+        except BaseException as exc:  # noqa: BLE001 - what the display thread would die of
+            errors.append(exc)
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns often: a board read while it grows shows
+    drawer = threading.Thread(target=draw)
+    drawer.start()
+    try:
+        reporters = [threading.Thread(target=lambda k=k: [board.set(f"h{k}-{i}", "connecting", "")
+                                                           for i in range(3000)]) for k in range(4)]
+        for reporter in reporters:
+            reporter.start()
+        for reporter in reporters:
+            reporter.join()
+    finally:
+        stop.set()
+        drawer.join()
+        sys.setswitchinterval(switch)
+    assert errors == [] and len(board.hosts) == 12000
