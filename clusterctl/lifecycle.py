@@ -128,14 +128,10 @@ def start_processes(hosts: HostGroup, plans: list[ProcessPlan], progress: Progre
     failure is raised, so that nothing started becomes unreachable to `down`.
     """
     progress.step(f"starting {len(plans)} process(es) on {len({p.host for p in plans})} host(s)")
-    results, interrupted = finish_despite_interrupt(lambda: hosts.run_each(plans, lambda host, mine: host.start(mine)))
+    results, interrupted = finish_despite_interrupt(
+        lambda: hosts.run_each(plans, lambda host, mine: _start_shown(host, mine, progress)))
     failures: list[str] = []
-    for alias, error in results.failed.items():
-        progress.host(alias, "failed", error.reason)
-    for alias, outcome in results.succeeded.items():
-        refused = [item for item in outcome if isinstance(item, StartFailure)]
-        progress.host(alias, "failed" if refused else "started",
-                      "; ".join(f"{item.name}: {item.error}" for item in refused) or f"{len(outcome)} process(es)")
+    for outcome in results.succeeded.values():
         for item in outcome:
             if isinstance(item, StartFailure):
                 failures.append(f"{next(p for p in plans if p.name == item.name).host}: {item.name}: {item.error}")
@@ -150,6 +146,19 @@ def start_processes(hosts: HostGroup, plans: list[ProcessPlan], progress: Progre
     results.values_or_raise("start")
     if failures:
         raise ClusterctlError("; ".join(failures), "set `python:` for that host to an interpreter that exists")
+
+
+def _start_shown(host: Host, plans: list[ProcessPlan], progress: Progress) -> list[ProcessRecord | StartFailure]:
+    """``host.start``, its row shown started (or failed, with the reason) as soon as that host answers."""
+    try:
+        outcome = host.start(plans)
+    except ClusterctlError as exc:
+        progress.host(host.alias, "failed", exc.reason if isinstance(exc, HostError) else exc.message)
+        raise
+    refused = [item for item in outcome if isinstance(item, StartFailure)]
+    progress.host(host.alias, "failed" if refused else "started",
+                  "; ".join(f"{item.name}: {item.error}" for item in refused) or f"{len(outcome)} process(es)")
+    return outcome
 
 
 def finish_despite_interrupt(call: Callable[[], T]) -> tuple[T, KeyboardInterrupt | None]:
