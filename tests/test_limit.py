@@ -5,14 +5,17 @@ The story: a pattern that names no host is one error line, exit 2, for every com
 looks only at the selected hosts; `down --limit c` stops c's processes (workers added by
 `add-worker` and by `scale` included)
 and keeps the rest running and recorded; the scheduler's host cannot go alone; with b and c
-stopped, `up --limit c` starts c's group again and leaves b as it is. (`test_testbed_limit.py` does the same over SSH,
+stopped, `up --limit c` starts c's group again and leaves b as it is; a dead scheduler is started
+again only by an `up` whose --limit covers every host with workers. (`test_testbed_limit.py` does the same over SSH,
 with data that must survive.)
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ from tests.helpers.cluster import (
     error_lines,
     free_port,
     is_running,
+    wait_until,
     write_inventory,
 )
 
@@ -148,6 +152,16 @@ def test_each_command_looks_only_at_the_hosts_limit_selects(tmp_path: Path, clus
     whole = clusterctl("up", str(config))
     assert whole.exit_code == 0, whole.stderr
     assert sorted(pids_by_name(clusterctl("status", "--processes", "--json").json())) == ["scheduler", "wb", "wc"]
+
+    scheduler = clusterctl("status", "--processes", "--json").json()["processes"][0]
+    assert scheduler["name"] == "scheduler"
+    os.killpg(scheduler["pid"], signal.SIGKILL)  # a scheduler started again takes every worker with it:
+    assert wait_until(lambda: not is_running(scheduler), timeout=30)
+    outside = clusterctl("up", str(config), "--limit", "c")
+    assert outside.exit_code == 2 and error_lines(outside.stderr) == [
+        "error: the scheduler of cluster 'lim' must be started again on a, which --limit leaves out"], outside.stderr
+    inside = clusterctl("up", str(config), "--limit", "a")
+    assert inside.exit_code == 2 and "those on b, c (outside --limit) would stop too" in inside.stderr, inside.stderr
 
     final = clusterctl("down", "--limit", "*")  # the scheduler's host with every other: a full down
     assert final.exit_code == 0, final.stderr
