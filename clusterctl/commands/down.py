@@ -152,6 +152,7 @@ def _retire_hosts(progress: Progress, st: ClusterState, chosen: list[str], leavi
 
 
 def _scheduler_answers(st: ClusterState) -> bool:
+    """A quick question first: retiring through a dead scheduler would wait out its timeout."""
     try:
         scheduler_api.query(st.scheduler_address, timeout=2.0, tls=st.client_tls(), expect=st.expected_scheduler_id())
     except (SchedulerUnreachableError, ForeignSchedulerError):
@@ -160,11 +161,12 @@ def _scheduler_answers(st: ClusterState) -> bool:
 
 
 def _sweep(host: Host, records: list[ProcessRecord], grace: float, progress: Progress) -> list[StopOutcome]:
+    """``host.sweep``, its row shown stopping, then stopped or failed with the reason."""
     progress.host(host.alias, "stopping", "")
     try:
         outcomes = host.sweep(records, grace)
     except ClusterctlError as exc:
-        progress.host(host.alias, "failed", exc.message)
+        progress.host(host.alias, "failed", exc.reason if isinstance(exc, HostError) else exc.message)
         raise
     running = [p for p in outcomes if not p.gone]
     progress.host(host.alias, "failed" if running else "stopped",
