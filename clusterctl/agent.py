@@ -27,6 +27,9 @@ import time
 PID_SUFFIX = ".pid"
 ANSWER_MARKER = "CLUSTERCTL-AGENT "
 EXIT_MARKER = "CLUSTERCTL-EXIT "  # a watched process exited (``start_watched``)
+# `elsewhere-<address>` in the scheduler host's run directory: add-worker put a worker on a host that
+# is not in the inventory; a `down CONFIG` without local state visits it through this file.
+ELSEWHERE_PREFIX = "elsewhere-"
 # What a process inherits from this agent's own environment: everything but clusterctl's own
 # variables (CLUSTERCTL_SSH_PASSWORD above all), which only the controller may read.
 OWN_PREFIX = "CLUSTERCTL_"
@@ -343,10 +346,13 @@ def listing(request):
     """
     run_dir = os.path.abspath(os.path.expanduser(request["run_dir"]))
     if not os.path.lexists(run_dir):
-        return {"processes": []}
+        return {"processes": [], "elsewhere": []}
     trusted_run_dir(run_dir, create=False)
     found = []
+    elsewhere = []
     for name in sorted(os.listdir(run_dir)):
+        if name.startswith(ELSEWHERE_PREFIX) and _pid_record(os.path.join(run_dir, name)) == {}:
+            elsewhere.append(name[len(ELSEWHERE_PREFIX):])
         if not name.endswith(PID_SUFFIX):
             continue
         path = os.path.join(run_dir, name)
@@ -357,7 +363,7 @@ def listing(request):
         record["pid_file"] = path
         record["alive"] = _alive(record["pid"], record["start_time"])
         found.append(record)
-    return {"processes": found}
+    return {"processes": found, "elsewhere": elsewhere}
 
 
 def _pid_record(path):
@@ -409,7 +415,44 @@ def versions(request):
             found.setdefault("errors", {})[module] = why
     if request.get("free_port"):  # `up`: is the scheduler's port free? (asked here to save a round trip)
         found["free_port"] = listen(dict(request["free_port"], seconds=0))
+    if request.get("gpus") is not None:  # asked in the same round trip: a fleet's preflight stays one call per host
+        found.update(gpus(request["gpus"]))
     return found
+
+
+GPU_QUERY = ["nvidia-smi", "--query-gpu=index,uuid,name,memory.total", "--format=csv,noheader,nounits"]
+GPU_TIMEOUT = 30
+
+
+def gpus(probe):
+    """The GPUs ``nvidia-smi`` lists, run with a worker group's env and setup (a PATH set there counts):
+    ``{"gpus": [{index, uuid, name, memory_mib}]}``, or ``{"gpu_error": why}``."""
+    spec = {"name": "clusterctl-gpus", "argv": GPU_QUERY, "env": probe.get("env"), "setup": probe.get("setup")}
+    try:
+        result = subprocess.run(launch_argv(spec), stdin=subprocess.DEVNULL, capture_output=True,
+                                env=process_env(spec), timeout=GPU_TIMEOUT)
+    except FileNotFoundError:
+        return {"gpu_error": "nvidia-smi: command not found"}
+    except subprocess.TimeoutExpired:
+        return {"gpu_error": "nvidia-smi did not answer within %d s" % GPU_TIMEOUT}
+    except OSError as exc:
+        return {"gpu_error": "cannot run nvidia-smi: %s" % exc.strerror}
+    output = result.stdout.decode("utf-8", "replace")
+    if result.returncode != 0:
+        lines = (result.stderr.decode("utf-8", "replace") + output).strip().splitlines() or ["no output"]
+        if result.returncode == 127:
+            return {"gpu_error": "nvidia-smi: command not found"}
+        return {"gpu_error": "nvidia-smi failed (exit %d): %s" % (result.returncode, lines[-1][:200])}
+    found = []
+    for line in output.strip().splitlines():
+        fields = [part.strip() for part in line.split(",")]
+        if len(fields) != 4 or not fields[0].isdigit():
+            return {"gpu_error": "nvidia-smi printed an unexpected line: %r" % line[:200]}
+        memory = int(fields[3]) if fields[3].isdigit() else None  # "[N/A]" on some boards
+        found.append({"index": int(fields[0]), "uuid": fields[1], "name": fields[2], "memory_mib": memory})
+    if not found:
+        return {"gpu_error": "nvidia-smi lists no GPU"}
+    return {"gpus": found}
 
 
 def _platform():

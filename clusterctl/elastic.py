@@ -67,7 +67,8 @@ def additions(inventory: Inventory, present: list[Placed], workers: int) -> list
         while f"{spec.worker.name}-{index}" in taken or any(
                 w.startswith(f"{spec.worker.name}-{index}-") for w in taken):
             index += 1
-        group = WorkerGroup.model_validate({**template, "host": alias, "name": f"{spec.worker.name}-{index}"})
+        group = WorkerGroup.model_validate({**template, "host": alias, "name": f"{spec.worker.name}-{index}",
+                                            "group": spec.worker.name})
         taken.update([group.name or "", *group.worker_names()])
         load[alias] += group.nworkers
         groups.append(group)

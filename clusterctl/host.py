@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import shlex
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -24,11 +24,14 @@ from clusterctl.launch import ProcessPlan
 from clusterctl.records import (
     AnswerError,
     FoundProcess,
+    Gpu,
     ProcessRecord,
     StartFailure,
     StopOutcome,
+    addresses_of,
     connected_of,
     field_of,
+    gpus_of,
     list_of,
     listening_of,
     pid_of,
@@ -233,7 +236,7 @@ class Host:
                     role=plan.role, name=plan.name, host=self.alias, pid=pid_of(item),
                     start_time=field_of(item, "start_time", int, optional=True), log=field_of(item, "log", str),
                     worker_names=list(plan.worker_names), argv=list(plan.argv), env=dict(plan.env),
-                    setup=list(plan.setup)))
+                    setup=list(plan.setup), group=plan.group, gpu=asdict(plan.gpu) if plan.gpu else None))
             return results
 
         return self._checked("start", parse)
@@ -260,15 +263,35 @@ class Host:
         answer = self.call("list", run_dir=self.run_dir)
         return self._checked("list", lambda: [FoundProcess.from_answer(p) for p in list_of(answer, "processes")])
 
+    def elsewhere(self) -> list[str]:
+        """Hosts outside the inventory that this (scheduler) host's run directory points at; see ``note_elsewhere``."""
+        answer = self.call("list", run_dir=self.run_dir)
+        return self._checked("list", lambda: addresses_of(answer, "elsewhere"))
+
+    def note_elsewhere(self, address: str) -> None:
+        """Leave a pointer to ``address`` (a host outside the inventory that runs one of our workers) in
+        this host's run directory, where a `down CONFIG` without local state looks."""
+        self.upload({f"elsewhere-{address}": b"{}"})
+
     def versions(self, packages: list[str] | None = None) -> dict[str, Any]:
         """python, what distributed compares, and ``packages``: metadata versions (None: not installed)."""
-        return self.check(packages)[0]
+        return self.versions_and_gpus(packages)[0]
 
-    def check(self, packages: list[str] | None = None, free_port: tuple[str, int] | None = None
-              ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        """``versions``, and in the same round trip, given ``free_port`` (address, port): whether that
-        port is free here (``listening``), else its ``error`` and whether it is ``in_use``."""
+    def versions_and_gpus(self, packages: list[str] | None = None, gpu_probe: dict[str, Any] | None = None
+                          ) -> tuple[dict[str, Any], list[Gpu] | str | None]:
+        """``versions``, and with ``gpu_probe`` ({env, setup} of a GPU worker group) in the same round
+        trip the GPUs ``nvidia-smi`` lists run that way: a list, or the text of why there is none."""
+        versions, gpus, _ = self.check(packages, gpu_probe)
+        return versions, gpus
+
+    def check(self, packages: list[str] | None = None, gpu_probe: dict[str, Any] | None = None,
+              free_port: tuple[str, int] | None = None
+              ) -> tuple[dict[str, Any], list[Gpu] | str | None, dict[str, Any] | None]:
+        """``versions_and_gpus``, and in the same round trip, given ``free_port`` (address, port): whether
+        that port is free here (``listening``), else its ``error`` and whether it is ``in_use``."""
         request: dict[str, Any] = {"packages": list(packages or [])}
+        if gpu_probe is not None:
+            request["gpus"] = gpu_probe
         if free_port is not None:
             request["free_port"] = {"host": free_port[0], "port": free_port[1]}
         answer = self.call("versions", **request)
@@ -282,7 +305,7 @@ class Host:
             return {"listening": False, "error": field_of(port, "error", str),
                     "in_use": bool(field_of(port, "in_use", bool, optional=True))}
 
-        return self._checked("versions", lambda: (versions_of(answer), parse_port()))
+        return self._checked("versions", lambda: (versions_of(answer), gpus_of(answer), parse_port()))
 
     def listen(self, host: str, port: int, seconds: float) -> dict[str, Any]:
         """A test listener on ``host:port`` for `check` (see the agent's ``listen``)."""

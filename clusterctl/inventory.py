@@ -11,6 +11,8 @@ import fnmatch
 import ipaddress
 import re
 import sys
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +37,11 @@ HOSTNAME_PATTERN = re.compile(
 ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 USER_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 LOCAL_HOST = "localhost"  # the implicit host of `add-worker` without --host
+DOTTED_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+INTERFACE_PATTERN = re.compile(r"^[A-Za-z0-9_.:@-]{1,32}$")
+CONFIG_KEY_PATTERN = re.compile(r"^[a-z0-9_-]+$")  # dask reads DASK_* names back in lower case
+SHELL_CHARACTERS = set(" \t\n\r\0;&|$`<>()'\"\\*?[]{}!#")
+MAX_GPUS = 64
 
 def is_valid_address(value: str) -> bool:
     """A hostname or an IPv4/IPv6 address: nothing a shell or ssh could read as an option."""
@@ -60,6 +67,86 @@ def _check_env(env: dict[str, str]) -> dict[str, str]:
         if "\0" in value:
             raise ValueError(f"the value of {key} contains a NUL byte")
     return env
+
+
+def check_plain_path(value: str, what: str) -> str:
+    """A path or module name that a shell would read as it is written: no metacharacters, no option."""
+    if not value or value.startswith("-") or any(c in SHELL_CHARACTERS for c in value) or not value.isprintable():
+        raise ValueError(f"{what} {value!r} must be a path or module name without spaces or shell "
+                         "characters, not starting with '-'")
+    return value
+
+
+def check_duration(value: Any) -> str | None:
+    """A duration dask parses (``1h``, ``30s``, ``90``): kept as text, a bare number meaning seconds."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not 0 < value < float("inf"):
+            raise ValueError(f"a duration must be above 0 seconds, got {value}")
+        return f"{value}s"
+    if not isinstance(value, str) or not value.isascii():
+        raise ValueError(f"{value!r} is not a duration like 30s, 10m or 1h")
+    from dask.utils import parse_timedelta  # lazy: dask is not needed to print --help
+
+    try:
+        seconds = parse_timedelta(value.strip(), default="seconds")
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"{value!r} is not a duration like 30s, 10m or 1h") from None
+    if seconds is None or not 0 < seconds < float("inf"):
+        raise ValueError(f"a duration must be above 0 seconds, got {value!r}")
+    return value.strip().replace(" ", "")
+
+
+def check_port_range(value: Any) -> str | None:
+    """A port (``40000``) or an inclusive range (``40000:40100``), as `dask worker` takes it."""
+    if value is None:
+        return None
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if isinstance(text, str):
+        parts = text.split(":")
+        if len(parts) in (1, 2) and all(p.isascii() and p.isdigit() for p in parts):
+            numbers = [int(p) for p in parts]
+            if all(1 <= n <= 65535 for n in numbers) and numbers == sorted(numbers):
+                return ":".join(str(n) for n in numbers)
+    raise ValueError(f"{value!r} is not a port (1-65535) or a range like '40000:40100' (low:high)")
+
+
+def flatten_dask_config(value: Any) -> dict[str, Any]:
+    """``{distributed: {worker: {memory: {target: 0.7}}}}`` or dotted keys -> ``{"distributed.worker.memory.target": 0.7}``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError("dask_config must be a mapping of dask config keys, e.g. {distributed.worker.daemon: false}")
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not all(CONFIG_KEY_PATTERN.fullmatch(part) for part in key.split(".")):
+            raise ValueError(f"dask_config key {key!r} is not a dask config key like distributed.worker.daemon "
+                             "(lower-case words joined by dots)")
+        if isinstance(item, dict) and item:
+            flat.update({f"{key}.{inner}": v for inner, v in flatten_dask_config(item).items()})
+        elif _is_literal(item):
+            flat[key] = item
+        else:
+            raise ValueError(f"dask_config {key}: {item!r} is not a number, text, boolean, null or a list of them")
+    return flat
+
+
+def _is_literal(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_is_literal(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_literal(v) for k, v in value.items())
+    if isinstance(value, str):
+        return "\0" not in value
+    return value is None or isinstance(value, (bool, int, float))
+
+
+def dask_config_env(config: dict[str, Any]) -> dict[str, str]:
+    """The ``DASK_*`` variables dask reads at import (``dask.config.collect_env``): a dotted key's parts
+    joined by ``__``, the value as a Python literal, which dask reads back with ``ast.literal_eval``."""
+    return {"DASK_" + "__".join(part.upper().replace("-", "_") for part in key.split(".")): repr(value)
+            for key, value in config.items()}
 
 
 def parse_resources(value: Any) -> dict[str, float]:
@@ -139,6 +226,14 @@ class ProcessSettings(_Model):
     setup: list[str] = Field(
         default_factory=list, description="Shell lines run before a process starts (e.g. conda activate)."
     )
+    dask_config: dict[str, Any] = Field(
+        default_factory=dict, description="Dask configuration every process here reads, e.g. "
+        "{distributed.worker.memory.target: 0.7}; passed as DASK_* environment variables.")
+
+    @field_validator("dask_config", mode="before")
+    @classmethod
+    def _dask_config(cls, value: Any) -> dict[str, Any]:
+        return flatten_dask_config(value)
 
     @field_validator("python")
     @classmethod
@@ -160,8 +255,69 @@ class ProcessSettings(_Model):
         return _check_env(value)
 
 
-class HostSettings(ProcessSettings):
-    """How to reach a host. Every key may also be set under ``defaults``."""
+class WorkerOptions(_Model):
+    """`dask worker` options that may be given at the defaults, group, host and worker-group levels."""
+
+    worker_class: str | None = Field(None, description="A distributed.Worker subclass importable on the host, "
+                                     "e.g. mylab.GPUWorker.")
+    preload: list[str] | None = Field(None, description="Modules or .py files each worker loads (--preload).")
+    local_directory: str | None = Field(None, description="Directory for the workers' spilled data.")
+    lifetime: str | None = Field(None, description="Shut each worker down after this long, e.g. 1h.")
+    lifetime_stagger: str | None = Field(None, description="Random spread of lifetime, e.g. 5m.")
+    lifetime_restart: bool | None = Field(None, description="Start a worker again when its lifetime ends.")
+    death_timeout: str | None = Field(None, description="How long a worker waits for its scheduler, e.g. 60s.")
+    worker_port: str | None = Field(None, description="A port or a range like 40000:40100 (for firewalls).")
+    nanny_port: str | None = Field(None, description="A port or a range like 40100:40200.")
+    interface: str | None = Field(None, description="Network interface to listen on, e.g. eth0 or ib0.")
+
+    @field_validator("worker_class")
+    @classmethod
+    def _worker_class(cls, value: str | None) -> str | None:
+        if value is not None and not DOTTED_NAME_PATTERN.fullmatch(value):
+            raise ValueError(f"worker_class {value!r} must be a dotted Python name like mylab.GPUWorker")
+        return value
+
+    @field_validator("preload", mode="before")
+    @classmethod
+    def _preload(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("preload")
+    @classmethod
+    def _preload_items(cls, value: list[str] | None) -> list[str] | None:
+        for item in value or []:
+            check_plain_path(item, "preload")
+        return value
+
+    @field_validator("local_directory")
+    @classmethod
+    def _local_directory(cls, value: str | None) -> str | None:
+        return None if value is None else check_plain_path(value, "local_directory")
+
+    @field_validator("lifetime", "lifetime_stagger", "death_timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> str | None:
+        return check_duration(value)
+
+    @field_validator("worker_port", "nanny_port", mode="before")
+    @classmethod
+    def _port(cls, value: Any) -> str | None:
+        return check_port_range(value)
+
+    @field_validator("interface")
+    @classmethod
+    def _interface(cls, value: str | None) -> str | None:
+        if value is not None and not INTERFACE_PATTERN.fullmatch(value):
+            raise ValueError(f"interface {value!r} is not a network interface name like eth0 or ib0")
+        return value
+
+    def worker_options(self) -> dict[str, Any]:
+        """The options set here (not None)."""
+        return {key: getattr(self, key) for key in WorkerOptions.model_fields if getattr(self, key) is not None}
+
+
+class HostSettings(ProcessSettings, WorkerOptions):
+    """How to reach a host. Every key may also be set under ``defaults`` and in a group."""
 
     connection: Literal["ssh", "local"] | None = Field(None, description="ssh (the default) or local.")
     address: str | None = Field(None, description="Hostname or IP to connect to, and that workers use.")
@@ -200,6 +356,23 @@ class SchedulerSpec(ProcessSettings):
     dashboard: Literal["public", "local"] = Field(
         "public", description="local: bind the dashboard to the scheduler host's loopback; reach it with "
         "`clusterctl dashboard`, through SSH.")
+    idle_timeout: str | None = Field(None, description="Shut the scheduler down after this long without "
+                                     "clients or tasks, e.g. 1h.")
+    preload: list[str] = Field(default_factory=list, description="Modules or .py files the scheduler loads.")
+
+    @field_validator("idle_timeout", mode="before")
+    @classmethod
+    def _idle_timeout(cls, value: Any) -> str | None:
+        return check_duration(value)
+
+    @field_validator("preload", mode="before")
+    @classmethod
+    def _preload(cls, value: Any) -> Any:
+        value = [value] if isinstance(value, str) else value
+        for item in value if isinstance(value, list) else []:
+            if isinstance(item, str):
+                check_plain_path(item, "preload")
+        return value
 
     def dashboard_bind(self) -> str | None:
         """The --dashboard-address to pass: loopback only when ``dashboard: local``."""
@@ -221,11 +394,18 @@ class SchedulerSpec(ProcessSettings):
         return value
 
 
-class WorkerGroup(ProcessSettings):
-    """One `dask worker` invocation: ``nworkers`` processes of ``nthreads`` threads each."""
+class WorkerGroup(ProcessSettings, WorkerOptions):
+    """One `dask worker` invocation: ``nworkers`` processes of ``nthreads`` threads each.
+
+    In the file a group may name several hosts (``hosts:``); ``parse_inventory`` turns it into one
+    entry per host, named ``<name>-<alias>``, whose ``group`` is the name written in the file.
+    """
 
     name: str | None = Field(None, description="Group name; default <host>-g<index>. Worker names derive from it.")
     host: str
+    group: str | None = Field(None, description="Set by clusterctl: the worker group this entry expands.")
+    gpus: Literal["auto"] | list[int] | int | None = Field(
+        None, description="One worker per GPU: auto (what nvidia-smi finds), a count (the first N) or indices.")
     nworkers: int = Field(1, ge=1, le=1024, strict=True, validation_alias=AliasChoices("nworkers", "nprocs"))
     nthreads: int = Field(1, ge=1, le=4096, strict=True)
     memory_limit: str | None = Field(None, description="Per worker process: 4GB, 0.5 (fraction), auto or 0.")
@@ -244,6 +424,21 @@ class WorkerGroup(ProcessSettings):
     @classmethod
     def _memory_limit(cls, value: Any) -> str | None:
         return _check_memory_limit(value)
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpus(cls, value: Any) -> Any:
+        if value is None or value == "auto":
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not 1 <= value <= MAX_GPUS:
+                raise ValueError(f"gpus must be auto, a count from 1 to {MAX_GPUS}, or a list of indices; got {value}")
+            return value
+        if isinstance(value, list) and value and all(isinstance(i, int) and not isinstance(i, bool) for i in value):
+            if len(set(value)) != len(value) or not all(0 <= i < MAX_GPUS for i in value):
+                raise ValueError(f"gpus indices must be distinct, from 0 to {MAX_GPUS - 1}; got {value}")
+            return value
+        raise ValueError(f"gpus must be auto, a count like 2, or a list of indices like [0, 2]; got {value!r}")
 
     @field_validator("resources", mode="before")
     @classmethod
@@ -269,13 +464,16 @@ class ElasticWorkerSpec(WorkerGroup):
     def _no_host(cls, data: Any) -> Any:
         if isinstance(data, dict) and ("host" in data or "hosts" in data):
             raise ValueError("no `host` here: scaling picks one of `elastic.hosts`")
+        if isinstance(data, dict) and data.get("gpus") is not None:
+            raise ValueError("no `gpus` here: elastic workers are started without GPU detection; use `resources`")
         return data
 
 
 class ElasticSpec(_Model):
     """What `scale` and `adapt` may add to the cluster, and where."""
 
-    hosts: list[str] = Field(description="Aliases or globs ('gpu*') of the hosts added workers may use.")
+    hosts: list[str] = Field(description="Aliases, groups, ranges or globs ('gpu*') of the hosts added workers "
+                             "may use.")
     worker: ElasticWorkerSpec = Field(default_factory=ElasticWorkerSpec)
     minimum: int = Field(0, ge=0, strict=True, description="Workers (all of the cluster's) kept by up, scale, adapt.")
     maximum: int | None = Field(None, ge=0, strict=True, description="At most this many workers; default no limit.")
@@ -342,15 +540,36 @@ class EnvironmentSpec(_Model):
         return value
 
 
+class GroupSpec(HostSettings):
+    """A named set of hosts; its other keys are host settings its hosts share (group vars)."""
+
+    hosts: list[str] = Field(description="Aliases, ranges (node[01:16]) or globs (gpu*) of its hosts.")
+
+    @field_validator("hosts", mode="before")
+    @classmethod
+    def _hosts(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    def settings(self) -> HostSettings:
+        """The group vars, as host settings (only what the group sets)."""
+        return HostSettings.model_validate(self.model_dump(exclude={"hosts"}, exclude_unset=True))
+
+
 class Inventory(_Model):
     name: str = Field(description="Cluster name; local state is keyed by it.")
     security: SecuritySpec = Field(default_factory=SecuritySpec)
     environment: EnvironmentSpec = Field(default_factory=EnvironmentSpec)
     defaults: HostSettings = Field(default_factory=HostSettings)
     hosts: dict[str, HostSettings] = Field(default_factory=dict)
+    groups: dict[str, GroupSpec] = Field(default_factory=dict, description="Named sets of hosts and the "
+                                         "settings they share; innermost wins: defaults < groups < host.")
     scheduler: SchedulerSpec
     workers: list[WorkerGroup] = Field(default_factory=list)
     _where: dict[str, str] = PrivateAttr(default_factory=dict)  # host -> "file:line" that names it
+    _origins: list[int] = PrivateAttr(default_factory=list)  # expanded worker entry -> its index in the file
+
+    def _file_index(self, index: int) -> int:
+        return self._origins[index] if index < len(self._origins) else index
 
     def where(self, alias: str) -> str | None:
         """The inventory line that defines ``alias`` (or first names a bare host), when read from a file."""
@@ -378,6 +597,8 @@ class Inventory(_Model):
             if group.name is None:
                 host = re.sub(r"[^A-Za-z0-9_.-]", "_", group.host)  # an IPv6 address has colons
                 object.__setattr__(group, "name", f"{host}-g{index}")
+            if group.group is None:
+                object.__setattr__(group, "group", group.name)
         return self
 
     def problems(self) -> list[tuple[list[Any], str]]:
@@ -398,13 +619,22 @@ class Inventory(_Model):
             if not group.nanny and group.nworkers > 1:
                 found.append((["workers", index, "nanny"], "nanny: false works only with nworkers: 1 "
                               "(dask worker refuses --no-nanny with several processes)"))
+            if group.gpus is not None and group.nworkers != 1:
+                found.append((["workers", index, "nworkers"], "with `gpus` each GPU gets one worker process: "
+                              "leave nworkers out (use nthreads for threads per GPU worker)"))
         found += self._elastic_problems()
         seen: dict[str, int] = {}
         for index, group in enumerate(self.workers):
+            if group.gpus is not None:
+                per_gpu = re.compile(rf"{re.escape(group.name or '')}-gpu[0-9]+")
+                for other, named in enumerate(self.workers):
+                    if any(per_gpu.fullmatch(name) for name in [named.name or "", *named.worker_names()]):
+                        found.append((["workers", other, "name"], f"names like {group.name}-gpu0 are the GPU "
+                                      f"workers of workers[{index}]: rename one of the groups"))
             for worker in group.worker_names():
                 if worker in seen:
                     found.append((["workers", index, "name"], f"worker name {worker!r} is already used by "
-                                  f"workers[{seen[worker]}]; give the groups distinct `name`s"))
+                                  f"workers[{self._file_index(seen[worker])}]; give the groups distinct `name`s"))
                 seen.setdefault(worker, index)
         return found
 
@@ -416,8 +646,13 @@ class Inventory(_Model):
         if not elastic.hosts:
             found.append((["elastic", "hosts"], "name at least one host (an alias or a glob like 'gpu*')"))
         for index, pattern in enumerate(elastic.hosts):
-            if not _pattern_hosts(self, pattern):
-                known = ", ".join(sorted(self.hosts)) or "none"
+            try:
+                matched = _pattern_hosts(self, pattern)
+            except InvalidInputError as exc:  # an inverted or oversized range
+                found.append((["elastic", "hosts", index], exc.message))
+                continue
+            if not matched:
+                known = ", ".join(sorted(self.hosts)[:12]) + (", ..." if len(self.hosts) > 12 else "") or "none"
                 found.append((["elastic", "hosts", index], f"{pattern!r} matches no host (known: {known})"))
         if elastic.maximum is not None and elastic.maximum < elastic.minimum:
             found.append((["elastic", "maximum"], f"maximum {elastic.maximum} is below minimum {elastic.minimum}"))
@@ -435,7 +670,11 @@ class Inventory(_Model):
         own = self.hosts.get(alias)
         if own is None and alias == LOCAL_HOST:
             own = HostSettings(connection="local")
-        merged = _merge(self.defaults, own or HostSettings())
+        merged = self.defaults
+        for group in self.groups.values():  # in file order: a later group wins
+            if alias in group.hosts:
+                merged = _merge(merged, group.settings())
+        merged = _merge(merged, own or HostSettings())
         if merged.connection is None:
             merged = merged.model_copy(update={"connection": "ssh"})
         return merged
@@ -447,7 +686,17 @@ class Inventory(_Model):
             python=own.python or host.python or default_python(host),
             env={**host.env, **own.env},
             setup=[*host.setup, *own.setup],
+            dask_config={**host.dask_config, **own.dask_config},
         )
+
+    def worker_options(self, group: WorkerGroup) -> dict[str, Any]:
+        """The `dask worker` options of ``group``: defaults < groups < host < the worker group."""
+        return {**self.host(group.host).worker_options(), **group.worker_options()}
+
+    def group_hosts(self, name: str) -> list[str] | None:
+        """The aliases of the group ``name``, or None when there is no such group."""
+        group = self.groups.get(name)
+        return None if group is None else list(group.hosts)
 
 
 def default_python(settings: HostSettings) -> str:
@@ -473,11 +722,9 @@ def _mistyped_alias(host: str, aliases: list[str]) -> str | None:
 
 
 def select_hosts(inventory: Inventory, patterns: list[str]) -> list[str]:
-    """The hosts that ``patterns`` name, in order, without repeats: an alias of ``hosts``, a glob over
-    the aliases (``'gpu*'``, fnmatch), or a bare hostname/address.
-
-    Host ranges (``node[01:16]``) and ``groups:`` come with the fleet syntax; this is the one
-    function that resolves a host pattern, so that syntax replaces its body.
+    """The hosts that ``patterns`` name, in order, without repeats: an alias of ``hosts``, a group of
+    ``groups`` (its hosts), a range (``node[01:04]``), a glob over the aliases (``'gpu*'``, fnmatch),
+    or a bare hostname/address. This is the one function that resolves a host pattern of a command.
     """
     selected: list[str] = []
     for pattern in patterns:
@@ -488,16 +735,192 @@ def select_hosts(inventory: Inventory, patterns: list[str]) -> list[str]:
 def _pattern_hosts(inventory: Inventory, pattern: str) -> list[str]:
     if pattern in inventory.hosts or pattern == LOCAL_HOST:
         return [pattern]
+    members = inventory.group_hosts(pattern)
+    if members is not None:
+        return members
+    try:
+        names = expand_range(pattern)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc), "write a range as [low:high], e.g. node[01:16]") from None
+    if names is not None:
+        return [name for name in names if name in inventory.hosts or is_valid_address(name)]
     if any(c in pattern for c in "*?["):
         return [alias for alias in inventory.hosts if fnmatch.fnmatchcase(alias, pattern)]
     return [pattern] if is_valid_address(pattern) else []
 
 
+RANGE_PATTERN = re.compile(r"\[([0-9]+):([0-9]+)\]")
+MAX_RANGE = 4096  # hosts from one range: a lab has dozens, a typo has millions
+
+
+def expand_range(text: str) -> list[str] | None:
+    """``node[01:16]`` -> ``node01`` ... ``node16`` (inclusive, zero padding kept); None without a range."""
+    found = list(RANGE_PATTERN.finditer(text))
+    if not found:
+        return None
+    if len(found) > 1:
+        raise ValueError(f"{text!r} has {len(found)} ranges: use one [low:high] per name")
+    match = found[0]
+    low, high = match.group(1), match.group(2)
+    if int(low) > int(high):
+        raise ValueError(f"the range [{low}:{high}] in {text!r} is inverted: write [{high}:{low}]")
+    if int(high) - int(low) >= MAX_RANGE:
+        raise ValueError(f"the range [{low}:{high}] in {text!r} has more than {MAX_RANGE} values")
+    width = len(low) if low.startswith("0") and len(low) > 1 else 0
+    return [f"{text[:match.start()]}{number:0{width}d}{text[match.end():]}"
+            for number in range(int(low), int(high) + 1)]
+
+
+class _FleetError(ValueError):
+    def __init__(self, loc: list[Any], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+@dataclass
+class _Origins:
+    """Where expanded entries come from in the file, to name the right line in an error."""
+
+    hosts: dict[str, str] = dataclass_field(default_factory=dict)  # alias -> the key that defines it
+    workers: list[tuple[int, bool]] = dataclass_field(default_factory=list)  # expanded index -> (file index, from hosts:)
+
+    def loc(self, loc: list[Any]) -> list[Any]:
+        loc = list(loc)
+        if len(loc) > 1 and loc[0] == "hosts" and loc[1] in self.hosts:
+            loc[1] = self.hosts[loc[1]]
+        if len(loc) > 1 and loc[0] == "workers" and isinstance(loc[1], int) and loc[1] < len(self.workers):
+            loc[1], expanded = self.workers[loc[1]]
+            if expanded and len(loc) > 2 and loc[2] in ("host", "name"):
+                loc[2] = "hosts" if loc[2] == "host" else "name"
+        return loc
+
+
+def _members(pattern: Any, loc: list[Any], aliases: list[str], groups: dict[str, list[str]]) -> list[str]:
+    """The aliases a file's ``hosts:`` item names: a group, an alias, a range or a glob (each must exist)."""
+    if not isinstance(pattern, str):
+        raise _FleetError(loc, f"{pattern!r} is not a host, group, range or glob name")
+    if pattern in groups:
+        return groups[pattern]
+    if pattern in aliases or pattern == LOCAL_HOST:
+        return [pattern]
+    try:
+        names = expand_range(pattern)
+    except ValueError as exc:
+        raise _FleetError(loc, str(exc)) from None
+    if names is not None:
+        unknown = [name for name in names if name not in aliases]
+        if unknown:
+            raise _FleetError(loc, f"{pattern!r} names {unknown[0]!r}, which is not in `hosts`")
+        return names
+    if any(c in pattern for c in "*?["):
+        matched = [alias for alias in aliases if fnmatch.fnmatchcase(alias, pattern)]
+        if not matched:
+            raise _FleetError(loc, f"the glob {pattern!r} matches no host of `hosts`")
+        return matched
+    known = ", ".join(list(groups)[:8]) or "none"
+    raise _FleetError(loc, f"{pattern!r} is neither a group (known: {known}) nor a host of `hosts`")
+
+
+def _item_locs(value: Any, loc: list[Any]) -> list[tuple[Any, list[Any]]]:
+    return [(item, [*loc, index]) for index, item in enumerate(value)] if isinstance(value, list) else [(value, loc)]
+
+
+def expand_fleet(data: dict[str, Any]) -> tuple[dict[str, Any], _Origins]:
+    """The file's compact forms -> one entry per host: ``hosts`` ranges, ``groups`` patterns resolved to
+    aliases, and worker groups over ``hosts:`` turned into one entry per host named ``<name>-<alias>``."""
+    data, origins = dict(data), _Origins()
+    hosts = data.get("hosts")
+    if isinstance(hosts, dict):
+        expanded: dict[Any, Any] = {}
+        for key, settings in hosts.items():
+            names = _host_names(key, settings)
+            address = settings.get("address") if isinstance(settings, dict) else None
+            addresses = _address_range(key, address, names)
+            for index, name in enumerate(names):
+                if name in expanded:
+                    raise _FleetError(["hosts", key], f"host {name!r} is defined twice (also by "
+                                      f"{origins.hosts[name]!r}): remove one")
+                own = dict(settings) if isinstance(settings, dict) else settings
+                if addresses is not None:
+                    own["address"] = addresses[index]
+                expanded[name], origins.hosts[name] = own, key
+        data["hosts"] = expanded
+    aliases = [alias for alias in (data.get("hosts") or {}) if isinstance(alias, str)]
+    groups: dict[str, list[str]] = {}
+    if isinstance(data.get("groups"), dict):
+        resolved: dict[Any, Any] = {}
+        for name, spec in data["groups"].items():
+            if isinstance(name, str) and name in aliases:
+                raise _FleetError(["groups", name], f"group {name!r} has the name of a host: rename one of them")
+            if isinstance(spec, dict) and "hosts" in spec:
+                members: list[str] = []
+                for item, loc in _item_locs(spec["hosts"], ["groups", name, "hosts"]):
+                    members += _members(item, loc, aliases, groups)
+                spec = {**spec, "hosts": list(dict.fromkeys(members))}
+                groups[name] = spec["hosts"]
+            resolved[name] = spec
+        data["groups"] = resolved
+    if isinstance(data.get("workers"), list):
+        workers: list[Any] = []
+        for index, entry in enumerate(data["workers"]):
+            if isinstance(entry, dict) and "group" in entry:
+                raise _FleetError(["workers", index, "group"], "`group` is set by clusterctl: name the group with "
+                                  "`name` and its hosts with `hosts`")
+            if not (isinstance(entry, dict) and "hosts" in entry):
+                shifted = len(workers) != index  # an earlier `hosts:` entry expanded to several
+                if shifted and isinstance(entry, dict) and entry.get("name") is None and isinstance(entry.get("host"), str):
+                    # the default name counts entries as written, not as expanded
+                    entry = {**entry, "name": re.sub(r"[^A-Za-z0-9_.-]", "_", entry["host"]) + f"-g{index}"}
+                workers.append(entry)
+                origins.workers.append((index, False))
+                continue
+            if "host" in entry:
+                raise _FleetError(["workers", index, "hosts"], "give `host` (one host) or `hosts`, not both")
+            members = []
+            for item, loc in _item_locs(entry["hosts"], ["workers", index, "hosts"]):
+                members += _members(item, loc, aliases, groups)
+            if not members:
+                raise _FleetError(["workers", index, "hosts"], "name at least one host or group")
+            name = entry.get("name")
+            for alias in dict.fromkeys(members):
+                own = {key: value for key, value in entry.items() if key != "hosts"}
+                safe_alias = re.sub(r"[^A-Za-z0-9_.-]", "_", alias)
+                own.update(host=alias, group=name if isinstance(name, str) else f"g{index}",
+                           name=f"{name}-{safe_alias}" if isinstance(name, str) else f"{safe_alias}-g{index}")
+                workers.append(own)
+                origins.workers.append((index, True))
+        data["workers"] = workers
+    return data, origins
+
+
+def _host_names(key: Any, settings: Any) -> list[Any]:
+    if not isinstance(key, str):
+        return [key]
+    try:
+        names = expand_range(key)
+    except ValueError as exc:
+        raise _FleetError(["hosts", key], str(exc)) from None
+    return [key] if names is None else names
+
+
+def _address_range(key: Any, address: Any, names: list[Any]) -> list[str] | None:
+    if not isinstance(address, str):
+        return None
+    try:
+        addresses = expand_range(address)
+    except ValueError as exc:
+        raise _FleetError(["hosts", key, "address"], str(exc)) from None
+    if addresses is not None and len(addresses) != len(names):
+        raise _FleetError(["hosts", key, "address"], f"{address!r} has {len(addresses)} value(s) but {key!r} has "
+                          f"{len(names)}: a range in `address` pairs with the alias's range by position")
+    return addresses
+
+
 def _merge(base: HostSettings, override: HostSettings) -> HostSettings:
     values = base.model_dump()
     for key, value in override.model_dump(exclude_unset=True).items():
-        if key == "env":
-            values["env"] = {**values["env"], **value}
+        if key in ("env", "dask_config"):
+            values[key] = {**values[key], **value}
         elif key == "setup":
             values["setup"] = [*values["setup"], *value]
         elif value is not None:
@@ -549,11 +972,28 @@ def _cut(text: str) -> str:
     return text if len(text) <= MAX_QUOTED else text[:MAX_QUOTED] + "… (cut)"
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader without YAML 1.1's base-60 numbers: `4:30` stays the text a user means (a
+    port range), not the number 270; YAML 1.2 dropped them too."""
+
+
+def _number_or_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    if ":" in node.value:
+        return node.value
+    if node.tag.endswith(":int"):
+        return loader.construct_yaml_int(node)
+    return loader.construct_yaml_float(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _number_or_text)
+_Loader.add_constructor("tag:yaml.org,2002:float", _number_or_text)
+
+
 def parse_inventory(text: str, source: str = "<inventory>") -> Inventory:
     try:
         root = yaml.compose(text)  # nodes, aliases not expanded: checked before they are
         _check_size(root, source)
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
     except RecursionError:
         raise InvalidInputError(f"{source}: nested too deeply", "an inventory needs only a few levels") from None
     except yaml.YAMLError as exc:
@@ -561,16 +1001,21 @@ def parse_inventory(text: str, source: str = "<inventory>") -> Inventory:
     if not isinstance(data, dict):
         raise InvalidInputError(f"{source}: the inventory must be a YAML mapping with name, hosts, scheduler and workers")
     try:
+        data, origins = expand_fleet(data)
+    except _FleetError as exc:
+        raise InvalidInputError(_locate(root, exc.loc, source, str(exc))) from None
+    try:
         inventory = Inventory.model_validate(data)
     except ValidationError as exc:
-        raise InvalidInputError(_describe(exc, root, source)) from None
+        raise InvalidInputError(_describe(exc, root, source, origins)) from None
+    inventory._origins = [index for index, _ in origins.workers]
     for loc, message in inventory.problems():
-        raise InvalidInputError(_locate(root, loc, source, message))
+        raise InvalidInputError(_locate(root, origins.loc(loc), source, message))
     named: list[tuple[list[Any], str]] = [(["hosts", alias], alias) for alias in inventory.hosts]
     named += [(["scheduler", "host"], inventory.scheduler.host)]
     named += [(["workers", i, "host"], group.host) for i, group in enumerate(inventory.workers)]
     for loc, host in named:
-        line = _line_of(root, loc)
+        line = _line_of(root, origins.loc(loc))
         if line and host not in inventory._where:
             inventory._where[host] = f"{source}:{line}"
     return inventory
@@ -603,13 +1048,15 @@ def _locate(root: yaml.Node | None, loc: list[Any], source: str, message: str) -
     return f"{where}: {key_path}: {message}" if key_path else f"{where}: {message}"
 
 
-def _describe(exc: ValidationError, root: yaml.Node | None, source: str) -> str:
+def _describe(exc: ValidationError, root: yaml.Node | None, source: str, origins: _Origins | None = None) -> str:
     """The first validation error as ``file:line: key.path: message (did you mean ...?)``."""
     # An unknown key explains the other errors (a misspelt required key), so it comes first.
     # Of a union's branches, the deepest error says the most (`tls: {ca_file: ...}` vs `tls: auto`).
     errors = sorted(exc.errors(), key=lambda e: (e["type"] != "extra_forbidden", -len(e["loc"])))
     error = errors[0]
     loc = [part for part in error["loc"] if not _is_branch_tag(part)]
+    if origins is not None:
+        loc = origins.loc(loc)
     kind = error["type"]
     if kind == "extra_forbidden":
         message = f"unknown key {loc[-1]!r}"
@@ -665,11 +1112,13 @@ def _line_of(root: yaml.Node | None, loc: list[Any]) -> int | None:
 def _allowed_keys(loc: list[Any]) -> list[str]:
     """Keys allowed in the mapping that holds ``loc[-1]``, for "did you mean"."""
     model: type[BaseModel] | None = Inventory
+    chosen_name = False  # the part after `hosts` or `groups` is a name the user chose
     for part in loc[:-1]:
-        if isinstance(part, int) or model is None:
+        if isinstance(part, int) or model is None or chosen_name:
+            chosen_name = False
             continue
-        if model is Inventory and part == "hosts":
-            model = None  # next part is a free-form alias
+        if model is Inventory and part in ("hosts", "groups"):
+            model, chosen_name = (HostSettings if part == "hosts" else GroupSpec), True
             continue
         field = model.model_fields.get(part)
         annotation = getattr(field, "annotation", None)
@@ -678,7 +1127,7 @@ def _allowed_keys(loc: list[Any]) -> list[str]:
             model = WorkerGroup
     if model is None:
         model = HostSettings
-    return list(model.model_fields) + (["nprocs"] if model is WorkerGroup else [])
+    return list(model.model_fields) + (["nprocs", "hosts"] if model is WorkerGroup else [])
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
-from clusterctl.inventory import Inventory, WorkerGroup, format_resources
+from clusterctl.errors import HostError
+from clusterctl.inventory import Inventory, WorkerGroup, dask_config_env, format_resources
+from clusterctl.records import Gpu
 from clusterctl.tls import TlsFiles, remote_files
 
 SCHEDULER_MODULE = "distributed.cli.dask_scheduler"
@@ -30,6 +32,8 @@ class ProcessPlan:
     env: dict[str, str] = field(default_factory=dict)
     setup: list[str] = field(default_factory=list)  # the process's own setup lines (host's run first)
     worker_names: list[str] = field(default_factory=list)  # what the scheduler will report
+    group: str | None = None  # the inventory's worker group it belongs to (several hosts: one plan per host)
+    gpu: Gpu | None = None  # a per-GPU worker's GPU
 
 
 @dataclass(frozen=True)
@@ -73,10 +77,15 @@ def _tls_argv(files: TlsFiles | None) -> list[str]:
 
 
 def scheduler_argv(python: str, listen_host: str, port: int, dashboard_address: str | None,
-                   tls: TlsFiles | None = None, scheduler_id: str | None = None) -> list[str]:
+                   tls: TlsFiles | None = None, scheduler_id: str | None = None, preload: list[str] | None = None,
+                   idle_timeout: str | None = None) -> list[str]:
     argv = [python, "-m", SCHEDULER_MODULE, "--host", listen_host, "--port", str(port)]
     if scheduler_id is not None:
         argv += ["--preload", identity_preload(scheduler_id)]
+    for module in preload or []:
+        argv += ["--preload", module]
+    if idle_timeout is not None:
+        argv += ["--idle-timeout", idle_timeout]
     if tls is not None:
         argv += ["--protocol", "tls", *_tls_argv(tls)]
     if dashboard_address is None:
@@ -86,7 +95,9 @@ def scheduler_argv(python: str, listen_host: str, port: int, dashboard_address: 
     return argv
 
 
-def worker_argv(python: str, scheduler: str, group: WorkerGroup, tls: TlsFiles | None = None) -> list[str]:
+def worker_argv(python: str, scheduler: str, group: WorkerGroup, tls: TlsFiles | None = None,
+                options: dict[str, Any] | None = None) -> list[str]:
+    """``options``: the worker options of every level, merged (``Inventory.worker_options``)."""
     assert group.name is not None
     argv = [python, "-m", WORKER_MODULE, scheduler, "--name", group.name,
             "--nworkers", str(group.nworkers), "--nthreads", str(group.nthreads), *_tls_argv(tls)]
@@ -96,6 +107,24 @@ def worker_argv(python: str, scheduler: str, group: WorkerGroup, tls: TlsFiles |
         argv += ["--resources", format_resources(group.resources)]
     argv.append("--dashboard" if group.dashboard else "--no-dashboard")
     argv.append("--nanny" if group.nanny else "--no-nanny")
+    return argv + option_argv(options if options is not None else group.worker_options())
+
+
+WORKER_FLAGS = {"worker_class": "--worker-class", "local_directory": "--local-directory", "lifetime": "--lifetime",
+                "lifetime_stagger": "--lifetime-stagger", "death_timeout": "--death-timeout",
+                "worker_port": "--worker-port", "nanny_port": "--nanny-port", "interface": "--interface"}
+
+
+def option_argv(options: dict[str, Any]) -> list[str]:
+    """`dask worker` flags for the inventory's worker options, each value its own argv element."""
+    argv: list[str] = []
+    for key, flag in WORKER_FLAGS.items():
+        if options.get(key) is not None:
+            argv += [flag, str(options[key])]
+    for module in options.get("preload") or []:
+        argv += ["--preload", module]
+    if options.get("lifetime_restart") is not None:
+        argv.append("--lifetime-restart" if options["lifetime_restart"] else "--no-lifetime-restart")
     return argv
 
 
@@ -111,8 +140,8 @@ def plan_scheduler(inventory: Inventory, endpoint: SchedulerEndpoint, tls_dirs: 
         name=SCHEDULER_NAME,
         host=spec.host,
         argv=scheduler_argv(settings.python, endpoint.listen_host, endpoint.port, spec.dashboard_bind(), tls,
-                            scheduler_id),
-        env=settings.env,
+                            scheduler_id, spec.preload, spec.idle_timeout),
+        env={**dask_config_env(settings.dask_config), **settings.env},
         setup=list(spec.setup),
     )
 
@@ -126,16 +155,72 @@ def plan_worker_group(inventory: Inventory, group: WorkerGroup, scheduler: str,
         role="worker",
         name=group.name,
         host=group.host,
-        argv=worker_argv(settings.python, scheduler, group, tls),
-        env=settings.env,
+        argv=worker_argv(settings.python, scheduler, group, tls, inventory.worker_options(group)),
+        env={**dask_config_env(settings.dask_config), **settings.env},
         setup=list(group.setup),
         worker_names=group.worker_names(),
+        group=group.group or group.name,
     )
 
 
+def plan_worker_processes(inventory: Inventory, group: WorkerGroup, scheduler: str,
+                          tls_dirs: dict[str, str] | None = None, gpus: list[Gpu] | None = None) -> list[ProcessPlan]:
+    """A worker group's processes: one, or with ``gpus:`` one per GPU of ``gpus`` (its host's, as
+    detected) named ``<group>-gpu<index>``, each seeing its own GPU first (dask-cuda's rotation)."""
+    if group.gpus is None:
+        return [plan_worker_group(inventory, group, scheduler, tls_dirs)]
+    chosen = chosen_gpus(group, gpus)
+    plans = []
+    for position, gpu in enumerate(chosen):
+        one = group.model_copy(update={"name": f"{group.name}-gpu{gpu.index}", "nworkers": 1,
+                                       "resources": {**group.resources, "GPU": 1.0}})
+        plan = plan_worker_group(inventory, one, scheduler, tls_dirs)
+        rotation = [*chosen[position:], *chosen[:position]]
+        env = {**plan.env, "CUDA_VISIBLE_DEVICES": ",".join(str(g.index) for g in rotation)}
+        plans.append(replace(plan, env=env, gpu=gpu, group=group.group or group.name))
+    return plans
+
+
+def chosen_gpus(group: WorkerGroup, found: list[Gpu] | None) -> list[Gpu]:
+    """The GPUs ``gpus:`` selects of those found on the group's host (None: not asked, as in a dry run)."""
+    if found is None:
+        if group.gpus == "auto":
+            raise ValueError("gpus: auto needs the host's GPUs")
+        indices = list(range(group.gpus)) if isinstance(group.gpus, int) else list(group.gpus or [])
+        return [Gpu(index, "", "", None) for index in indices]
+    fix = "set `gpus:` to auto, or to indices nvidia-smi lists there"
+    if group.gpus == "auto":
+        return list(found)
+    if isinstance(group.gpus, int):
+        if group.gpus > len(found):
+            raise HostError(group.host, f"gpus: {group.gpus}, but nvidia-smi lists {len(found)} GPU(s)", fix)
+        return list(found[:group.gpus])
+    by_index = {gpu.index: gpu for gpu in found}
+    missing = [index for index in group.gpus or [] if index not in by_index]
+    if missing:
+        raise HostError(group.host, f"GPU {missing[0]} of `gpus:` is not among those nvidia-smi lists "
+                        f"({', '.join(str(g.index) for g in found)})", fix)
+    return [by_index[index] for index in group.gpus or []]
+
+
 def plan_cluster(inventory: Inventory, endpoint: SchedulerEndpoint,
-                 tls_dirs: dict[str, str] | None = None, scheduler_id: str | None = None) -> list[ProcessPlan]:
-    """The scheduler first, then every worker group, in inventory order."""
-    return [plan_scheduler(inventory, endpoint, tls_dirs, scheduler_id)] + [
-        plan_worker_group(inventory, group, endpoint.address, tls_dirs) for group in inventory.workers
-    ]
+                 tls_dirs: dict[str, str] | None = None, scheduler_id: str | None = None,
+                 gpus: dict[str, list[Gpu]] | None = None) -> list[ProcessPlan]:
+    """The scheduler first, then every worker group's processes, in inventory order.
+
+    ``gpus``: each host's GPUs as the preflight found them. Without it (a dry run) a group with
+    ``gpus: auto`` is left out: ``gpu_groups_unplanned`` names them.
+    """
+    plans = [plan_scheduler(inventory, endpoint, tls_dirs, scheduler_id)]
+    for group in inventory.workers:
+        if group.gpus == "auto" and (gpus is None or group.host not in gpus):
+            continue
+        found = None if gpus is None else gpus.get(group.host)
+        plans += plan_worker_processes(inventory, group, endpoint.address, tls_dirs, found)
+    return plans
+
+
+def gpu_groups_unplanned(inventory: Inventory, gpus: dict[str, list[Gpu]] | None) -> list[WorkerGroup]:
+    """The ``gpus: auto`` groups ``plan_cluster`` could not plan without the hosts' GPUs."""
+    return [group for group in inventory.workers
+            if group.gpus == "auto" and (gpus is None or group.host not in gpus)]

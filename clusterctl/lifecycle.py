@@ -146,7 +146,8 @@ def start_processes(hosts: HostGroup, plans: list[ProcessPlan], progress: Progre
         watches.append(watch)  # list.append is atomic: safe from the group's threads
         return records
 
-    results, interrupted = finish_despite_interrupt(lambda: hosts.run_each(plans, start))
+    results, interrupted = finish_despite_interrupt(
+        lambda: hosts.run_each(plans, lambda host, mine: _start_shown(host, mine, progress, start)))
     failures: list[str] = []
     for outcome in results.succeeded.values():
         for item in outcome:
@@ -163,6 +164,21 @@ def start_processes(hosts: HostGroup, plans: list[ProcessPlan], progress: Progre
     results.values_or_raise("start")
     if failures:
         raise ClusterctlError("; ".join(failures), "set `python:` for that host to an interpreter that exists")
+
+
+def _start_shown(host: Host, plans: list[ProcessPlan], progress: Progress,
+                 start: Callable[[Host, list[ProcessPlan]], list[ProcessRecord | StartFailure]]
+                 ) -> list[ProcessRecord | StartFailure]:
+    """``start(host, plans)``, its row shown started (or failed, with the reason) as soon as that host answers."""
+    try:
+        outcome = start(host, plans)
+    except ClusterctlError as exc:
+        progress.host(host.alias, "failed", exc.reason if isinstance(exc, HostError) else exc.message)
+        raise
+    refused = [item for item in outcome if isinstance(item, StartFailure)]
+    progress.host(host.alias, "failed" if refused else "started",
+                  "; ".join(f"{item.name}: {item.error}" for item in refused) or f"{len(outcome)} process(es)")
+    return outcome
 
 
 def finish_despite_interrupt(call: Callable[[], T]) -> tuple[T, KeyboardInterrupt | None]:
@@ -200,7 +216,9 @@ def start_and_wait(st: ClusterState, hosts: HostGroup, plans: list[ProcessPlan],
         finally:
             for watch in watches:  # before any undo: the agents must not report the processes it stops
                 watch.close()
-    except BaseException:
+    except BaseException as exc:
+        if isinstance(exc, HostError):
+            progress.host(exc.host, "failed", exc.reason)
         undo_start(st, hosts, plans, started, progress)
         raise
     finally:
@@ -215,8 +233,16 @@ def wait_until_ready(st: ClusterState, hosts: HostGroup, watch: list[ProcessReco
     Liveness costs no remote command: the agents that started the processes stay attached and
     report an exit (with the log's tail) as it happens; the scheduler's answers show the rest.
     """
+    waiting_on: dict[str, set[str]] = {}  # host -> its workers the scheduler must report: shown per host
+    for record in watch:
+        waiting_on.setdefault(record.host, set()).update(set(record.worker_names) & set(names))
+
     def on_poll(view: SchedulerView | None) -> None:
         progress.waiting(sorted(view.names() & set(names)) if view else [], names)
+        if view is not None:
+            for alias, workers in [(a, w) for a, w in waiting_on.items() if w <= view.names()]:
+                progress.host(alias, "registered", f"{len(workers)} worker(s)" if workers else "scheduler answers")
+                del waiting_on[alias]
         for exited in (item for w in watches for item in w.exits()):
             record = next((r for r in watch if r.host == exited.host and r.pid == exited.pid), None)
             if record is not None:
@@ -316,7 +342,8 @@ def verified_gone(outcomes: dict[str, dict[int, bool] | None]) -> set[tuple[str,
 
 def retire_and_stop(st: ClusterState, workers: set[str], scheduler_answers: bool, progress: Progress,
                     password_prompt: PasswordPrompt | None = None,
-                    retry: str = "clusterctl remove-worker") -> tuple[list[StoppedProcess], str | None]:
+                    retry: str = "clusterctl remove-worker", grace: float = DOWN_GRACE,
+                    ) -> tuple[list[StoppedProcess], str | None]:
     """Retire ``workers`` through the scheduler (their data moves first), then stop, by pid, each
     worker process none of whose workers is left, verify, and update the state.
 
@@ -339,7 +366,7 @@ def retire_and_stop(st: ClusterState, workers: set[str], scheduler_answers: bool
     if emptied:
         progress.step(f"stopping {len(emptied)} process(es)")
         with connect(st.inventory, [r.host for r in emptied], password_prompt) as hosts:
-            gone = verified_gone(stop_records(hosts, emptied, DOWN_GRACE))
+            gone = verified_gone(stop_records(hosts, emptied, grace))
         progress.done()
         stopped = [StoppedProcess(r.host, r.name, r.pid) for r in emptied if (r.host, r.pid) in gone]
         stuck = [r for r in emptied if (r.host, r.pid) not in gone]

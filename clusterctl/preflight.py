@@ -12,6 +12,9 @@ from typing import Any
 from clusterctl.agent import FINGERPRINT
 from clusterctl.errors import ClusterctlError, HostError
 from clusterctl.group import HostGroup
+from clusterctl.host import Host
+from clusterctl.progress import Progress, SilentProgress
+from clusterctl.records import Gpu
 
 COMPARED = ("python", *FINGERPRINT)
 ALWAYS_SHOWN = ("python", "dask", "distributed")  # columns of the mismatch table, besides those that differ
@@ -27,6 +30,7 @@ class PreflightReport:
     local: dict[str, Any] = field(default_factory=dict)  # this machine's versions, when compared
     warnings: list[str] = field(default_factory=list)  # this machine differs from the hosts
     free_port: dict[str, Any] | None = None  # the answer to ``free_port`` on the reference host
+    gpus: dict[str, list[Gpu]] = field(default_factory=dict)  # host -> its GPUs, where asked
 
 
 class VersionMismatchError(ClusterctlError):
@@ -94,31 +98,53 @@ def local_versions(packages: tuple[str, ...] = COMPARED) -> dict[str, Any]:
 
 def preflight(hosts: HostGroup, reference_host: str, allow_mismatch: bool = False,
               reference: dict[str, Any] | None = None, packages: tuple[str, ...] | list[str] = (),
-              compare_local: bool = False, free_port: tuple[str, int] | None = None,
+              compare_local: bool = False, gpu_probes: dict[str, dict[str, Any]] | None = None,
+              progress: Progress | None = None, free_port: tuple[str, int] | None = None,
               refuse_port: Callable[[dict[str, Any]], None] | None = None) -> PreflightReport:
     """Ask every host for its versions at once and compare them with ``reference_host``'s.
 
     ``reference`` stands in for the reference host's versions when it is not among ``hosts``
     (add-worker compares with what `up` recorded of the scheduler host). ``packages`` are compared
     besides python and what distributed compares; with ``compare_local`` this machine is compared
-    too, and a difference is a warning in the report. With ``free_port`` (address, port) the
-    reference host says in the same round trip whether that port is free (``report.free_port``), and
+    too, and a difference is a warning in the report. ``gpu_probes`` (host -> a GPU worker group's
+    env and setup) asks those hosts for their GPUs in the same round trip; a host without one is refused.
+    ``progress`` hears of each host as it answers. With ``free_port`` (address, port) the reference
+    host says in the same round trip whether that port is free (``report.free_port``), and
     ``refuse_port`` sees that answer first: a taken port is refused before any version problem.
     """
     names = compared(packages)
     extra = [p for p in names if p not in COMPARED]
-    answers = hosts.run(lambda host: host.check(extra, free_port if host.alias == reference_host else None)
-                        ).values_or_raise("preflight")
-    versions = {alias: found for alias, (found, _) in answers.items()}
+    probes = gpu_probes or {}
+    shown = progress or SilentProgress()
+
+    def ask(host: Host) -> tuple[dict[str, Any], list[Gpu] | str | None, dict[str, Any] | None]:
+        try:
+            found = host.check(extra, probes.get(host.alias), free_port if host.alias == reference_host else None)
+        except ClusterctlError as exc:
+            shown.host(host.alias, "failed", exc.reason if isinstance(exc, HostError) else exc.message)
+            raise
+        shown.host(host.alias, "checked")
+        return found
+
+    answers = hosts.run(ask).values_or_raise("preflight")
+    versions = {alias: found for alias, (found, _, _) in answers.items()}
     report = PreflightReport(reference_host=reference_host, versions=versions, packages=names)
     if reference_host in answers:
-        report.free_port = answers[reference_host][1]
+        report.free_port = answers[reference_host][2]
         if report.free_port is not None and refuse_port is not None:
             refuse_port(report.free_port)
     for alias, found in versions.items():
         problem = import_problem(alias, found, hosts[alias].settings.connection == "local")
         if problem is not None:
             raise problem
+    for alias, (_, gpus, _) in answers.items():
+        if alias not in probes:
+            continue
+        if not isinstance(gpus, list):
+            raise HostError(alias, f"its worker group has `gpus:` but {gpus or 'nvidia-smi gave no answer'}",
+                            "install the NVIDIA driver there, put nvidia-smi on the group's PATH (`env: {PATH: ...}` "
+                            "or `setup:`), or take the host out of the GPU group")
+        report.gpus[alias] = gpus
     expected = reference or versions.get(reference_host)
     if expected is None:
         return report

@@ -8,8 +8,10 @@ one place, and nothing above reads an answer by key. Anything of the wrong shape
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from clusterctl.inventory import is_valid_address
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,15 @@ def list_of(document: Any, key: str) -> list[Any]:
     return list(field_of(document, key, list))
 
 
+def addresses_of(document: Any, key: str) -> list[str]:
+    """``document[key]``: a list of host names or addresses, nothing a shell or ssh could read as an option."""
+    addresses = _names(document, key)
+    for address in addresses:
+        if not is_valid_address(address):
+            raise AnswerError(f"{key!r} holds {address[:40]!r}, not a host address")
+    return addresses
+
+
 def _names(document: Any, key: str) -> list[str]:
     names = field_of(document, key, list, optional=True) or []
     if not all(isinstance(name, str) for name in names):
@@ -66,6 +77,41 @@ def _env(document: Any) -> dict[str, str] | None:
     if env is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
         raise AnswerError("'env' holds a non-string")
     return env
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """One GPU of a host, as its ``nvidia-smi`` lists it."""
+
+    index: int
+    uuid: str
+    name: str
+    memory_mib: int | None
+
+    @classmethod
+    def from_answer(cls, document: Any) -> Gpu:
+        index = field_of(document, "index", int)
+        if not 0 <= index < 1024:
+            raise AnswerError(f"GPU index {index} is out of range")
+        return cls(index=index, uuid=field_of(document, "uuid", str), name=field_of(document, "name", str),
+                   memory_mib=field_of(document, "memory_mib", int, optional=True))
+
+
+def gpus_of(document: Any) -> list[Gpu] | str | None:
+    """A ``versions`` answer's ``gpus`` (the GPUs found) or ``gpu_error`` (why none could be asked); None
+    when the request asked for none."""
+    if not isinstance(document, dict):
+        raise AnswerError(f"expected an object, got {type(document).__name__}")
+    if document.get("gpu_error") is not None:
+        return str(field_of(document, "gpu_error", str))
+    if document.get("gpus") is None:
+        return None
+    return [Gpu.from_answer(item) for item in list_of(document, "gpus")]
+
+
+def _gpu(document: Any) -> dict[str, Any] | None:
+    gpu = field_of(document, "gpu", dict, optional=True)
+    return None if gpu is None else asdict(Gpu.from_answer(gpu))
 
 
 @dataclass
@@ -85,6 +131,8 @@ class ProcessRecord:
     env: dict[str, str] | None = None  # its own environment and setup lines (None: recorded before
     setup: list[str] | None = None  # clusterctl kept them); a change restarts it too
     elastic: bool = False  # added by `scale`/`adapt` from the inventory's `elastic:` section (also ``added``)
+    group: str | None = None  # the inventory's worker group (None: recorded before groups were kept)
+    gpu: dict[str, Any] | None = None  # a per-GPU worker's GPU: index, uuid, name, memory_mib
 
     @classmethod
     def from_json(cls, document: Any) -> ProcessRecord:
@@ -96,7 +144,8 @@ class ProcessRecord:
             worker_names=_names(document, "worker_names"), added=bool(document.get("added", False)),
             spec=field_of(document, "spec", dict, optional=True) or {}, argv=_names(document, "argv"),
             env=_env(document), setup=_names(document, "setup") if document.get("setup") is not None else None,
-            elastic=bool(document.get("elastic", False)),
+            elastic=bool(document.get("elastic", False)), group=field_of(document, "group", str, optional=True),
+            gpu=_gpu(document),
         )
 
     def identity(self) -> dict[str, Any]:
@@ -182,6 +231,8 @@ def versions_of(document: Any) -> dict[str, Any]:
         raise AnswerError(f"expected an object, got {type(document).__name__}")
     found: dict[str, Any] = {}
     for key, value in document.items():
+        if key in ("gpus", "gpu_error"):
+            continue  # read by gpus_of
         if key == "errors":
             if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
                 raise AnswerError("'errors' holds a non-string")

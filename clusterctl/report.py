@@ -14,6 +14,7 @@ from typing import Any
 from clusterctl import supervisor
 from clusterctl.errors import EXIT_FAILED, EXIT_OK, EXIT_SCHEDULER_DOWN
 from clusterctl.inventory import format_resources
+from clusterctl.records import ProcessRecord
 from clusterctl.scheduler_api import SchedulerView, TaskCounts
 from clusterctl.state import ClusterState
 
@@ -32,6 +33,8 @@ class WorkerRow:
     processing: int = 0
     in_memory: int = 0
     state: str = "running"  # running | missing | extra
+    group: str | None = None  # the inventory's worker group (None: not started by clusterctl)
+    gpu: dict[str, Any] | None = None  # a per-GPU worker's GPU: index, uuid, name, memory_mib
 
 
 @dataclass
@@ -121,18 +124,22 @@ def build_report(st: ClusterState, view: SchedulerView | None, error: str | None
     expected = st.expected_workers()
     inventory_names = {w for p in st.processes if p.role == "worker" and not p.added for w in p.worker_names}
     seen = {w.name: w for w in view.workers} if view else {}
+    records = {w: p for p in st.processes if p.role == "worker" for w in p.worker_names}
     rows = []
     for worker in (view.workers if view else []):
+        record = records.get(worker.name)
         rows.append(WorkerRow(
             name=worker.name, host=expected.get(worker.name, worker.host), address=worker.address,
             nthreads=worker.nthreads, memory_limit=worker.memory_limit, resources=worker.resources,
             memory=worker.memory, processing=worker.processing, in_memory=worker.in_memory,
             state="running" if worker.name in inventory_names else "extra",
+            group=_group_of(record), gpu=record.gpu if record else None,
         ))
     missing = [name for name in expected if name not in seen] if view else list(expected)
     for name in missing:
         rows.append(WorkerRow(name=name, host=expected[name], address=None, nthreads=None, memory_limit=None,
-                              resources={}, state="missing"))
+                              resources={}, state="missing", group=_group_of(records.get(name)),
+                              gpu=records[name].gpu if name in records else None))
     return ClusterReport(
         cluster=st.name,
         scheduler_address=st.scheduler_address,
@@ -147,6 +154,12 @@ def build_report(st: ClusterState, view: SchedulerView | None, error: str | None
         tasks=view.tasks if view else None,
         adaptive=_adaptive(st),
     )
+
+
+def _group_of(record: ProcessRecord | None) -> str | None:
+    if record is None:
+        return None
+    return record.group or record.name  # recorded before groups were kept: a group was one process
 
 
 def _adaptive(st: ClusterState) -> AdaptiveRow | None:
@@ -197,6 +210,8 @@ def _worker_document(worker: WorkerRow) -> dict[str, Any]:
     return {
         "name": worker.name,
         "host": worker.host,
+        "group": worker.group,
+        "gpu": worker.gpu,
         "address": worker.address,
         "nthreads": worker.nthreads,
         "memory_limit": worker.memory_limit,

@@ -156,7 +156,10 @@ def test_only_pid_files_we_own_naming_a_real_process_of_that_name_are_trusted(tm
             (run_dir / name).write_text(json.dumps(record))
         os.chown(run_dir / "others.pid", OTHER, OTHER)
         (run_dir / "linked.pid").symlink_to(run_dir / "others.pid")
-        assert ask_agent({"op": "list", "run_dir": str(run_dir)}) == {"processes": []}
+        (run_dir / "elsewhere-planted.example").write_text("{}")  # a note of add-worker's, not ours
+        os.chown(run_dir / "elsewhere-planted.example", OTHER, OTHER)
+        (run_dir / "elsewhere-linked.example").symlink_to(run_dir / "elsewhere-planted.example")
+        assert ask_agent({"op": "list", "run_dir": str(run_dir)}) == {"processes": [], "elsewhere": []}
         answer = ask_agent({"op": "stop", "run_dir": str(run_dir), "processes": [], "grace": 1})
         assert answer == {"processes": []}
         assert stranger.poll() is None  # still running: nothing signalled it

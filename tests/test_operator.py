@@ -36,9 +36,10 @@ STATUS_SNAPSHOT = {
     "scheduler": {"address": "<str>", "dashboard": "<str|None>", "dashboard_note": "off", "answers": True, "error": None,
                   "started": "<float>", "uptime_seconds": "<float>"},
     "workers": [
-        {"name": name, "host": "me", "address": "<str>", "nthreads": 1, "memory_limit": "<int>", "memory": "<int>",
-         "resources": {"GPU": gpus}, "processing": 0, "in_memory": 0, "extra": False}
-        for name, gpus in (("gpu1", 1.0), ("gpu2-0", 2.0), ("gpu2-1", 2.0))
+        {"name": name, "host": "me", "group": group, "gpu": None, "address": "<str>", "nthreads": 1,
+         "memory_limit": "<int>", "memory": "<int>", "resources": {"GPU": gpus}, "processing": 0, "in_memory": 0,
+         "extra": False}
+        for name, group, gpus in (("gpu1", "gpu1", 1.0), ("gpu2-0", "gpu2", 2.0), ("gpu2-1", "gpu2", 2.0))
     ],
     "missing": [],
     "extra": [],
@@ -344,7 +345,8 @@ def test_schema_describes_the_inventory_for_editors() -> None:
     assert {"type": "string"} in worker["resources"]["anyOf"]  # resources: "GPU=1"
     assert "nprocs" in worker
     # Every key of the starter, of the repository's example and of the test inventory is one the schema knows.
-    for text in (STARTER, (REPO / "configs" / "local.yaml").read_text(), yaml.safe_dump(local_inventory())):
+    for text in (STARTER, (REPO / "configs" / "local.yaml").read_text(), yaml.safe_dump(local_inventory()),
+                 (REPO / "examples" / "fleet.yaml").read_text()):
         _keys_are_known(yaml.safe_load(text), schema, schema)
 
 

@@ -192,7 +192,7 @@ def test_connecttimeout_from_the_config(ssh_env: SshEnv) -> None:
         started = time.monotonic()
         message = refusal(SSHTransport("quiet", HostSettings()))
     assert message.startswith(f"quiet: no ssh server answered on 127.0.0.1:{port} (closed, or no SSH banner within 1s)")
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 9, "the config's 1 s, not the default 10 s"
 
 
 # -- user certificates -------------------------------------------------------------------------

@@ -240,7 +240,7 @@ def test_locked_refuses_within_its_wait_while_another_process_holds_the_lock(loc
         pytest.fail("entered a lock another process holds")
     elapsed = time.monotonic() - started
 
-    assert 0.3 <= elapsed < 1.5, elapsed
+    assert 0.3 <= elapsed < 10, elapsed  # waited its 0.3 s, then refused instead of waiting for the holder
     assert "'lab'" in caught.value.message and caught.value.hint
 
 

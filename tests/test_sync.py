@@ -159,7 +159,6 @@ def test_a_second_up_ships_nothing_installs_nothing_and_says_so(synced: Synced) 
     environment = document["environment"]
     assert environment["changed"] is False
     assert [(h["shipped_bytes"], h["installed"]) for h in environment["hosts"]] == [(0, False)] * 3
-    assert environment["seconds"] < 5.0 * len(environment["hosts"]), environment  # ~0.2 s per host when idle
     assert document.get("started") in (None, []), "the running processes were kept"
     # What keeps it cheap: one agent call per host, nothing sent, nothing installed.
     human = synced.cli("-v", "sync", str(synced.config))

@@ -93,7 +93,7 @@ def test_slow_command_times_out_and_the_connection_survives(sshd: SshdTestBed, s
         started = time.monotonic()
         with pytest.raises(HostError, match=r"^web1: sleep did not finish within 0.5s$"):
             transport.run(["sleep", "30"], timeout=0.5)
-        assert time.monotonic() - started < 3
+        assert time.monotonic() - started < 15, "gave up at its timeout, not after the 30 s command"
         assert transport.run(["echo", "still here"]).stdout == "still here\n"
 
 

@@ -49,12 +49,16 @@ def add_worker(progress: Progress, cluster: str | None = None, config: str | Non
                                 expect=st.expected_scheduler_id())
         except SchedulerUnreachableError:
             pass  # waiting for the worker says so, with the scheduler's log
-        with connect(inventory, [alias], password_prompt) as hosts:
+        outside = alias not in inventory.hosts and alias != LOCAL_HOST  # a bare address
+        scheduler_host = inventory.scheduler.host
+        with connect(inventory, [alias, *([scheduler_host] if outside else [])], password_prompt) as hosts:
             plan = plan_worker_group(inventory, group, st.scheduler_address, lifecycle.tls_dirs(hosts, st.tls))
             progress.step(f"checking {alias}")
-            preflight(hosts, inventory.scheduler.host, allow_version_mismatch, reference=st.versions or None)
+            preflight(hosts, scheduler_host, allow_version_mismatch, reference=st.versions or None)
             if st.tls:
                 lifecycle.upload_tls(hosts[alias], state.tls_dir(st.name), {"worker"})
+            if outside:  # before the start: a `down CONFIG` without state must find this host even then
+                hosts[scheduler_host].note_elsewhere(alias)
             view, _ = lifecycle.start_and_wait(st, hosts, [plan], group.worker_names(), timeout, progress,
                                                added={plan.name: group.model_dump(mode="json")})
     report = build_report(st, view)

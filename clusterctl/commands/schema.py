@@ -3,7 +3,8 @@
 Editors validate and complete cluster.yaml with it (README.md, "clusterctl schema", shows how). The model's lenient
 input forms, which its validators accept but its types do not show, are added here so that an
 editor does not flag a file `clusterctl` accepts: ``resources: "GPU=1"``, ``memory_limit: 0.5``,
-numeric ``env`` values and the ``nprocs`` spelling of ``nworkers``.
+numeric ``env`` values, the ``nprocs`` spelling of ``nworkers``, a worker group's ``hosts``
+(expanded to one entry per host before validation), ports and durations given as numbers.
 
 The document declares JSON Schema draft-07, the newest draft the YAML language server (VS Code's
 YAML extension) implements; pydantic's output uses nothing newer (``$defs`` is reached by a
@@ -39,6 +40,22 @@ def schema() -> dict[str, Any]:
         worker["memory_limit"]["anyOf"] = [{"type": "string"}, {"type": "number", "minimum": 0}, {"type": "null"}]
     if "nworkers" in worker:
         worker["nprocs"] = {**copy.deepcopy(worker["nworkers"]), "title": "Nprocs", "description": "Same as nworkers."}
+    worker_group = definitions.get("WorkerGroup", {})
+    if "host" in worker:  # the file names one host (`host`) or several (`hosts`); `group` is clusterctl's own
+        worker.pop("group", None)
+        definitions.get("ElasticWorkerSpec", {}).get("properties", {}).pop("group", None)
+        worker["hosts"] = {"title": "Hosts", "description": "A group, alias, range (node[01:16]) or glob (gpu*), or "
+                           "a list of them: one process group per host, named <name>-<alias>.",
+                           "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+        worker_group["required"] = [key for key in worker_group.get("required", []) if key != "host"]
+        worker_group["anyOf"] = [{"required": ["host"]}, {"required": ["hosts"]}]
+    for model in definitions.values():  # a port range is text, a port a number
+        for key in ("worker_port", "nanny_port"):
+            if key in model.get("properties", {}):
+                model["properties"][key]["anyOf"] = [{"type": "string"}, {"type": "integer"}, {"type": "null"}]
+        for key in ("lifetime", "lifetime_stagger", "death_timeout", "idle_timeout"):
+            if key in model.get("properties", {}):
+                model["properties"][key]["anyOf"] = [{"type": "string"}, {"type": "number"}, {"type": "null"}]
     name = generated.get("properties", {}).get("name")
     if name is not None:
         name["pattern"] = NAME_PATTERN.pattern

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -64,34 +65,43 @@ class LocalTransport:
     def run(self, argv: list[str], *, stdin: bytes | None = None, timeout: float = 60.0) -> CommandResult:
         try:
             process = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=host_environment())
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=host_environment(),
+                                       start_new_session=True)  # its own group: a timeout ends all it started
         except FileNotFoundError:
             raise HostError(self.host, f"command not found: {argv[0]}",
                             "install it or set `python:` in the inventory to an interpreter that exists") from None
         with process:
-            stdout, stderr = bytearray(), bytearray()
-            # Both streams at once (an unread one would stall the other), each read up to the cap.
-            readers = [threading.Thread(target=_drain, args=(process.stdout, stdout), daemon=True),
-                       threading.Thread(target=_drain, args=(process.stderr, stderr), daemon=True)]
-            if stdin is not None:
-                readers.append(threading.Thread(target=_feed, args=(process.stdin, stdin), daemon=True))
-            for reader in readers:
-                reader.start()
-            deadline = time.monotonic() + timeout
-            for reader in readers:
-                reader.join(max(0.0, deadline - time.monotonic()))
-            status: int | None = None
-            overflow = len(stdout) > MAX_OUTPUT_BYTES or len(stderr) > MAX_OUTPUT_BYTES
             try:
-                status = None if overflow else process.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            if status is None:
-                process.kill()
-                for reader in readers:  # at EOF now, unless something the command started holds its output
-                    reader.join(1.0)
-                raise HostError(self.host, too_much_output(argv[0]) if overflow
-                                else f"{argv[0]} did not finish within {timeout:g}s")
+                return self._exchange(process, argv, stdin, timeout)
+            except BaseException:  # Ctrl-C included: nothing it started outlives us in its group
+                _kill_group(process)
+                raise
+
+    def _exchange(self, process: subprocess.Popen[bytes], argv: list[str], stdin: bytes | None,
+                  timeout: float) -> CommandResult:
+        stdout, stderr = bytearray(), bytearray()
+        # Both streams at once (an unread one would stall the other), each read up to the cap.
+        readers = [threading.Thread(target=_drain, args=(process.stdout, stdout), daemon=True),
+                   threading.Thread(target=_drain, args=(process.stderr, stderr), daemon=True)]
+        if stdin is not None:
+            readers.append(threading.Thread(target=_feed, args=(process.stdin, stdin), daemon=True))
+        for reader in readers:
+            reader.start()
+        deadline = time.monotonic() + timeout
+        for reader in readers:
+            reader.join(max(0.0, deadline - time.monotonic()))
+        status: int | None = None
+        overflow = len(stdout) > MAX_OUTPUT_BYTES or len(stderr) > MAX_OUTPUT_BYTES
+        try:
+            status = None if overflow else process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        if status is None:
+            _kill_group(process)
+            for reader in readers:  # at EOF now, unless something the command started holds its output
+                reader.join(1.0)
+            raise HostError(self.host, too_much_output(argv[0]) if overflow
+                            else f"{argv[0]} did not finish within {timeout:g}s")
         return CommandResult(status, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
 
     def stream(self, argv: list[str], *, stdin: bytes) -> LocalStream:
@@ -129,3 +139,13 @@ class LocalTransport:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the command and everything it started in its own process group (not its daemons)."""
+    if process.returncode is not None:
+        return  # reaped: its pid, and so its group's id, may be someone else's by now
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

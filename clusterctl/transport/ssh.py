@@ -41,6 +41,15 @@ PASSWORD_ENV = "CLUSTERCTL_SSH_PASSWORD"
 MAX_HOPS = 8  # ProxyJump chains, including a first hop's own ProxyJump
 # sshd allows 10 sessions per connection (MaxSessions); keep one free for SFTP and one spare.
 MAX_CONCURRENT_RUNS = 8
+# Every command runs as `sh -c '<say pid>; exec "$@"' sh ARGV...`: the same process, exit status and
+# streams, plus one first line on stderr naming its pid, so that a command that outlives its timeout can
+# be ended on the host with everything it started (sshd does not end it when the channel closes, and
+# it refuses RFC 4254 "signal" requests for root sessions).
+_PID_LINE = b"CLUSTERCTL-PID "
+_ANNOUNCE_PID = 'printf "CLUSTERCTL-PID %s\\n" "$$" >&2; exec "$@"'
+# Kills the command's process group (sshd made each session its own) and the command itself.
+_END_SESSION = ('stat=$(cat "/proc/$1/stat" 2>/dev/null) && set -- "$1" ${stat##*) } && [ "$4" -gt 1 ] '
+                '&& kill -9 "-$4" 2>/dev/null; kill -9 "$1" 2>/dev/null; true')  # dash's kill takes no --
 _AUTH_HINT = f"check `identity_file:` / IdentityFile, that your key is loaded in ssh-agent, or set {PASSWORD_ENV}"
 # StrictHostKeyChecking as `ssh -G` prints it -> clusterctl's policy. clusterctl cannot ask in the
 # middle of a fan-out ("ask", the default, and "no" behave like accept-new), and never connects to
@@ -180,11 +189,14 @@ class SSHTransport:
         result = None
         if self._sessions.acquire(timeout=timeout):
             try:
+                stderr = bytearray()
                 channel = self._open_session()
                 try:
-                    result = self._exchange(channel, argv, stdin, deadline)
+                    result = self._exchange(channel, argv, stdin, deadline, stderr)
                 finally:
                     channel.close()  # also ends the reader threads of a command that timed out
+                    if result is None:  # timed out, or too much output: it would run on there
+                        self._end_on_host(stderr)
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 raise HostError(self.host, f"ssh error while running {argv[0]}: {_one_line(exc)}") from None
             finally:
@@ -193,11 +205,25 @@ class SSHTransport:
             raise HostError(self.host, f"{argv[0]} did not finish within {timeout:g}s")
         return result
 
+    def _end_on_host(self, stderr: bytearray) -> None:
+        """Kill the command that announced its pid on ``stderr``, and its process group, on the host."""
+        first = bytes(stderr).partition(b"\n")[0]
+        if not first.startswith(_PID_LINE) or not first[len(_PID_LINE):].isdigit():
+            return  # it never started (the connection or the shell failed first)
+        channel = self._open_session()
+        try:
+            channel.exec_command(shlex.join(["sh", "-c", _END_SESSION, "sh", first[len(_PID_LINE):].decode()]))
+            channel.shutdown_write()
+            channel.status_event.wait(CONNECT_TIMEOUT)
+        finally:
+            channel.close()
+
     def _exchange(self, channel: paramiko.Channel, argv: list[str], stdin: bytes | None,
-                  deadline: float) -> CommandResult | None:
-        """Run ``argv`` on ``channel``; None if it did not finish by ``deadline``."""
-        channel.exec_command(shlex.join(argv))  # the one place where an argv becomes a string for a shell
-        stdout, stderr = bytearray(), bytearray()
+                  deadline: float, stderr: bytearray) -> CommandResult | None:
+        """Run ``argv`` on ``channel``, its stderr into ``stderr``; None if it did not finish by ``deadline``."""
+        # The one place where an argv becomes a string for a shell.
+        channel.exec_command(shlex.join(["sh", "-c", _ANNOUNCE_PID, "sh", *argv]))
+        stdout = bytearray()
         # Both streams are drained at once: an unread stderr would stall stdout when its window fills.
         workers = [threading.Thread(target=_drain, args=(channel.recv, stdout), daemon=True),
                    threading.Thread(target=_drain, args=(channel.recv_stderr, stderr), daemon=True)]
@@ -218,6 +244,8 @@ class SSHTransport:
         transport = channel.get_transport()
         if status == -1 and not transport.is_active():  # -1 alone means killed by a signal
             raise HostError(self.host, f"the connection was lost while {argv[0]} ran")
+        if stderr.startswith(_PID_LINE):
+            del stderr[:stderr.find(b"\n") + 1]
         return CommandResult(status, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
 
     def stream(self, argv: list[str], *, stdin: bytes) -> SSHStream:
