@@ -168,6 +168,8 @@ def _alive(pid, start_time):
     stat = _stat(pid)
     if stat is not None and stat[2] != start_time:  # no start time recorded: nothing proves it ours
         return False
+    if stat is not None and stat[1] == pid and stat[0] != "Z":
+        return True  # the leader itself runs in its group: no need to scan /proc for the rest of it
     if stat is None and not os.path.isdir("/proc/self"):
         return _exists(pid) or _group_alive(pid)
     return _group_alive(pid)
