@@ -11,6 +11,7 @@ from typing import Any
 from clusterctl.agent import FINGERPRINT
 from clusterctl.errors import ClusterctlError, HostError
 from clusterctl.group import HostGroup
+from clusterctl.inventory import Inventory, WorkerGroup
 from clusterctl.records import Gpu
 
 COMPARED = ("python", *FINGERPRINT)
@@ -51,6 +52,26 @@ def import_problem(alias: str, found: dict[str, Any], local: bool = False) -> Ho
         return HostError(alias, f"{executable} cannot import {module}: {errors[module]}", fix)
     return HostError(alias, f"{executable} cannot import {module}: {errors[module]}",
                      f"{fix}, or set `python:` for this host")
+
+
+def gpu_probes(inventory: Inventory, groups: list[WorkerGroup] | None = None) -> dict[str, dict[str, Any]]:
+    """Host -> the env and setup of its (first) worker group with `gpus:` (of ``groups``, else of the
+    inventory), to run nvidia-smi as that group's workers would run."""
+    probes: dict[str, dict[str, Any]] = {}
+    for group in inventory.workers if groups is None else groups:
+        if group.gpus is not None and group.host not in probes:
+            settings = inventory.process_settings(group.host, group)
+            probes[group.host] = {"env": settings.env, "setup": list(group.setup)}
+    return probes
+
+
+def gpu_problem(alias: str, gpus: list[Gpu] | str | None) -> HostError | None:
+    """The error for a host asked for its GPUs that has none (``gpus``: why, as the agent said), else None."""
+    if isinstance(gpus, list):
+        return None
+    return HostError(alias, f"its worker group has `gpus:` but {gpus or 'nvidia-smi gave no answer'}",
+                     "install the NVIDIA driver there, put nvidia-smi on the group's PATH (`env: {PATH: ...}` "
+                     "or `setup:`), or take the host out of the GPU group")
 
 
 def compared(packages: tuple[str, ...] | list[str] = ()) -> tuple[str, ...]:
@@ -117,10 +138,10 @@ def preflight(hosts: HostGroup, reference_host: str, allow_mismatch: bool = Fals
     for alias, (_, gpus) in answers.items():
         if alias not in probes:
             continue
-        if not isinstance(gpus, list):
-            raise HostError(alias, f"its worker group has `gpus:` but {gpus or 'nvidia-smi gave no answer'}",
-                            "install the NVIDIA driver there, put nvidia-smi on the group's PATH (`env: {PATH: ...}` "
-                            "or `setup:`), or take the host out of the GPU group")
+        problem = gpu_problem(alias, gpus)
+        if problem is not None:
+            raise problem
+        assert isinstance(gpus, list)
         report.gpus[alias] = gpus
     expected = reference or versions.get(reference_host)
     if expected is None:

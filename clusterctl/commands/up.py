@@ -25,7 +25,7 @@ from clusterctl.launch import (
     plan_cluster,
     plan_worker_group,
 )
-from clusterctl.preflight import preflight
+from clusterctl.preflight import gpu_probes, preflight
 from clusterctl.progress import PasswordPrompt, Progress
 from clusterctl.records import ProcessRecord
 from clusterctl.report import ClusterReport, build_report, dashboard_url
@@ -134,16 +134,6 @@ def _is_loopback(address: str) -> bool:
         return ipaddress.ip_address(address).is_loopback
     except ValueError:
         return address == "localhost"
-
-
-def gpu_probes(inventory: Inventory) -> dict[str, dict[str, Any]]:
-    """Host -> the env and setup of its (first) worker group with `gpus:`, to run nvidia-smi as it would run."""
-    probes: dict[str, dict[str, Any]] = {}
-    for group in inventory.workers:
-        if group.gpus is not None and group.host not in probes:
-            settings = inventory.process_settings(group.host, group)
-            probes[group.host] = {"env": settings.env, "setup": list(group.setup)}
-    return probes
 
 
 def _dry_run(inventory: Inventory, hosts: HostGroup, plans: list[ProcessPlan], address: str) -> DryRun:
