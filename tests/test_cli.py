@@ -190,24 +190,19 @@ def test_wrong_indentation_is_said_in_the_users_words(tmp_path: Path, text: str,
     assert "malformed" not in result.stderr and "<block end>" not in result.stderr
 
 
-def test_an_environment_variable_outside_env_suggests_env(tmp_path: Path) -> None:
-    config = write_yaml(tmp_path / "c.yaml", "name: lab\ndefaults:\n  OMP_NUM_THREADS: '1'\n"
-                                             "hosts: {me: {connection: local}}\nscheduler: {host: me}\n")
+@pytest.mark.parametrize(("text", "line", "message"), [
+    pytest.param("name: lab\ndefaults:\n  OMP_NUM_THREADS: '1'\nhosts: {me: {connection: local}}\nscheduler: {host: me}\n",
+                 3, "defaults.OMP_NUM_THREADS: unknown key 'OMP_NUM_THREADS' "
+                    "(an environment variable? did you mean defaults.env.OMP_NUM_THREADS?)", id="env-variable-outside-env"),
+    pytest.param(LECTURE_HEAD + "scheduler: {host: node1}\nworkers:\n  - host: nod1\n",
+                 6, "workers[0].host: 'nod1' is not an alias from `hosts` (did you mean 'node1'?); "
+                    "if it is a machine's name, add it to `hosts` (nod1: {})", id="mistyped-alias"),
+])
+def test_a_likely_slip_is_refused_with_its_line_and_the_fix(text: str, line: int, message: str, tmp_path: Path) -> None:
+    config = write_yaml(tmp_path / "c.yaml", text)
     result = clusterctl("up", str(config))
     assert result.exit_code == EXIT_INVALID
-    assert error_lines(result.stderr) == [
-        f"error: {config}:3: defaults.OMP_NUM_THREADS: unknown key 'OMP_NUM_THREADS' "
-        "(an environment variable? did you mean defaults.env.OMP_NUM_THREADS?)"]
-
-
-def test_a_mistyped_alias_is_refused_with_its_line_and_did_you_mean(tmp_path: Path) -> None:
-    config = write_yaml(tmp_path / "c.yaml", LECTURE_HEAD + "scheduler: {host: node1}\nworkers:\n"
-                                                           "  - host: nod1\n")
-    result = clusterctl("up", str(config))
-    assert result.exit_code == EXIT_INVALID
-    assert error_lines(result.stderr) == [
-        f"error: {config}:6: workers[0].host: 'nod1' is not an alias from `hosts` (did you mean 'node1'?); "
-        "if it is a machine's name, add it to `hosts` (nod1: {})"]
+    assert error_lines(result.stderr) == [f"error: {config}:{line}: {message}"]
 
 
 def test_a_hostname_that_does_not_resolve_names_its_inventory_line(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.cluster import REPO, clusterctl, kill_recorded, local_inventory, write_inventory
+from tests.helpers.cluster import REPO, clusterctl, local_inventory, module_cluster, write_inventory
 
 CLUSTER = "examples"
 EXAMPLES = REPO / "examples"
@@ -21,20 +21,10 @@ SHELL = f'eval "$(clusterctl env --cluster {CLUSTER})" && exec python "$@"'
 
 @pytest.fixture(scope="module")
 def cluster_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A local cluster running for the whole module, and the environment that reaches it (its own
-    CLUSTERCTL_HOME, which every call passes explicitly: the per-test one of conftest differs)."""
-    base = tmp_path_factory.mktemp("examples")
-    env = {"CLUSTERCTL_HOME": str(base / "clusterctl-home"),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    config = write_inventory(base / "cluster.yaml", local_inventory(name=CLUSTER))
-    try:
-        started = clusterctl("up", str(config), env=env)
-        if started.exit_code != 0:
-            pytest.fail(f"clusterctl up failed ({started.exit_code}):\n{started.stderr}")
+    """A local cluster running for the whole module; PATH finds this interpreter's clusterctl."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    with module_cluster(tmp_path_factory.mktemp("examples"), local_inventory(name=CLUSTER), PATH=path) as env:
         yield env
-    finally:
-        clusterctl("down", "--cluster", CLUSTER, env=env)
-        kill_recorded(Path(env["CLUSTERCTL_HOME"]))
 
 
 def example(name: str, *args: str) -> list[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from distributed import Client
 
-from tests.helpers.cluster import PYTHON, REPO, clusterctl, free_port, kill_recorded, local_inventory, write_inventory
+from tests.helpers.cluster import PYTHON, REPO, clusterctl, free_port, local_inventory, module_cluster, write_inventory
 from tests.workloads import trace_of_constant_matrix
 
 CLUSTER = "newcomer"
@@ -24,19 +24,10 @@ CLUSTER = "newcomer"
 
 @pytest.fixture(scope="module")
 def cluster_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """The lecture's cluster for the whole module, with its own CLUSTERCTL_HOME (passed explicitly:
-    the per-test one of conftest differs)."""
-    base = tmp_path_factory.mktemp("newcomer")
-    env = {"CLUSTERCTL_HOME": str(base / "clusterctl-home")}
-    config = write_inventory(base / "cluster.yaml", local_inventory(name=CLUSTER, dashboard_address=f":{free_port()}"))
-    try:
-        started = clusterctl("up", str(config), env=env)
-        if started.exit_code != 0:
-            pytest.fail(f"clusterctl up failed ({started.exit_code}):\n{started.stderr}")
+    """The lecture's cluster for the whole module."""
+    inventory = local_inventory(name=CLUSTER, dashboard_address=f":{free_port()}")
+    with module_cluster(tmp_path_factory.mktemp("newcomer"), inventory) as env:
         yield env
-    finally:
-        clusterctl("down", "--cluster", CLUSTER, env=env)
-        kill_recorded(Path(env["CLUSTERCTL_HOME"]))
 
 
 def scheduler_address(env: dict[str, str]) -> str:

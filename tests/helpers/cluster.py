@@ -4,6 +4,7 @@ every process a test's clusters recorded."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -129,6 +130,23 @@ def local_inventory(name: str = "t", workers: list[dict[str, Any]] | None = None
 def write_inventory(path: Path, inventory: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(inventory, sort_keys=False))
     return path
+
+
+@contextlib.contextmanager
+def module_cluster(base: Path, inventory: dict[str, Any], **env: str) -> Iterator[dict[str, str]]:
+    """A cluster up for a whole test module, and the environment that reaches it: its own
+    CLUSTERCTL_HOME below ``base`` plus ``env``, which every call passes explicitly (the per-test home
+    of conftest differs). `down`, then the safety net by pid, however the module ends."""
+    variables = {"CLUSTERCTL_HOME": str(base / "clusterctl-home"), **env}
+    config = write_inventory(base / "cluster.yaml", inventory)
+    try:
+        started = clusterctl("up", str(config), env=variables)
+        if started.exit_code != 0:
+            raise AssertionError(f"clusterctl up failed ({started.exit_code}):\n{started.stderr}")
+        yield variables
+    finally:
+        clusterctl("down", "--cluster", inventory["name"], env=variables)
+        kill_recorded(Path(variables["CLUSTERCTL_HOME"]))
 
 
 def recorded_processes(home: Path) -> list[dict[str, Any]]:
