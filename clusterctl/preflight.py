@@ -65,11 +65,17 @@ def gpu_probes(inventory: Inventory, groups: list[WorkerGroup] | None = None) ->
     return probes
 
 
-def gpu_problem(alias: str, gpus: list[Gpu] | str | None) -> HostError | None:
-    """The error for a host asked for its GPUs that has none (``gpus``: why, as the agent said), else None."""
+def gpu_problem(alias: str, gpus: list[Gpu] | str | None, option: str | None = None) -> HostError | None:
+    """The error for a host asked for its GPUs that has none (``gpus``: why, as the agent said), else
+    None. ``option``: the command-line option that asked (`add-worker --gpus`), not a worker group."""
     if isinstance(gpus, list):
         return None
-    return HostError(alias, f"its worker group has `gpus:` but {gpus or 'nvidia-smi gave no answer'}",
+    why = gpus or "nvidia-smi gave no answer"
+    if option is not None:
+        return HostError(alias, f"{option} asks for its GPUs but {why}",
+                         "install the NVIDIA driver there, put nvidia-smi on the host's PATH (its `env: {PATH: ...}` "
+                         "or `setup:` in the inventory), or choose another host")
+    return HostError(alias, f"its worker group has `gpus:` but {why}",
                      "install the NVIDIA driver there, put nvidia-smi on the group's PATH (`env: {PATH: ...}` "
                      "or `setup:`), or take the host out of the GPU group")
 
@@ -115,14 +121,16 @@ def local_versions(packages: tuple[str, ...] = COMPARED) -> dict[str, Any]:
 
 def preflight(hosts: HostGroup, reference_host: str, allow_mismatch: bool = False,
               reference: dict[str, Any] | None = None, packages: tuple[str, ...] | list[str] = (),
-              compare_local: bool = False, gpu_probes: dict[str, dict[str, Any]] | None = None) -> PreflightReport:
+              compare_local: bool = False, gpu_probes: dict[str, dict[str, Any]] | None = None,
+              gpu_option: str | None = None) -> PreflightReport:
     """Ask every host for its versions at once and compare them with ``reference_host``'s.
 
     ``reference`` stands in for the reference host's versions when it is not among ``hosts``
     (add-worker compares with what `up` recorded of the scheduler host). ``packages`` are compared
     besides python and what distributed compares; with ``compare_local`` this machine is compared
     too, and a difference is a warning in the report. ``gpu_probes`` (host -> a GPU worker group's
-    env and setup) asks those hosts for their GPUs in the same round trip; a host without one is refused.
+    env and setup) asks those hosts for their GPUs in the same round trip; a host without one is refused
+    (naming ``gpu_option``, the command-line option that asked, if any).
     """
     names = compared(packages)
     extra = [p for p in names if p not in COMPARED]
@@ -138,7 +146,7 @@ def preflight(hosts: HostGroup, reference_host: str, allow_mismatch: bool = Fals
     for alias, (_, gpus) in answers.items():
         if alias not in probes:
             continue
-        problem = gpu_problem(alias, gpus)
+        problem = gpu_problem(alias, gpus, gpu_option)
         if problem is not None:
             raise problem
         assert isinstance(gpus, list)

@@ -113,7 +113,8 @@ def test_add_worker_gpus_starts_one_worker_per_gpu_as_a_gpu_group_would(tmp_path
     listing.unlink()  # now the host has no GPU
     refused = clusterctl("add-worker", "--cluster", "gpuadd", "--gpus", "auto", "--name", "h")
     assert refused.exit_code == 1, refused.stderr
-    assert "error: me: its worker group has `gpus:` but nvidia-smi lists no GPU" in refused.stderr
+    assert "error: me: --gpus asks for its GPUs but nvidia-smi lists no GPU" in refused.stderr
+    assert "or choose another host" in refused.stderr
     assert "starting" not in refused.stderr
     assert {p["name"]: p["pid"] for p in recorded_processes(Path(os.environ["CLUSTERCTL_HOME"]))} == pids
     assert set(cuda_devices(address)) == set(pids) - {"scheduler"}

@@ -56,7 +56,7 @@ def add_worker(progress: Progress, cluster: str | None = None, config: str | Non
         with connect(inventory, [alias, *([scheduler_host] if outside else [])], password_prompt) as hosts:
             progress.step(f"checking {alias}")
             found = preflight(hosts, scheduler_host, allow_version_mismatch, reference=st.versions or None,
-                              gpu_probes=gpu_probes(inventory, [group])).gpus.get(alias)
+                              gpu_probes=gpu_probes(inventory, [group]), gpu_option="--gpus").gpus.get(alias)
             plans = plan_worker_processes(inventory, group, st.scheduler_address, lifecycle.tls_dirs(hosts, st.tls),
                                           found)
             worker_names = [name for plan in plans for name in plan.worker_names]
