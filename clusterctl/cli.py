@@ -177,7 +177,7 @@ Examples:
   clusterctl add-worker --host node4 --nworkers 2 --nthreads 4 --memory-limit 8GB
   clusterctl add-worker --resources "GPU=1 MEMORY=256e9" --name big
   clusterctl add-worker --host gpu3 --gpus auto           one worker per GPU nvidia-smi lists on gpu3
-  clusterctl add-worker --host gpu3 --gpus 0,2 --name big GPUs 0 and 2: workers big-gpu0, big-gpu2""")
+  clusterctl add-worker --host gpu3 --gpus 0,2 --name big   workers big-gpu0 and big-gpu2""")
 @config_argument
 @cluster_option
 @click.option("--host", metavar="HOST", help="Inventory alias or address (default: this machine).")

@@ -102,6 +102,16 @@ def test_add_worker_gpus_starts_one_worker_per_gpu_as_a_gpu_group_would(tmp_path
     assert {p["name"]: p["pid"] for p in recorded_processes(Path(os.environ["CLUSTERCTL_HOME"]))} == pids
     assert cuda_devices(address)["g-gpu1"] == "1,2,0"
 
+    restarted = clusterctl("up", str(config), "--restart")  # started again as they were, GPU and all
+    assert restarted.exit_code == 0, restarted.stderr
+    renewed = {p["name"]: p["pid"] for p in recorded_processes(Path(os.environ["CLUSTERCTL_HOME"]))}
+    assert renewed.keys() == pids.keys() and renewed["me-add1-gpu2"] != pids["me-add1-gpu2"]
+    pids = renewed
+    assert cuda_devices(address)["me-add1-gpu2"] == "2,0"
+    workers = clusterctl("status", "--cluster", "gpuadd", "--json").json()["workers"]
+    assert {w["name"]: w["gpu"]["index"] for w in workers if w["gpu"]} == {
+        "g-gpu0": 0, "g-gpu1": 1, "g-gpu2": 2, "me-add1-gpu0": 0, "me-add1-gpu2": 2}
+
     refused = clusterctl("add-worker", "--cluster", "gpuadd", "--gpus", "1,", "--name", "g")  # g-gpu1: taken
     assert refused.exit_code == 2 and "worker name 'g-gpu1' is already used" in refused.stderr, refused.stderr
     refused = clusterctl("add-worker", "--cluster", "gpuadd", "--gpus", "auto", "--nworkers", "2")

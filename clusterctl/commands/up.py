@@ -8,7 +8,7 @@ longer in the inventory are stopped, and workers added with `add-worker` are kep
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from clusterctl.launch import (
 )
 from clusterctl.preflight import gpu_probes, preflight
 from clusterctl.progress import PasswordPrompt, Progress
-from clusterctl.records import ProcessRecord
+from clusterctl.records import Gpu, ProcessRecord
 from clusterctl.report import ClusterReport, build_report, dashboard_url
 from clusterctl.state import ClusterState
 from clusterctl.timing import LOST_WORKER_GRACE, RESTART_GRACE, WORKER_TIMEOUT
@@ -187,6 +187,8 @@ def reconcile(inventory: Inventory, endpoint: SchedulerEndpoint, plans: list[Pro
         if record.added and record.name not in wanted:
             group = WorkerGroup.model_validate(record.spec)
             wanted[record.name] = plan_worker_group(inventory, group, endpoint.address, run_dirs)
+            if record.gpu is not None:  # `add-worker --gpus`: its group carries the GPU env, the record the GPU
+                wanted[record.name] = replace(wanted[record.name], gpu=Gpu(**record.gpu))
             todo.added[record.name] = record.spec
             todo.wanted.append(wanted[record.name])
             if record.elastic:
