@@ -465,7 +465,8 @@ Exit codes: 0 every check passed, 1 some check failed, 2 the inventory is invali
 @global_options
 def check(ctx: click.Context, config: str, connect_timeout: float, show_environment: bool, json_output: bool) -> int:
     """Check every host of CONFIG before `up`, starting nothing: reachable, python and versions right,
-    the scheduler port free on its host and reachable from every worker host."""
+    the GPUs of hosts whose worker groups have `gpus:`, the scheduler port free on its host and
+    reachable from every worker host."""
     from clusterctl import render
     from clusterctl.commands.check import check as run_check
 

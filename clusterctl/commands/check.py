@@ -142,7 +142,7 @@ def check(config: str, progress: Progress | None = None, connect_timeout: float 
             probes = preflight.gpu_probes(inventory)
             hosts.run(lambda host: _reach_and_ask(host, rows[host.alias], report.packages,
                                                   inventory.environment.sync, probes.get(host.alias)))
-            for alias in probes:
+            for alias in [alias for alias in probes if alias in rows]:
                 _check_gpus(inventory, rows[alias])
             _compare_versions(rows, scheduler_alias, report.packages)
             if rows[scheduler_alias].passed("python") and rows[scheduler_alias].versions:
