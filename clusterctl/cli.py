@@ -23,6 +23,9 @@ timeout_option = click.option("--timeout", type=click.FloatRange(min=1), default
                               help="Seconds to wait for every worker to register.")
 mismatch_option = click.option("--allow-version-mismatch", is_flag=True,
                                help="Start even when hosts run other versions than the scheduler host.")
+limit_option = click.option(
+    "--limit", "limit", multiple=True, metavar="PATTERN",
+    help="Only the hosts PATTERN names: an alias, a group or a glob like 'node0*' (quote it); repeatable.")
 config_argument = click.argument("config", required=False, type=click.Path(dir_okay=False))
 QUIET_HELP = "Print no progress, only results and errors."
 VERBOSE_HELP = "Log every command run on a host to stderr (secrets masked)."
@@ -100,7 +103,12 @@ Examples:
   clusterctl up examples/fleet.yaml --dry-run   what ranges, groups and per-GPU workers expand to
   clusterctl up cluster.yaml --restart       restart everything
   clusterctl up cluster.yaml --rolling       apply a changed inventory one worker group at a time
-  clusterctl up cluster.yaml --json          the status document once every worker is up""")
+  clusterctl up cluster.yaml --limit 'node0*'   reconcile only node01..node09; other hosts untouched
+  clusterctl up cluster.yaml --json          the status document once every worker is up
+
+\b
+On a terminal, one live row per host (connecting, checked, started, registered, or failed
+with its reason); finished hosts are counted, and a summary stays when it is done.""")
 @click.argument("config", type=click.Path(dir_okay=False))
 @timeout_option
 @click.option("--dry-run", is_flag=True, help="Print each process's exact command line, per host, and start nothing.")
@@ -110,11 +118,12 @@ Examples:
 @click.option("--max-unavailable", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
               help="With --rolling: worker groups down at once.")
 @mismatch_option
+@limit_option
 @json_option
 @click.pass_context
 @global_options
 def up(ctx: click.Context, config: str, timeout: float, dry_run: bool, restart: bool, rolling: bool,
-       max_unavailable: int, allow_version_mismatch: bool, json_output: bool) -> int:
+       max_unavailable: int, allow_version_mismatch: bool, limit: tuple[str, ...], json_output: bool) -> int:
     """Start the scheduler and every worker group of CONFIG, on all hosts at once.
 
     Waits until the scheduler reports every expected worker. On a running or half-running
@@ -129,7 +138,7 @@ def up(ctx: click.Context, config: str, timeout: float, dry_run: bool, restart: 
     progress, prompt = _progress(ctx, json_output)
     result = run_up(config, progress, prompt, timeout=timeout, dry_run=dry_run,
                     allow_version_mismatch=allow_version_mismatch, restart=restart, rolling=rolling,
-                    max_unavailable=max_unavailable)
+                    max_unavailable=max_unavailable, limit=list(limit))
     if isinstance(result, DryRun):
         render.dry_run(result, json_output)
         return EXIT_OK
@@ -144,6 +153,7 @@ Examples:
   clusterctl status --json | jq '.workers[].name'
   clusterctl status --watch            redraw every 2 seconds until Ctrl-C
   clusterctl status -p --watch=5       with the pids, every 5 seconds
+  clusterctl status --limit node07 -p  only node07's workers and processes
 
 \b
 Exit codes: 0 every expected worker is present, 1 degraded (some missing),
@@ -154,9 +164,11 @@ Exit codes: 0 every expected worker is present, 1 degraded (some missing),
 @click.option("--watch", "-w", type=click.FloatRange(min=0.2), is_flag=False, flag_value=2.0, default=None,
               metavar="[SECONDS]", help="Refresh every SECONDS (default 2) until Ctrl-C; with --json, one "
                                         "document per line.")
+@limit_option
 @json_option
 @global_options
-def status(config: str | None, cluster: str | None, processes: bool, watch: float | None, json_output: bool) -> int:
+def status(config: str | None, cluster: str | None, processes: bool, watch: float | None, limit: tuple[str, ...],
+           json_output: bool) -> int:
     """Show the cluster as the scheduler sees it: every worker, its resources and its load."""
     from clusterctl.commands.status import status as run_status
 
@@ -164,9 +176,9 @@ def status(config: str | None, cluster: str | None, processes: bool, watch: floa
         from clusterctl import render
         from clusterctl.commands.status import watch as run_watch
 
-        render.watch(run_watch(cluster, config, processes, watch), json_output, watch)
+        render.watch(run_watch(cluster, config, processes, watch, list(limit)), json_output, watch)
         return EXIT_OK  # not reached: only Ctrl-C (130) or an error ends it
-    report = run_status(cluster, config, processes)
+    report = run_status(cluster, config, processes, list(limit))
     _report(report, json_output)
     return report.exit_code
 
@@ -233,15 +245,24 @@ def remove_worker(ctx: click.Context, targets: tuple[str, ...], cluster: str | N
 Examples:
   clusterctl down
   clusterctl down --cluster lab
-  clusterctl down cluster.yaml --grace 30   works without local state, from the hosts' pid files""")
+  clusterctl down cluster.yaml --grace 30   works without local state, from the hosts' pid files
+  clusterctl down --limit node07            retire node07's workers (data moves), stop them; the rest runs
+  clusterctl down --limit 'gpu*' --limit node03
+
+\b
+--limit stops every process on the selected hosts, workers added by add-worker, scale or adapt
+included, and keeps the rest running and recorded. The scheduler's host can be selected only
+with every host that runs workers (dask workers exit with their scheduler): that is a full down.""")
 @config_argument
 @cluster_option
 @click.option("--grace", type=click.FloatRange(min=0), default=timing.DOWN_GRACE, show_default=True,
               help="Seconds between SIGTERM and SIGKILL.")
+@limit_option
 @json_option
 @click.pass_context
 @global_options
-def down(ctx: click.Context, config: str | None, cluster: str | None, grace: float, json_output: bool) -> int:
+def down(ctx: click.Context, config: str | None, cluster: str | None, grace: float, limit: tuple[str, ...],
+         json_output: bool) -> int:
     """Retire the workers, close the scheduler, and verify every process is gone.
 
     Exits 0 only when every recorded process is verified gone; then the local state is removed.
@@ -251,7 +272,8 @@ def down(ctx: click.Context, config: str | None, cluster: str | None, grace: flo
     from clusterctl.commands.down import down as run_down
 
     progress, prompt = _progress(ctx, json_output)
-    render.down_result(run_down(progress, cluster, config, grace=grace, password_prompt=prompt), json_output)
+    result = run_down(progress, cluster, config, grace=grace, password_prompt=prompt, limit=list(limit))
+    render.down_result(result, json_output, limited=bool(limit))
     return EXIT_OK
 
 
@@ -344,8 +366,7 @@ Exit codes: 0 the command succeeded on every host, 1 it failed or could not run 
 @click.argument("argv", nargs=-1, metavar="-- CMD [ARG]...")
 @cluster_option
 @click.option("--config", "config", type=click.Path(dir_okay=False), help="Inventory of the cluster.")
-@click.option("--limit", "limit", multiple=True, metavar="PATTERN",
-              help="Only hosts whose alias matches (an alias or a glob like 'node0*'); repeatable.")
+@limit_option
 @click.option("--shell", "shell_line", metavar="LINE", help="Run LINE with /bin/sh -c instead of an argv.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
               help="Seconds the command may run on each host.")
@@ -421,6 +442,7 @@ Examples:
   clusterctl logs scheduler -n 200
   clusterctl logs gpu2-0              the `dask worker` process that runs worker gpu2-0
   clusterctl logs node3 -f            every process on host node3, following until Ctrl-C
+  clusterctl logs --limit 'gpu*' -n 20   every process on the gpu hosts
 
 \b
 TARGET: `scheduler`, a worker group's process name, a worker name, or a host alias.""")
@@ -430,10 +452,11 @@ TARGET: `scheduler`, a worker group's process name, a worker name, or a host ali
               help="Show the last N lines of each log first.")
 @cluster_option
 @click.option("--config", "config", type=click.Path(dir_okay=False), help="Inventory of the cluster.")
+@limit_option
 @click.pass_context
 @global_options
 def logs(ctx: click.Context, target: str | None, follow: bool, lines: int, cluster: str | None,
-         config: str | None) -> int:
+         config: str | None, limit: tuple[str, ...]) -> int:
     """Show the logs of the scheduler, of workers, or of every process on a host.
 
     Logs are read on their hosts through the same connection clusterctl uses for everything else;
@@ -442,7 +465,7 @@ def logs(ctx: click.Context, target: str | None, follow: bool, lines: int, clust
     from clusterctl import render
     from clusterctl.commands.logs import logs as run_logs
 
-    stream = run_logs(cluster, config, target, lines=lines, follow=follow)
+    stream = run_logs(cluster, config, target, lines=lines, follow=follow, limit=list(limit))
     render.log_stream(stream, quiet=ctx.obj["quiet"])
     return stream.exit_code
 
@@ -452,6 +475,7 @@ Examples:
   clusterctl check cluster.yaml
   clusterctl check cluster.yaml --json | jq '.hosts[] | select(.ok | not)'
   clusterctl check cluster.yaml --env       also every package's version per host and here
+  clusterctl check cluster.yaml --limit node07   only node07 (the scheduler's host is asked, not shown)
 
 \b
 Exit codes: 0 every check passed, 1 some check failed, 2 the inventory is invalid.""")
@@ -460,10 +484,12 @@ Exit codes: 0 every check passed, 1 some check failed, 2 the inventory is invali
               metavar="SECONDS", help="How long a worker host may take to connect to the scheduler port.")
 @click.option("--env", "show_environment", is_flag=True,
               help="Also show the environment: every compared package's version per host and on this machine.")
+@limit_option
 @json_option
 @click.pass_context
 @global_options
-def check(ctx: click.Context, config: str, connect_timeout: float, show_environment: bool, json_output: bool) -> int:
+def check(ctx: click.Context, config: str, connect_timeout: float, show_environment: bool, limit: tuple[str, ...],
+          json_output: bool) -> int:
     """Check every host of CONFIG before `up`, starting nothing: reachable, python and versions right,
     the GPUs of hosts whose worker groups have `gpus:`, the scheduler port free on its host and
     reachable from every worker host."""
@@ -471,7 +497,7 @@ def check(ctx: click.Context, config: str, connect_timeout: float, show_environm
     from clusterctl.commands.check import check as run_check
 
     report = run_check(config, _progress(ctx, json_output)[0], connect_timeout=connect_timeout,
-                       show_environment=show_environment)
+                       show_environment=show_environment, limit=list(limit))
     render.check_report(report, json_output)
     return report.exit_code
 

@@ -128,7 +128,8 @@ def start_processes(hosts: HostGroup, plans: list[ProcessPlan], progress: Progre
     failure is raised, so that nothing started becomes unreachable to `down`.
     """
     progress.step(f"starting {len(plans)} process(es) on {len({p.host for p in plans})} host(s)")
-    results, interrupted = finish_despite_interrupt(lambda: hosts.run_each(plans, lambda host, mine: host.start(mine)))
+    results, interrupted = finish_despite_interrupt(
+        lambda: hosts.run_each(plans, lambda host, mine: _start_shown(host, mine, progress)))
     failures: list[str] = []
     for outcome in results.succeeded.values():
         for item in outcome:
@@ -145,6 +146,19 @@ def start_processes(hosts: HostGroup, plans: list[ProcessPlan], progress: Progre
     results.values_or_raise("start")
     if failures:
         raise ClusterctlError("; ".join(failures), "set `python:` for that host to an interpreter that exists")
+
+
+def _start_shown(host: Host, plans: list[ProcessPlan], progress: Progress) -> list[ProcessRecord | StartFailure]:
+    """``host.start``, its row shown started (or failed, with the reason) as soon as that host answers."""
+    try:
+        outcome = host.start(plans)
+    except ClusterctlError as exc:
+        progress.host(host.alias, "failed", exc.reason if isinstance(exc, HostError) else exc.message)
+        raise
+    refused = [item for item in outcome if isinstance(item, StartFailure)]
+    progress.host(host.alias, "failed" if refused else "started",
+                  "; ".join(f"{item.name}: {item.error}" for item in refused) or f"{len(outcome)} process(es)")
+    return outcome
 
 
 def finish_despite_interrupt(call: Callable[[], T]) -> tuple[T, KeyboardInterrupt | None]:
@@ -177,7 +191,9 @@ def start_and_wait(st: ClusterState, hosts: HostGroup, plans: list[ProcessPlan],
             start_processes(hosts, plans, progress, st, started, added)
         progress.step(f"waiting for the scheduler and {len(names)} worker(s)")
         view = wait_until_ready(st, hosts, started, names, timeout, progress)
-    except BaseException:
+    except BaseException as exc:
+        if isinstance(exc, HostError):
+            progress.host(exc.host, "failed", exc.reason)
         undo_start(st, hosts, plans, started, progress)
         raise
     finally:
@@ -192,12 +208,19 @@ def wait_until_ready(st: ClusterState, hosts: HostGroup, watch: list[ProcessReco
     Liveness is checked on the hosts in the background, so a slow host never delays noticing
     that the scheduler already reports every worker.
     """
+    waiting_on: dict[str, set[str]] = {}  # host -> its workers the scheduler must report: shown per host
+    for record in watch:
+        waiting_on.setdefault(record.host, set()).update(set(record.worker_names) & set(names))
     checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="liveness")
     check: list[Future[list[ProcessRecord]]] = []
     last_check = [time.monotonic()]
 
     def on_poll(view: SchedulerView | None) -> None:
         progress.waiting(sorted(view.names() & set(names)) if view else [], names)
+        if view is not None:
+            for alias, workers in [(a, w) for a, w in waiting_on.items() if w <= view.names()]:
+                progress.host(alias, "registered", f"{len(workers)} worker(s)" if workers else "scheduler answers")
+                del waiting_on[alias]
         if check and check[0].done():
             dead = check.pop().result()
             if dead:
@@ -301,7 +324,8 @@ def verified_gone(outcomes: dict[str, dict[int, bool] | None]) -> set[tuple[str,
 
 def retire_and_stop(st: ClusterState, workers: set[str], scheduler_answers: bool, progress: Progress,
                     password_prompt: PasswordPrompt | None = None,
-                    retry: str = "clusterctl remove-worker") -> tuple[list[StoppedProcess], str | None]:
+                    retry: str = "clusterctl remove-worker", grace: float = DOWN_GRACE,
+                    ) -> tuple[list[StoppedProcess], str | None]:
     """Retire ``workers`` through the scheduler (their data moves first), then stop, by pid, each
     worker process none of whose workers is left, verify, and update the state.
 
@@ -324,7 +348,7 @@ def retire_and_stop(st: ClusterState, workers: set[str], scheduler_answers: bool
     if emptied:
         progress.step(f"stopping {len(emptied)} process(es)")
         with connect(st.inventory, [r.host for r in emptied], password_prompt) as hosts:
-            gone = verified_gone(stop_records(hosts, emptied, DOWN_GRACE))
+            gone = verified_gone(stop_records(hosts, emptied, grace))
         progress.done()
         stopped = [StoppedProcess(r.host, r.name, r.pid) for r in emptied if (r.host, r.pid) in gone]
         stuck = [r for r in emptied if (r.host, r.pid) not in gone]

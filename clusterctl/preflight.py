@@ -11,7 +11,9 @@ from typing import Any
 from clusterctl.agent import FINGERPRINT
 from clusterctl.errors import ClusterctlError, HostError
 from clusterctl.group import HostGroup
+from clusterctl.host import Host
 from clusterctl.inventory import Inventory, WorkerGroup
+from clusterctl.progress import Progress, SilentProgress
 from clusterctl.records import Gpu
 
 COMPARED = ("python", *FINGERPRINT)
@@ -122,7 +124,7 @@ def local_versions(packages: tuple[str, ...] = COMPARED) -> dict[str, Any]:
 def preflight(hosts: HostGroup, reference_host: str, allow_mismatch: bool = False,
               reference: dict[str, Any] | None = None, packages: tuple[str, ...] | list[str] = (),
               compare_local: bool = False, gpu_probes: dict[str, dict[str, Any]] | None = None,
-              gpu_option: str | None = None) -> PreflightReport:
+              progress: Progress | None = None, gpu_option: str | None = None) -> PreflightReport:
     """Ask every host for its versions at once and compare them with ``reference_host``'s.
 
     ``reference`` stands in for the reference host's versions when it is not among ``hosts``
@@ -131,12 +133,23 @@ def preflight(hosts: HostGroup, reference_host: str, allow_mismatch: bool = Fals
     too, and a difference is a warning in the report. ``gpu_probes`` (host -> a GPU worker group's
     env and setup) asks those hosts for their GPUs in the same round trip; a host without one is refused
     (naming ``gpu_option``, the command-line option that asked, if any).
+    ``progress`` hears of each host as it answers.
     """
     names = compared(packages)
     extra = [p for p in names if p not in COMPARED]
     probes = gpu_probes or {}
-    answers = hosts.run(lambda host: host.versions_and_gpus(extra, probes.get(host.alias))).values_or_raise(
-        "preflight")
+    shown = progress or SilentProgress()
+
+    def ask(host: Host) -> tuple[dict[str, Any], list[Gpu] | str | None]:
+        try:
+            found = host.versions_and_gpus(extra, probes.get(host.alias))
+        except ClusterctlError as exc:
+            shown.host(host.alias, "failed", exc.reason if isinstance(exc, HostError) else exc.message)
+            raise
+        shown.host(host.alias, "checked")
+        return found
+
+    answers = hosts.run(ask).values_or_raise("preflight")
     versions = {alias: found for alias, (found, _) in answers.items()}
     report = PreflightReport(reference_host=reference_host, versions=versions, packages=names)
     for alias, found in versions.items():

@@ -10,6 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+#: A host's states in `up` (connecting -> checked -> started -> registered, or kept when it had nothing
+#: to start) and `down` (retiring -> stopping -> stopped); ``failed`` ends either, with its reason.
+IN_FLIGHT = ("connecting", "checked", "started", "retiring", "stopping")
+FINISHED = ("registered", "kept", "stopped")
+FAILED = "failed"
+HOST_STATES = (*IN_FLIGHT, *FINISHED, FAILED)
+
 #: Asks the user for a host's SSH password (only ever called on a terminal).
 PasswordPrompt = Callable[[str], str]
 
@@ -18,6 +25,9 @@ class Progress(Protocol):
     def step(self, message: str) -> None: ...
 
     def waiting(self, ready: list[str], expected: list[str]) -> None: ...
+
+    def host(self, alias: str, state: str, detail: str = "") -> None:
+        """Where one host is: one of ``HOST_STATES`` and a detail (a count, a failure's reason)."""
 
     def done(self) -> None: ...
 
@@ -29,6 +39,9 @@ class SilentProgress:
         pass
 
     def waiting(self, ready: list[str], expected: list[str]) -> None:
+        pass
+
+    def host(self, alias: str, state: str, detail: str = "") -> None:
         pass
 
     def done(self) -> None:

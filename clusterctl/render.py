@@ -13,18 +13,20 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from clusterctl.progress import FAILED, HOST_STATES, IN_FLIGHT
 from clusterctl.report import JSON_SCHEMA_VERSION, ClusterReport, report_document
 
 if TYPE_CHECKING:
@@ -187,7 +189,7 @@ def _ask_password(host: str) -> str:
 
 
 class PlainProgress:
-    """One line per change, on stderr, for logs and pipes."""
+    """One line per change, on stderr, for logs and pipes. Of the hosts, only a failure is a line."""
 
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
@@ -205,6 +207,10 @@ class PlainProgress:
     def waiting(self, ready: list[str], expected: list[str]) -> None:
         self._say(f"{len(ready)}/{len(expected)} workers registered")
 
+    def host(self, alias: str, state: str, detail: str = "") -> None:
+        if state == FAILED:
+            self._say(f"{alias}: failed: {detail}")
+
     def done(self) -> None:
         pass
 
@@ -213,17 +219,87 @@ class PlainProgress:
         yield
 
 
-class LiveProgress:
-    """A live status line on a terminal: the step, the workers registered, the time taken."""
+class HostBoard:
+    """Where each host of a fleet is, drawn to fit the terminal: the hosts still in flight and the
+    failed ones get a row each (failed first), the finished ones only a count."""
+
+    MAX_ROWS = 16  # host rows at most, whatever the terminal's height
 
     def __init__(self) -> None:
-        self.console = _console(stderr=True)
+        self.hosts: dict[str, tuple[str, str]] = {}  # alias -> (state, detail), in the order first seen
+        self._lock = threading.Lock()  # hosts report from the group's threads, the display reads from its own
+
+    def set(self, alias: str, state: str, detail: str) -> None:
+        with self._lock:
+            self.hosts[alias] = (state, detail)
+
+    def _snapshot(self) -> dict[str, tuple[str, str]]:
+        with self._lock:
+            return dict(self.hosts)
+
+    @property
+    def finished(self) -> bool:
+        return all(state not in IN_FLIGHT for state, _ in self._snapshot().values())
+
+    def counts(self) -> str:
+        """``62 registered · 2 failed``: the states in their order in a host's life."""
+        found: dict[str, int] = {}
+        for state, _ in self._snapshot().values():
+            found[state] = found.get(state, 0) + 1
+        return " · ".join(f"{found[state]} {state}" for state in HOST_STATES if state in found)
+
+    def lines(self, height: int) -> list[Text]:
+        """The count line, then at most ``height - 1`` host rows, the last saying how many are not shown."""
+        hosts = self._snapshot()
+        if not hosts:
+            return []
+        lines = [Text.from_markup(f"  [bold]{len(hosts)} host(s)[/]: {safe(self.counts())}")]
+        shown = [a for a, (state, _) in hosts.items() if state == FAILED]
+        shown += [a for a, (state, _) in hosts.items() if state in IN_FLIGHT]
+        room = max(1, min(self.MAX_ROWS, height - 1))
+        hidden = shown[room - 1:] if len(shown) > room else []
+        width = max((len(clean(a)) for a in shown), default=0)
+        for alias in shown[:len(shown) - len(hidden)]:
+            lines.append(self._row(alias, *hosts[alias], width))
+        if hidden:
+            lines.append(Text(f"  … and {len(hidden)} more host(s) in flight", style="dim"))
+        for line in lines:
+            line.no_wrap = True
+            line.overflow = "ellipsis"
+        return lines
+
+    @staticmethod
+    def _row(alias: str, state: str, detail: str, width: int) -> Text:
+        style = "red" if state == FAILED else "cyan"
+        return Text.from_markup(f"  {safe(alias).ljust(width)}  [{style}]{state:<10}[/] {safe(detail)}".rstrip())
+
+    def summary(self) -> list[Text]:
+        """What stays on the terminal: the counts, and each failed host with its reason."""
+        hosts = self._snapshot()
+        failed = [(a, detail) for a, (state, detail) in hosts.items() if state == FAILED]
+        mark = "[red]✗[/]" if failed else "[green]✓[/]"
+        lines = [Text.from_markup(f"{mark} {len(hosts)} host(s): {safe(self.counts())}")]
+        lines += [Text.from_markup(f"  {safe(alias)}: [red]failed[/] {safe(detail)}") for alias, detail in failed]
+        return lines
+
+
+class LiveProgress:
+    """On a terminal: the step, the workers registered and the time taken on a live line, and below it
+    one row per host in flight (see ``HostBoard``), summed up when every host is done."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or _console(stderr=True)
         self.started = time.monotonic()
         self.text = ""
+        self.board = HostBoard()
         # Rendered afresh at every refresh, so that the time keeps counting while a step waits.
-        self.live = Live(console=self.console, transient=True, refresh_per_second=8, get_renderable=self._line)
-        self.live.start()
-        _LIVE.append(self.live)
+        self.live = Live(console=self.console, transient=True, refresh_per_second=8, get_renderable=self.renderable)
+        self._start()
+
+    def _start(self) -> None:
+        if not self.live.is_started:
+            self.live.start()
+            _LIVE.append(self.live)
 
     def step(self, message: str) -> None:
         self.text = message
@@ -235,14 +311,28 @@ class LiveProgress:
             f" (waiting for {', '.join(missing[:4])}{'…' if len(missing) > 4 else ''})" if missing else "")
         self._refresh()
 
-    def _line(self) -> Text:
-        return Text.from_markup(f"[cyan]⠿[/] {safe(self.text)} [dim]{time.monotonic() - self.started:.1f}s[/]")
+    def host(self, alias: str, state: str, detail: str = "") -> None:
+        self.board.set(alias, state, detail)
+        self._refresh()
+
+    def renderable(self) -> Group:
+        top = Text.from_markup(f"[cyan]⠿[/] {safe(self.text)} [dim]{time.monotonic() - self.started:.1f}s[/]",
+                               overflow="ellipsis")
+        top.no_wrap = True
+        return Group(top, *self.board.lines(self.console.height - 2))
 
     def _refresh(self) -> None:
+        self._start()  # a step after `done` (one command, several phases) shows the display again
         self.live.refresh()
 
     def done(self) -> None:
         self.live.stop()
+        if self.live in _LIVE:
+            _LIVE.remove(self.live)
+        if self.board.hosts and self.board.finished:
+            for line in self.board.summary():
+                self.console.print(line, no_wrap=True, overflow="ellipsis")
+            self.board = HostBoard()
 
     @contextmanager
     def paused(self) -> Iterator[None]:
@@ -419,7 +509,7 @@ def remove_result(result: RemoveResult, json_output: bool) -> None:
                   + (f"; stopped {safe(', '.join(map(str, result.stopped)))}" if result.stopped else ""))
 
 
-def down_result(result: DownResult, json_output: bool) -> None:
+def down_result(result: DownResult, json_output: bool, limited: bool = False) -> None:
     if json_output:
         print_json({"schema": JSON_SCHEMA_VERSION, **asdict(result)})
         return
@@ -435,6 +525,10 @@ def down_result(result: DownResult, json_output: bool) -> None:
         console.print(f"[yellow]note:[/] {safe(result.scheduler_note)}; stopped the processes by pid instead")
     for note in result.notes:
         console.print(f"[yellow]note:[/] {safe(note)}")
+    if limited and not any(p.name == "scheduler" for p in result.stopped):  # the rest of the cluster runs
+        hosts = ", ".join(dict.fromkeys(p.host for p in result.stopped)) or "the selected hosts"
+        console.print(f"[green]✓[/] {len(result.stopped)} process(es) on {safe(hosts)} stopped and verified gone")
+        return
     console.print(f"[green]✓[/] cluster {safe(name)} is down: "
                   f"{len(result.stopped)} process(es) stopped and verified gone")
 

@@ -28,6 +28,7 @@ from clusterctl.group import HostGroup, connect, located
 from clusterctl.host import Host
 from clusterctl.inventory import Inventory, load_inventory
 from clusterctl.launch import chosen_gpus
+from clusterctl.limit import cluster_hosts, limit_hosts
 from clusterctl.progress import Progress, SilentProgress
 from clusterctl.records import Gpu
 from clusterctl.remote_log import log_command
@@ -125,12 +126,16 @@ class CheckReport:
 
 
 def check(config: str, progress: Progress | None = None, connect_timeout: float = CONNECT_TIMEOUT,
-          show_environment: bool = False) -> CheckReport:
-    """Every check on every host of ``config``; raises only for an invalid inventory."""
+          show_environment: bool = False, limit: list[str] | None = None) -> CheckReport:
+    """Every check on every host of ``config`` (or those ``limit`` selects); raises only for an invalid
+    inventory or a --limit pattern that matches no host."""
     progress = progress or SilentProgress()
     inventory = load_inventory(config)
     scheduler_alias = inventory.scheduler.host
     aliases = list(dict.fromkeys([scheduler_alias, *(group.host for group in inventory.workers)]))
+    chosen = limit_hosts(inventory, cluster_hosts(inventory), limit or [])
+    # The scheduler's host is asked even when left out: the versions' reference, the port's listener.
+    aliases = [alias for alias in aliases if alias in chosen or alias == scheduler_alias]
     rows = {alias: HostCheck(alias, roles=_roles(inventory, alias)) for alias in aliases}
     report = CheckReport(inventory.name, str(Path(config)), scheduler_alias, None, list(rows.values()),
                          packages=preflight.compared(inventory.environment.packages),
@@ -139,7 +144,7 @@ def check(config: str, progress: Progress | None = None, connect_timeout: float 
     try:
         with connect(inventory, aliases) as hosts:
             progress.step(f"checking {len(hosts)} host(s)")
-            probes = preflight.gpu_probes(inventory)
+            probes = {alias: probe for alias, probe in preflight.gpu_probes(inventory).items() if alias in chosen}
             hosts.run(lambda host: _reach_and_ask(host, rows[host.alias], report.packages,
                                                   inventory.environment.sync, probes.get(host.alias)))
             for alias in [alias for alias in probes if alias in rows]:
@@ -153,6 +158,10 @@ def check(config: str, progress: Progress | None = None, connect_timeout: float 
             _check_port(inventory, hosts, rows, report, connect_timeout)
     finally:
         progress.done()
+    if scheduler_alias not in chosen:
+        report.hosts = [row for row in report.hosts if row.host != scheduler_alias]
+        report.warnings += [f"the scheduler host {scheduler_alias} (asked, outside --limit): {name}: {result.reason}"
+                            for name, result in rows[scheduler_alias].checks.items() if result.ok is False]
     return report
 
 

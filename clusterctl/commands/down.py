@@ -7,13 +7,22 @@ directory. So `down CONFIG` works with no local state at all (another machine, a
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 
 from clusterctl import lifecycle, scheduler_api, state, supervisor
-from clusterctl.errors import ClusterctlError, ForeignSchedulerError, HostError, SchedulerUnreachableError
+from clusterctl.errors import (
+    ClusterctlError,
+    ForeignSchedulerError,
+    HostError,
+    InvalidInputError,
+    SchedulerUnreachableError,
+)
 from clusterctl.group import HostGroup, connect
+from clusterctl.host import Host
 from clusterctl.inventory import Inventory, load_inventory, select_hosts
 from clusterctl.launch import scheduler_id_prefix
+from clusterctl.limit import cluster_hosts, limit_hosts
 from clusterctl.progress import PasswordPrompt, Progress
 from clusterctl.records import ProcessRecord, StopOutcome, StoppedProcess
 from clusterctl.state import ClusterState
@@ -36,11 +45,14 @@ class DownIncompleteError(ClusterctlError):
 
 
 def down(progress: Progress, cluster: str | None = None, config: str | None = None,
-         grace: float = DOWN_GRACE, password_prompt: PasswordPrompt | None = None) -> DownResult:
+         grace: float = DOWN_GRACE, password_prompt: PasswordPrompt | None = None,
+         limit: list[str] | None = None) -> DownResult:
     if cluster is None and config is None and state.current() is None:
         return DownResult(None, already_gone=True)  # nothing is current: down is harmless
     inventory = load_inventory(config) if config else None
     name = state.resolve_name(cluster, None) if cluster or not inventory else inventory.name
+    if limit:
+        return _down_limited(progress, name, inventory, limit, grace, password_prompt)
     stopped_supervisor = _stop_supervisor(name, grace, progress)  # before the lock: it may be scaling, holding it
     with state.locked(name):
         st = state.load(name)
@@ -66,13 +78,101 @@ def down(progress: Progress, cluster: str | None = None, config: str | None = No
         with connect(inventory, aliases, password_prompt) as hosts:
             if st is None:
                 result.unrecorded_scheduler = _close_unrecorded_scheduler(inventory, hosts, progress)
-            swept = hosts.run(lambda host: host.sweep([r for r in records if r.host == host.alias], grace))
+            swept = hosts.run(lambda host: _sweep(host, [r for r in records if r.host == host.alias], grace, progress))
         progress.done()
         unreachable_spares = {alias: error for alias, error in swept.failed.items() if alias in spare}
         result.notes += [f"{error.message}: not checked; it runs no process of the inventory"
                          for error in unreachable_spares.values()]
         failed = {alias: error for alias, error in swept.failed.items() if alias not in unreachable_spares}
         return _conclude(name, st, result, records, swept.succeeded, failed)
+
+
+def _down_limited(progress: Progress, name: str, inventory: Inventory | None, limit: list[str], grace: float,
+                  password_prompt: PasswordPrompt | None) -> DownResult:
+    """`down --limit`: retire the workers of the selected hosts (their data moves to the others), stop
+    their processes by pid, verify, and keep the rest of the cluster running and recorded.
+
+    The scheduler's host may be selected only with every host that runs workers: dask workers exit
+    with their scheduler, so stopping it alone would take the whole cluster down unverified.
+    """
+    with state.locked(name):
+        st = state.load(name)
+        if st is None:
+            if inventory is not None:  # a pattern that names no host is still the error to show first
+                limit_hosts(inventory, cluster_hosts(inventory), limit)
+            raise ClusterctlError(f"cluster {name!r} is not running here (no state): `down --limit` needs the state "
+                                  "to retire the workers through the scheduler",
+                                  "run `clusterctl down CONFIG` without --limit to stop it from the hosts' pid files")
+        chosen = limit_hosts(st.inventory, cluster_hosts(st.inventory, [r.host for r in st.processes]), limit)
+        leaving = [r for r in st.processes if r.host in chosen]
+        staying = [r for r in st.processes if r.host not in chosen]
+        scheduler = st.process("scheduler")
+        if scheduler is None or scheduler not in leaving:
+            return _retire_hosts(progress, st, chosen, leaving, limit, grace, password_prompt)
+        if staying:
+            raise InvalidInputError(
+                f"--limit selects {scheduler.host}, the scheduler's host, but not "
+                f"{', '.join(dict.fromkeys(r.host for r in staying))}: dask workers exit with their scheduler, so "
+                "the rest could not keep running",
+                f"leave {scheduler.host} out of --limit, or run `clusterctl down` for the whole cluster")
+    result = down(progress, name, None, grace, password_prompt)  # every host with a process is selected
+    result.notes.append("--limit selects the scheduler's host and every host with a worker: the whole cluster "
+                        "went down")
+    return result
+
+
+def _retire_hosts(progress: Progress, st: ClusterState, chosen: list[str], leaving: list[ProcessRecord],
+                  limit: list[str], grace: float, password_prompt: PasswordPrompt | None) -> DownResult:
+    """The workers on ``chosen`` retired, their processes stopped and verified gone, the state updated."""
+    result = DownResult(st.name)
+    workers = {w for r in leaving for w in r.worker_names}
+    aliases = list(dict.fromkeys(r.host for r in leaving))
+    if not workers:
+        result.notes.append(f"no process of cluster {st.name} runs on {', '.join(chosen)}: nothing to stop")
+        return result
+    for alias in aliases:
+        progress.host(alias, "retiring", f"{sum(len(r.worker_names) for r in leaving if r.host == alias)} worker(s)")
+    retry = " ".join(["clusterctl down --cluster", shlex.quote(st.name), *(f"--limit {shlex.quote(p)}" for p in limit)])
+    try:
+        stopped, note = lifecycle.retire_and_stop(st, workers, _scheduler_answers(st), progress, password_prompt,
+                                                  retry=retry, grace=grace)
+    except ClusterctlError as exc:
+        for alias in aliases:
+            progress.host(alias, "failed", exc.message)
+        progress.done()
+        raise
+    for alias in aliases:
+        progress.host(alias, "stopped", f"{sum(1 for p in stopped if p.host == alias)} process(es) verified gone")
+    progress.done()
+    result.stopped = stopped
+    result.scheduler_note = note
+    kept = list(dict.fromkeys(r.host for r in st.processes))
+    result.notes.append(f"cluster {st.name} keeps running on {', '.join(kept)}")
+    return result
+
+
+def _scheduler_answers(st: ClusterState) -> bool:
+    """A quick question first: retiring through a dead scheduler would wait out its timeout."""
+    try:
+        scheduler_api.query(st.scheduler_address, timeout=2.0, tls=st.client_tls(), expect=st.expected_scheduler_id())
+    except (SchedulerUnreachableError, ForeignSchedulerError):
+        return False
+    return True
+
+
+def _sweep(host: Host, records: list[ProcessRecord], grace: float, progress: Progress) -> list[StopOutcome]:
+    """``host.sweep``, its row shown stopping, then stopped or failed with the reason."""
+    progress.host(host.alias, "stopping", "")
+    try:
+        outcomes = host.sweep(records, grace)
+    except ClusterctlError as exc:
+        progress.host(host.alias, "failed", exc.reason if isinstance(exc, HostError) else exc.message)
+        raise
+    running = [p for p in outcomes if not p.gone]
+    progress.host(host.alias, "failed" if running else "stopped",
+                  f"{len(running)} process(es) still run after SIGKILL" if running
+                  else f"{len(outcomes)} process(es) verified gone")
+    return outcomes
 
 
 def _noted_elsewhere(inventory: Inventory, password_prompt: PasswordPrompt | None) -> list[str]:

@@ -7,14 +7,14 @@ for explicitly. Every host answers with its exit code and output, or the error t
 
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
 from clusterctl import state
 from clusterctl.errors import EXIT_FAILED, EXIT_OK, ClusterctlError, InvalidInputError
 from clusterctl.group import connect
-from clusterctl.inventory import Inventory, load_inventory
+from clusterctl.inventory import load_inventory
+from clusterctl.limit import cluster_hosts, limit_hosts
 from clusterctl.progress import PasswordPrompt, Progress
 from clusterctl.remote_log import log_command
 from clusterctl.report import JSON_SCHEMA_VERSION
@@ -52,26 +52,6 @@ class ExecResult:
                            "error": r.error} for r in self.hosts]}
 
 
-def cluster_hosts(inventory: Inventory, recorded: list[str]) -> list[str]:
-    """Every host of the cluster: the inventory's, those its processes use, those processes were added on."""
-    used = [inventory.scheduler.host, *(group.host for group in inventory.workers)]
-    return list(dict.fromkeys([*inventory.hosts, *used, *recorded]))
-
-
-def select_hosts(hosts: list[str], patterns: list[str]) -> list[str]:
-    """The hosts any ``--limit`` pattern (an alias or a glob) names; a pattern that names none is an error."""
-    if not patterns:
-        return hosts
-    chosen: list[str] = []
-    for pattern in patterns:
-        matched = [alias for alias in hosts if fnmatch.fnmatchcase(alias, pattern)]
-        if not matched:
-            raise InvalidInputError(f"--limit {pattern!r} matches no host of the cluster",
-                                    f"hosts: {', '.join(hosts)}")
-        chosen += matched
-    return list(dict.fromkeys(chosen))
-
-
 def exec_on_hosts(argv: list[str], progress: Progress, cluster: str | None = None, config: str | None = None,
                   limit: list[str] | None = None, timeout: float = EXEC_TIMEOUT,
                   password_prompt: PasswordPrompt | None = None) -> ExecResult:
@@ -91,7 +71,7 @@ def exec_on_hosts(argv: list[str], progress: Progress, cluster: str | None = Non
         if st is None:
             raise ClusterctlError(f"cluster {name!r} is not running", "pass its inventory with --config FILE")
         inventory, recorded = st.inventory, [r.host for r in st.processes]
-    aliases = select_hosts(cluster_hosts(inventory, recorded), limit or [])
+    aliases = limit_hosts(inventory, cluster_hosts(inventory, recorded), limit or [])
     result = ExecResult(name, list(argv))
     progress.step(f"running {argv[0]} on {len(aliases)} host(s)")
     try:

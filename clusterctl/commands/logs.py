@@ -19,6 +19,7 @@ from clusterctl.errors import EXIT_FAILED, EXIT_OK, ClusterctlError, InvalidInpu
 from clusterctl.group import HostGroup, connect
 from clusterctl.host import Host
 from clusterctl.launch import SCHEDULER_NAME
+from clusterctl.limit import cluster_hosts, limit_hosts
 from clusterctl.records import ProcessRecord
 from clusterctl.state import ClusterState
 
@@ -166,15 +167,21 @@ def select(st: ClusterState, target: str | None) -> list[ProcessRecord]:
 
 
 def logs(cluster: str | None = None, config: str | None = None, target: str | None = None,
-         lines: int = DEFAULT_LINES, follow: bool = False, poll_interval: float = POLL_INTERVAL) -> LogStream:
-    """The logs ``target`` means; nothing is read until the stream is iterated."""
+         lines: int = DEFAULT_LINES, follow: bool = False, poll_interval: float = POLL_INTERVAL,
+         limit: list[str] | None = None) -> LogStream:
+    """The logs ``target`` means, on the hosts ``limit`` selects; nothing is read until the stream is iterated."""
     name = state.resolve_name(cluster, config)
     st = state.load(name)
     if st is None:
         raise _not_running(name)
     if not st.processes:
         raise ClusterctlError(f"cluster {name!r} records no processes", "start it with `clusterctl up CONFIG`")
-    return LogStream(name, select(st, target), lines, follow, poll_interval)
+    chosen = limit_hosts(st.inventory, cluster_hosts(st.inventory, [r.host for r in st.processes]), limit or [])
+    records = [r for r in select(st, target) if r.host in chosen]
+    if not records:
+        raise InvalidInputError(f"no process {'of ' + repr(target) + ' ' if target else ''}of cluster {name!r} runs "
+                                f"on {', '.join(chosen)}", "widen --limit, or see `clusterctl status --processes`")
+    return LogStream(name, records, lines, follow, poll_interval)
 
 
 def _scheduler_first(records: list[ProcessRecord]) -> list[ProcessRecord]:

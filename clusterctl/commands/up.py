@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from clusterctl import elastic, environment, lifecycle, rolling, scheduler_api, state, tls
-from clusterctl.errors import ClusterctlError, ForeignSchedulerError, InvalidInputError, SchedulerUnreachableError
+from clusterctl.errors import (
+    ClusterctlError,
+    ForeignSchedulerError,
+    HostError,
+    InvalidInputError,
+    SchedulerUnreachableError,
+)
 from clusterctl.group import HostGroup, connect
 from clusterctl.inventory import Inventory, TlsFilesSpec, WorkerGroup, load_inventory, select_hosts
 from clusterctl.launch import (
@@ -25,7 +31,8 @@ from clusterctl.launch import (
     plan_cluster,
     plan_worker_group,
 )
-from clusterctl.preflight import gpu_probes, preflight
+from clusterctl.limit import cluster_hosts, limit_hosts
+from clusterctl.preflight import PreflightReport, VersionMismatchError, gpu_probes, preflight
 from clusterctl.progress import PasswordPrompt, Progress
 from clusterctl.records import Gpu, ProcessRecord
 from clusterctl.report import ClusterReport, build_report, dashboard_url
@@ -54,21 +61,30 @@ class Reconciliation:
     wanted: list[ProcessPlan] = field(default_factory=list)  # every process the cluster should have
     why: dict[str, str] = field(default_factory=dict)  # process name -> why it is started again
     elastic: set[str] = field(default_factory=set)  # of those, the ones `scale`/`adapt` added (or `minimum` needs)
+    untouched: list[ProcessRecord] = field(default_factory=list)  # on hosts `--limit` leaves out: kept as recorded
 
 
 def up(config: str, progress: Progress, password_prompt: PasswordPrompt | None = None,
        timeout: float = WORKER_TIMEOUT, dry_run: bool = False, allow_version_mismatch: bool = False,
-       restart: bool = False, rolling: bool = False, max_unavailable: int = 1) -> ClusterReport | DryRun:
+       restart: bool = False, rolling: bool = False, max_unavailable: int = 1,
+       limit: list[str] | None = None) -> ClusterReport | DryRun:
     inventory = load_inventory(config)
     if rolling and restart:
         raise InvalidInputError("--rolling and --restart exclude each other",
                                 "--rolling restarts changed groups one at a time; --restart all at once")
+    if rolling and limit:
+        raise InvalidInputError("--rolling and --limit exclude each other",
+                                "roll the whole cluster, or apply the change to some hosts with --limit alone")
     with state.locked(inventory.name):
         previous = state.load(inventory.name)
         pool = select_hosts(inventory, inventory.elastic.hosts) if inventory.elastic else []
         described = list(dict.fromkeys([inventory.scheduler.host, *(group.host for group in inventory.workers),
                                         *pool]))  # elastic hosts are checked too: scaling starts workers there
         recorded = [r.host for r in previous.processes] if previous else []  # added workers' hosts too
+        # --limit: only these hosts are checked, started or stopped; the scheduler's host is asked too
+        chosen = limit_hosts(inventory, cluster_hosts(inventory, recorded), limit) if limit else None
+        looked_at = [alias for alias in described if chosen is None or alias in chosen
+                     or alias == inventory.scheduler.host]
         with connect(inventory, described + recorded, password_prompt) as hosts:
             endpoint = lifecycle.scheduler_endpoint(inventory, hosts)
             run_dirs = lifecycle.tls_dirs(hosts, inventory.security.enabled, resolve=not dry_run)
@@ -77,7 +93,8 @@ def up(config: str, progress: Progress, password_prompt: PasswordPrompt | None =
                 inventory.name)
             plans = plan_cluster(inventory, endpoint, run_dirs, scheduler_id)
             if dry_run:
-                return _dry_run(inventory, hosts, plans, endpoint.address)
+                return _dry_run(inventory, hosts, [p for p in plans if chosen is None or p.host in chosen],
+                                endpoint.address)
             if isinstance(inventory.security.tls, TlsFilesSpec):
                 tls.check_readable(inventory.security.tls)
             if previous is None or previous.process("scheduler") is None:  # a new cluster: before anything slow
@@ -85,13 +102,12 @@ def up(config: str, progress: Progress, password_prompt: PasswordPrompt | None =
             synced = None
             if inventory.environment.sync:  # every process then runs its host's venv python
                 synced = environment.sync_hosts(inventory.name, inventory.environment, Path(config).resolve().parent,
-                                                HostGroup({alias: hosts[alias] for alias in described}), progress)
+                                                HostGroup({alias: hosts[alias] for alias in looked_at}), progress)
                 inventory = environment.synced_inventory(inventory, environment.use_venvs(hosts, synced))
                 plans = plan_cluster(inventory, endpoint, run_dirs, scheduler_id)
-            progress.step(f"checking {len(hosts)} host(s)")
-            report = preflight(HostGroup({alias: hosts[alias] for alias in described}), inventory.scheduler.host,
-                               allow_version_mismatch, packages=inventory.environment.packages, compare_local=True,
-                               gpu_probes=gpu_probes(inventory))
+            progress.step(f"checking {len(looked_at)} host(s)")
+            report = _preflight(HostGroup({alias: hosts[alias] for alias in looked_at}), inventory,
+                                allow_version_mismatch, progress)
             if report.gpus:  # one worker per GPU found: now the plan is complete
                 plans = plan_cluster(inventory, endpoint, run_dirs, scheduler_id, report.gpus)
             st = ClusterState(
@@ -111,8 +127,16 @@ def up(config: str, progress: Progress, password_prompt: PasswordPrompt | None =
                 lifecycle.provision_tls(inventory, hosts, endpoint)
             # Processes keep what they imported: a changed environment restarts all, so every one agrees.
             restart = restart or (synced is not None and any(h.installed for h in synced.hosts))
-            todo = reconcile(inventory, endpoint, plans, previous, hosts, restart, run_dirs)
-            _keep_minimum(inventory, endpoint, todo, run_dirs)
+            if chosen is not None:
+                todo = _reconcile_limited(inventory, endpoint, plans, previous, hosts, restart, run_dirs, chosen)
+            else:
+                todo = reconcile(inventory, endpoint, plans, previous, hosts, restart, run_dirs)
+                _keep_minimum(inventory, endpoint, todo, run_dirs)
+            starting = {plan.host for plan in todo.start}
+            for alias in looked_at:
+                if alias not in starting:
+                    running = sum(1 for r in todo.keep if r.host == alias)
+                    progress.host(alias, "kept", f"{running} process(es) running" if running else "nothing to start")
             if rolling:
                 result = _apply_rolling(st, hosts, todo, timeout, progress, max_unavailable, endpoint)
             else:
@@ -127,6 +151,53 @@ def up(config: str, progress: Progress, password_prompt: PasswordPrompt | None =
                     "can reach that port can run code on every worker. Fix: add `security: {tls: auto}` to the "
                     "inventory and run `clusterctl up --restart`.")
             return result
+
+
+def _preflight(group: HostGroup, inventory: Inventory, allow_version_mismatch: bool, progress: Progress
+               ) -> PreflightReport:
+    """The preflight, each host shown connecting, then checked as it answers, or failed with its reason."""
+    for alias in group:
+        progress.host(alias, "connecting")
+    try:
+        report = preflight(group, inventory.scheduler.host, allow_version_mismatch,
+                           packages=inventory.environment.packages, compare_local=True,
+                           gpu_probes={alias: probe for alias, probe in gpu_probes(inventory).items() if alias in group},
+                           progress=progress)
+    except VersionMismatchError as exc:
+        for alias, packages in exc.report.mismatched.items():
+            progress.host(alias, "failed", f"other versions of {', '.join(packages)}")
+        raise
+    except HostError as exc:
+        progress.host(exc.host, "failed", exc.reason)
+        raise
+    return report
+
+
+def _reconcile_limited(inventory: Inventory, endpoint: SchedulerEndpoint, plans: list[ProcessPlan],
+                       previous: ClusterState | None, hosts: HostGroup, restart: bool,
+                       run_dirs: dict[str, str] | None, chosen: list[str]) -> Reconciliation:
+    """`up --limit`: reconcile the chosen hosts only; every record elsewhere stays as it is, unawaited.
+
+    The scheduler is looked at wherever it runs (workers need it), but started again only on a chosen
+    host and only when no worker runs elsewhere: dask workers exit with their scheduler.
+    """
+    scheduler_host = inventory.scheduler.host
+    mine = [r for r in previous.processes if r.host in chosen or r.name == SCHEDULER_NAME] if previous else []
+    seen = replace(previous, processes=mine) if previous else None
+    todo = reconcile(inventory, endpoint, [p for p in plans if p.host in chosen or p.role == "scheduler"],
+                     seen, hosts, restart, run_dirs)
+    todo.untouched = [r for r in previous.processes if r not in mine] if previous else []
+    if any(plan.role == "scheduler" for plan in todo.start):
+        if scheduler_host not in chosen:
+            raise InvalidInputError(f"the scheduler of cluster {inventory.name!r} must be started again on "
+                                    f"{scheduler_host}, which --limit leaves out",
+                                    f"add `--limit {scheduler_host}`, or run `clusterctl up` without --limit")
+        elsewhere = sorted({r.host for r in todo.untouched})
+        if elsewhere:
+            raise InvalidInputError(f"the scheduler of cluster {inventory.name!r} must be started again, and dask "
+                                    f"workers exit with their scheduler: those on {', '.join(elsewhere)} (outside "
+                                    "--limit) would stop too", "run `clusterctl up` without --limit")
+    return todo
 
 
 def _is_loopback(address: str) -> bool:
@@ -297,7 +368,7 @@ def _apply_rolling(st: ClusterState, hosts: HostGroup, todo: Reconciliation, tim
 
 def _apply(st: ClusterState, hosts: HostGroup, todo: Reconciliation, timeout: float,
            progress: Progress, endpoint: SchedulerEndpoint) -> ClusterReport:
-    st.processes = list(todo.keep)
+    st.processes = [*todo.untouched, *todo.keep]
     if todo.stop:
         progress.step(f"stopping {len(todo.stop)} changed or removed process(es)")
         lifecycle.stop_records(hosts, todo.stop, RESTART_GRACE)
@@ -312,7 +383,7 @@ def _apply(st: ClusterState, hosts: HostGroup, todo: Reconciliation, timeout: fl
             raise
     state.save(st)
     state.set_current(st.name)
-    names = [name for r in st.processes if r.role == "worker" for name in r.worker_names]
+    names = [name for r in todo.keep if r.role == "worker" for name in r.worker_names]
     names += [name for plan in todo.start for name in plan.worker_names]
     view, started = lifecycle.start_and_wait(st, hosts, todo.start, names, timeout, progress, added=todo.added)
     for record in started:
