@@ -496,8 +496,9 @@ def check(ctx: click.Context, config: str, connect_timeout: float, show_environm
     from clusterctl import render
     from clusterctl.commands.check import check as run_check
 
-    report = run_check(config, _progress(ctx, json_output)[0], connect_timeout=connect_timeout,
-                       show_environment=show_environment, limit=list(limit))
+    progress, prompt = _progress(ctx, json_output)
+    report = run_check(config, progress, connect_timeout=connect_timeout, show_environment=show_environment,
+                       limit=list(limit), password_prompt=prompt)
     render.check_report(report, json_output)
     return report.exit_code
 

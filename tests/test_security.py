@@ -14,12 +14,15 @@ import contextlib
 import json
 import os
 import re
+import select
 import shlex
+import signal
 import socket
 import ssl
 import stat
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -537,3 +540,63 @@ def test_status_does_not_advertise_an_unreachable_local_dashboard(private_dashbo
     status = private_dashboard.cli("status", "--cluster", private_dashboard.name, "--json")
     assert status.exit_code == 0, status.stderr
     assert h1 not in (status.json()["scheduler"]["dashboard"] or "")
+
+
+# The child makes the pty its controlling terminal (getpass reads /dev/tty), then runs clusterctl on it.
+ON_A_TERMINAL = ("import os, sys; fd = os.open(sys.argv[1], os.O_RDWR); [os.dup2(fd, n) for n in (0, 1, 2)]; "
+                 "os.execv(sys.argv[2], sys.argv[2:])")
+
+
+def on_a_terminal(args: list[str], answer: str, timeout: float = 120) -> tuple[int, str]:
+    """Run `clusterctl ARGS` on a pseudo-terminal, type ``answer`` at its password prompt; (exit code, screen)."""
+    master, slave = os.openpty()
+    process = subprocess.Popen([PYTHON, "-c", ON_A_TERMINAL, os.ttyname(slave), PYTHON, "-m", "clusterctl", *args],
+                               start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    screen, answered = b"", False
+    try:  # the slave stays open here too, so reading never fails before the child has opened it
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                screen += os.read(master, 4096)
+                if not answered and b"SSH password:" in screen:
+                    os.write(master, answer.encode() + b"\n")
+                    answered = True
+            elif process.poll() is not None:
+                break
+        return process.wait(timeout=30), screen.decode(errors="replace")
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        os.close(master)
+        os.close(slave)
+
+
+@pytest.mark.ssh
+def test_check_asks_for_the_ssh_password_on_a_terminal_like_up(
+        sshd: SshdTestBed, ssh_env: SshEnv, password_user: PasswordUser, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`check` is the first command a newcomer runs: a host that takes only a password is asked for it."""
+    found = python_for(password_user)
+    if isinstance(found, str):
+        pytest.skip(found)
+    python, python_path = found
+    host = {"address": sshd.server.address, "port": sshd.server.port, "user": password_user.name,
+            "run_dir": str(password_user.home / "check-run"), "python": python,
+            "setup": [f"export PYTHONPATH={shlex.quote(python_path)}"]}
+    config = write_inventory(tmp_path / "c.yaml", {
+        "name": "sec-check", "hosts": {"node1": host},
+        "scheduler": {"host": "node1", "port": free_port(), "dashboard_address": None},
+        "workers": [{"name": "w1", "host": "node1"}]})
+    ssh_env.clusterctl_home.mkdir(mode=0o700, exist_ok=True)
+    (ssh_env.clusterctl_home / "known_hosts").write_text(sshd.server.known_hosts_line())
+    monkeypatch.delenv("CLUSTERCTL_SSH_PASSWORD", raising=False)
+
+    code, screen = on_a_terminal(["check", str(config)], password_user.password)
+    assert code == 0, screen
+    assert "node1 SSH password:" in screen and password_user.password not in screen
+
+    code, screen = on_a_terminal(["check", str(config)], "wrong-" + password_user.password)
+    assert code == 1 and f"authentication failed for user {password_user.name}" in screen, screen

@@ -29,7 +29,7 @@ from clusterctl.host import Host
 from clusterctl.inventory import Inventory, load_inventory
 from clusterctl.launch import chosen_gpus
 from clusterctl.limit import cluster_hosts, limit_hosts
-from clusterctl.progress import Progress, SilentProgress
+from clusterctl.progress import PasswordPrompt, Progress, SilentProgress
 from clusterctl.records import Gpu
 from clusterctl.remote_log import log_command
 from clusterctl.report import JSON_SCHEMA_VERSION
@@ -126,7 +126,8 @@ class CheckReport:
 
 
 def check(config: str, progress: Progress | None = None, connect_timeout: float = CONNECT_TIMEOUT,
-          show_environment: bool = False, limit: list[str] | None = None) -> CheckReport:
+          show_environment: bool = False, limit: list[str] | None = None,
+          password_prompt: PasswordPrompt | None = None) -> CheckReport:
     """Every check on every host of ``config`` (or those ``limit`` selects); raises only for an invalid
     inventory or a --limit pattern that matches no host."""
     progress = progress or SilentProgress()
@@ -142,7 +143,7 @@ def check(config: str, progress: Progress | None = None, connect_timeout: float 
                          show_environment=show_environment)
     report.local = preflight.local_versions(report.packages)
     try:
-        with connect(inventory, aliases) as hosts:
+        with connect(inventory, aliases, password_prompt) as hosts:
             progress.step(f"checking {len(hosts)} host(s)")
             probes = {alias: probe for alias, probe in preflight.gpu_probes(inventory).items() if alias in chosen}
             hosts.run(lambda host: _reach_and_ask(host, rows[host.alias], report.packages,
