@@ -187,7 +187,9 @@ def status(config: str | None, cluster: str | None, processes: bool, watch: floa
 Examples:
   clusterctl add-worker --resources GPU=3                 one more worker on this machine
   clusterctl add-worker --host node4 --nworkers 2 --nthreads 4 --memory-limit 8GB
-  clusterctl add-worker --resources "GPU=1 MEMORY=256e9" --name big""")
+  clusterctl add-worker --resources "GPU=1 MEMORY=256e9" --name big
+  clusterctl add-worker --host gpu3 --gpus auto           one worker per GPU nvidia-smi lists on gpu3
+  clusterctl add-worker --host gpu3 --gpus 0,2 --name big   workers big-gpu0 and big-gpu2""")
 @config_argument
 @cluster_option
 @click.option("--host", metavar="HOST", help="Inventory alias or address (default: this machine).")
@@ -196,21 +198,23 @@ Examples:
 @click.option("--memory-limit", metavar="SIZE", help="Per process: 4GB, a fraction like 0.5, auto or 0.")
 @click.option("--resources", metavar="SPEC", help='Abstract resources, e.g. "GPU=3" or "GPU=1 MEMORY=256e9".')
 @click.option("--name", metavar="NAME", help="Worker name (default: <host>-add<N>).")
+@click.option("--gpus", metavar="auto|N|I,J", help="One worker per GPU of the host, as `gpus:` in a worker group: "
+              "all nvidia-smi lists, the first N, or these indices (one index: `2,`). Names <name>-gpu<index>.")
 @timeout_option
 @mismatch_option
 @json_option
 @click.pass_context
 @global_options
 def add_worker(ctx: click.Context, config: str | None, cluster: str | None, host: str | None, nworkers: int,
-               nthreads: int, memory_limit: str | None, resources: str | None, name: str | None, timeout: float,
-               allow_version_mismatch: bool, json_output: bool) -> int:
-    """Grow the running cluster by one `dask worker` invocation and wait until it registers."""
+               nthreads: int, memory_limit: str | None, resources: str | None, name: str | None, gpus: str | None,
+               timeout: float, allow_version_mismatch: bool, json_output: bool) -> int:
+    """Grow the running cluster by one `dask worker` invocation (or one per GPU) and wait until it registers."""
     from clusterctl.commands.add_worker import add_worker as run_add_worker
 
     progress, prompt = _progress(ctx, json_output)
     report = run_add_worker(progress, cluster, config, host=host, nworkers=nworkers, nthreads=nthreads,
                             memory_limit=memory_limit, resources=resources, name=name, timeout=timeout,
-                            allow_version_mismatch=allow_version_mismatch, password_prompt=prompt)
+                            allow_version_mismatch=allow_version_mismatch, password_prompt=prompt, gpus=gpus)
     _report(report, json_output)
     return report.exit_code
 
@@ -487,7 +491,8 @@ Exit codes: 0 every check passed, 1 some check failed, 2 the inventory is invali
 def check(ctx: click.Context, config: str, connect_timeout: float, show_environment: bool, limit: tuple[str, ...],
           json_output: bool) -> int:
     """Check every host of CONFIG before `up`, starting nothing: reachable, python and versions right,
-    the scheduler port free on its host and reachable from every worker host."""
+    the GPUs of hosts whose worker groups have `gpus:`, the scheduler port free on its host and
+    reachable from every worker host."""
     from clusterctl import render
     from clusterctl.commands.check import check as run_check
 

@@ -166,19 +166,26 @@ def plan_worker_group(inventory: Inventory, group: WorkerGroup, scheduler: str,
 def plan_worker_processes(inventory: Inventory, group: WorkerGroup, scheduler: str,
                           tls_dirs: dict[str, str] | None = None, gpus: list[Gpu] | None = None) -> list[ProcessPlan]:
     """A worker group's processes: one, or with ``gpus:`` one per GPU of ``gpus`` (its host's, as
-    detected) named ``<group>-gpu<index>``, each seeing its own GPU first (dask-cuda's rotation)."""
+    detected), each planned from its own group (see ``per_gpu_groups``)."""
+    return [replace(plan_worker_group(inventory, one, scheduler, tls_dirs), gpu=gpu)
+            for one, gpu in per_gpu_groups(group, gpus)]
+
+
+def per_gpu_groups(group: WorkerGroup, gpus: list[Gpu] | None) -> list[tuple[WorkerGroup, Gpu | None]]:
+    """``group`` itself without ``gpus:``; with it, one group per chosen GPU: named ``<group>-gpu<index>``,
+    one worker, ``GPU=1``, its ``CUDA_VISIBLE_DEVICES`` listing its GPU first and the others after it
+    (dask-cuda's rotation). A whole process is in that group, so `up` can plan it again from it alone."""
     if group.gpus is None:
-        return [plan_worker_group(inventory, group, scheduler, tls_dirs)]
+        return [(group, None)]
     chosen = chosen_gpus(group, gpus)
-    plans = []
+    ones: list[tuple[WorkerGroup, Gpu | None]] = []
     for position, gpu in enumerate(chosen):
-        one = group.model_copy(update={"name": f"{group.name}-gpu{gpu.index}", "nworkers": 1,
-                                       "resources": {**group.resources, "GPU": 1.0}})
-        plan = plan_worker_group(inventory, one, scheduler, tls_dirs)
         rotation = [*chosen[position:], *chosen[:position]]
-        env = {**plan.env, "CUDA_VISIBLE_DEVICES": ",".join(str(g.index) for g in rotation)}
-        plans.append(replace(plan, env=env, gpu=gpu, group=group.group or group.name))
-    return plans
+        ones.append((group.model_copy(update={
+            "name": f"{group.name}-gpu{gpu.index}", "nworkers": 1, "gpus": None, "group": group.group or group.name,
+            "resources": {**group.resources, "GPU": 1.0},
+            "env": {**group.env, "CUDA_VISIBLE_DEVICES": ",".join(str(g.index) for g in rotation)}}), gpu))
+    return ones
 
 
 def chosen_gpus(group: WorkerGroup, found: list[Gpu] | None) -> list[Gpu]:

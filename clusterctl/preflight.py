@@ -13,6 +13,7 @@ from clusterctl.agent import FINGERPRINT
 from clusterctl.errors import ClusterctlError, HostError
 from clusterctl.group import HostGroup
 from clusterctl.host import Host
+from clusterctl.inventory import Inventory, WorkerGroup
 from clusterctl.progress import Progress, SilentProgress
 from clusterctl.records import Gpu
 
@@ -57,6 +58,32 @@ def import_problem(alias: str, found: dict[str, Any], local: bool = False) -> Ho
                      f"{fix}, or set `python:` for this host")
 
 
+def gpu_probes(inventory: Inventory, groups: list[WorkerGroup] | None = None) -> dict[str, dict[str, Any]]:
+    """Host -> the env and setup of its (first) worker group with `gpus:` (of ``groups``, else of the
+    inventory), to run nvidia-smi as that group's workers would run."""
+    probes: dict[str, dict[str, Any]] = {}
+    for group in inventory.workers if groups is None else groups:
+        if group.gpus is not None and group.host not in probes:
+            settings = inventory.process_settings(group.host, group)
+            probes[group.host] = {"env": settings.env, "setup": list(group.setup)}
+    return probes
+
+
+def gpu_problem(alias: str, gpus: list[Gpu] | str | None, option: str | None = None) -> HostError | None:
+    """The error for a host asked for its GPUs that has none (``gpus``: why, as the agent said), else
+    None. ``option``: the command-line option that asked (`add-worker --gpus`), not a worker group."""
+    if isinstance(gpus, list):
+        return None
+    why = gpus or "nvidia-smi gave no answer"
+    if option is not None:
+        return HostError(alias, f"{option} asks for its GPUs but {why}",
+                         "install the NVIDIA driver there, put nvidia-smi on the host's PATH (its `env: {PATH: ...}` "
+                         "or `setup:` in the inventory), or choose another host")
+    return HostError(alias, f"its worker group has `gpus:` but {why}",
+                     "install the NVIDIA driver there, put nvidia-smi on the group's PATH (`env: {PATH: ...}` "
+                     "or `setup:`), or take the host out of the GPU group")
+
+
 def compared(packages: tuple[str, ...] | list[str] = ()) -> tuple[str, ...]:
     """python, what distributed compares, then the inventory's `environment: {packages}`."""
     return tuple(dict.fromkeys([*COMPARED, *packages]))
@@ -99,7 +126,8 @@ def local_versions(packages: tuple[str, ...] = COMPARED) -> dict[str, Any]:
 def preflight(hosts: HostGroup, reference_host: str, allow_mismatch: bool = False,
               reference: dict[str, Any] | None = None, packages: tuple[str, ...] | list[str] = (),
               compare_local: bool = False, gpu_probes: dict[str, dict[str, Any]] | None = None,
-              progress: Progress | None = None, free_port: tuple[str, int] | None = None,
+              progress: Progress | None = None, gpu_option: str | None = None,
+              free_port: tuple[str, int] | None = None,
               refuse_port: Callable[[dict[str, Any]], None] | None = None) -> PreflightReport:
     """Ask every host for its versions at once and compare them with ``reference_host``'s.
 
@@ -107,7 +135,8 @@ def preflight(hosts: HostGroup, reference_host: str, allow_mismatch: bool = Fals
     (add-worker compares with what `up` recorded of the scheduler host). ``packages`` are compared
     besides python and what distributed compares; with ``compare_local`` this machine is compared
     too, and a difference is a warning in the report. ``gpu_probes`` (host -> a GPU worker group's
-    env and setup) asks those hosts for their GPUs in the same round trip; a host without one is refused.
+    env and setup) asks those hosts for their GPUs in the same round trip; a host without one is refused
+    (naming ``gpu_option``, the command-line option that asked, if any).
     ``progress`` hears of each host as it answers. With ``free_port`` (address, port) the reference
     host says in the same round trip whether that port is free (``report.free_port``), and
     ``refuse_port`` sees that answer first: a taken port is refused before any version problem.
@@ -140,10 +169,10 @@ def preflight(hosts: HostGroup, reference_host: str, allow_mismatch: bool = Fals
     for alias, (_, gpus, _) in answers.items():
         if alias not in probes:
             continue
-        if not isinstance(gpus, list):
-            raise HostError(alias, f"its worker group has `gpus:` but {gpus or 'nvidia-smi gave no answer'}",
-                            "install the NVIDIA driver there, put nvidia-smi on the group's PATH (`env: {PATH: ...}` "
-                            "or `setup:`), or take the host out of the GPU group")
+        problem = gpu_problem(alias, gpus, gpu_option)
+        if problem is not None:
+            raise problem
+        assert isinstance(gpus, list)
         report.gpus[alias] = gpus
     expected = reference or versions.get(reference_host)
     if expected is None:

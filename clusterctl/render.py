@@ -674,8 +674,8 @@ def note(message: str) -> None:
     _console(stderr=True).print(f"[dim]note:[/] {safe(message)}")
 
 
-CHECK_LABELS = {"reachable": "reachable", "python": "python", "versions": "versions", "port_free": "port free",
-                "reaches_scheduler": "reaches scheduler"}
+CHECK_LABELS = {"reachable": "reachable", "python": "python", "versions": "versions", "gpus": "GPUs",
+                "port_free": "port free", "reaches_scheduler": "reaches scheduler"}
 
 
 def check_report(report: CheckReport, json_output: bool) -> None:
@@ -689,13 +689,20 @@ def check_report(report: CheckReport, json_output: bool) -> None:
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     table.add_column("host")
     table.add_column("roles")
-    for label in CHECK_LABELS.values():
-        table.add_column(label, justify="center")
+    shown = [name for name in CHECK_LABELS  # the GPUs column only when some worker group has `gpus:`
+             if name != "gpus" or any(name in host.checks for host in report.hosts)]
+    for name in shown:
+        table.add_column(CHECK_LABELS[name], justify="center")
     marks = {"ok": "[green]✓[/]", "failed": "[red]✗[/]", "skipped": "[dim]-[/]"}
     for host in report.hosts:
-        cells = [marks[host.checks[name].status] if name in host.checks else "" for name in CHECK_LABELS]
+        cells = [marks[host.checks[name].status] if name in host.checks else "" for name in shown]
         table.add_row(safe(host.host), safe(",".join(host.roles)), *cells)
     console.print(table)
+    for host in report.hosts:
+        if host.gpus:  # what a worker group with `gpus:` would get there
+            console.print(f"{safe(host.host)}: " + "; ".join(
+                f"GPU {gpu.index}: {safe(gpu.name)}" + (f", {gpu.memory_mib} MiB" if gpu.memory_mib is not None else "")
+                for gpu in host.gpus))
     for alias, result in report.failures:
         console.print(f"[red]✗[/] {safe(alias)}: {CHECK_LABELS[result.name]}: {safe(result.reason or '')}")
         if result.hint:

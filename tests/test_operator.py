@@ -65,7 +65,7 @@ CHECK_SNAPSHOT = {
     "ok": True,
     "scheduler": {"host": "me", "address": "<str>"},
     "hosts": [{"host": "me", "roles": ["scheduler", "worker"], "address": "127.0.0.1", "ok": True,
-               "versions": VERSIONS, "checks": dict.fromkeys(CHECK_NAMES, PASSED)}],
+               "versions": VERSIONS, "gpus": None, "checks": dict.fromkeys(CHECK_NAMES, PASSED)}],
     "warnings": [],
 }
 CHECK_VOLATILE = {("config",): str, ("scheduler", "address"): str,
@@ -79,6 +79,7 @@ MISSING_PYTHON_SNAPSHOT = {
     "address": "127.0.0.1",
     "ok": False,
     "versions": {},
+    "gpus": None,
     "checks": {
         "reachable": PASSED,
         "python": {"status": "failed", "reason": "command not found: /nonexistent/python3",

@@ -6,6 +6,8 @@ Per host, in order (a check that cannot run because an earlier one failed is ski
     python             the host's python runs and imports dask and distributed
     versions           the fingerprint (python major.minor, what distributed compares, `environment:
                        packages`) equals the scheduler host's; this machine differing is a warning
+    gpus               (hosts of a worker group with `gpus:`) nvidia-smi, run with that group's env and
+                       setup as `up` runs it, lists the GPUs `gpus:` asks for; they are shown
     port_free          (scheduler host) the scheduler port can be bound where `up` would listen
     reaches_scheduler  (worker hosts) a TCP connection to that port succeeds from the host
 
@@ -16,7 +18,7 @@ connects to it; finally the listener is stopped by pid and verified gone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +27,10 @@ from clusterctl.errors import EXIT_FAILED, EXIT_OK, ClusterctlError, HostError
 from clusterctl.group import HostGroup, connect, located
 from clusterctl.host import Host
 from clusterctl.inventory import Inventory, load_inventory
+from clusterctl.launch import chosen_gpus
 from clusterctl.limit import cluster_hosts, limit_hosts
 from clusterctl.progress import PasswordPrompt, Progress, SilentProgress
+from clusterctl.records import Gpu
 from clusterctl.remote_log import log_command
 from clusterctl.report import JSON_SCHEMA_VERSION
 
@@ -56,6 +60,7 @@ class HostCheck:
     address: str | None = None
     versions: dict[str, Any] = field(default_factory=dict)
     checks: dict[str, CheckResult] = field(default_factory=dict)
+    gpus: list[Gpu] | None = None  # what nvidia-smi lists, for a host of a worker group with `gpus:`
 
     @property
     def ok(self) -> bool:
@@ -108,6 +113,7 @@ class CheckReport:
                     "address": host.address,
                     "ok": host.ok,
                     "versions": host.versions,
+                    "gpus": None if host.gpus is None else [asdict(gpu) for gpu in host.gpus],
                     "checks": {name: {"status": result.status, "reason": result.reason, "hint": result.hint}
                                for name, result in host.checks.items()},
                 }
@@ -139,8 +145,11 @@ def check(config: str, progress: Progress | None = None, connect_timeout: float 
     try:
         with connect(inventory, aliases, password_prompt) as hosts:
             progress.step(f"checking {len(hosts)} host(s)")
+            probes = {alias: probe for alias, probe in preflight.gpu_probes(inventory).items() if alias in chosen}
             hosts.run(lambda host: _reach_and_ask(host, rows[host.alias], report.packages,
-                                                  inventory.environment.sync))
+                                                  inventory.environment.sync, probes.get(host.alias)))
+            for alias in [alias for alias in probes if alias in rows]:
+                _check_gpus(inventory, rows[alias])
             _compare_versions(rows, scheduler_alias, report.packages)
             if rows[scheduler_alias].passed("python") and rows[scheduler_alias].versions:
                 report.warnings = preflight.local_warnings(report.local, rows[scheduler_alias].versions,
@@ -162,8 +171,9 @@ def _roles(inventory: Inventory, alias: str) -> list[str]:
     return roles + (["worker"] if any(group.host == alias for group in inventory.workers) else [])
 
 
-def _reach_and_ask(host: Host, row: HostCheck, packages: tuple[str, ...], sync: bool = False) -> None:
-    """reachable, then python: one round trip each."""
+def _reach_and_ask(host: Host, row: HostCheck, packages: tuple[str, ...], sync: bool = False,
+                   gpu_probe: dict[str, Any] | None = None) -> None:
+    """reachable, then python (and with ``gpu_probe`` the GPUs, as `up`'s preflight asks): one round trip each."""
     try:
         log_command(host.alias, PROBE_ARGV)
         host.transport.run(PROBE_ARGV, timeout=60.0)
@@ -177,16 +187,43 @@ def _reach_and_ask(host: Host, row: HostCheck, packages: tuple[str, ...], sync: 
     if sync and not _use_venv(host, row):
         return
     try:
-        found = host.versions([p for p in packages if p not in preflight.COMPARED])  # creates nothing there
+        found, gpus = host.versions_and_gpus([p for p in packages if p not in preflight.COMPARED],
+                                             gpu_probe)  # creates nothing there
     except ClusterctlError as exc:
         row.record("python", False, _reason(exc), exc.hint)
         return
+    if gpu_probe is not None:
+        problem = preflight.gpu_problem(host.alias, gpus)
+        if problem is not None:
+            row.record("gpus", False, problem.reason, problem.hint)
+        else:
+            assert isinstance(gpus, list)
+            row.gpus = gpus
     row.versions = {package: found.get(package) for package in packages}
     problem = preflight.import_problem(host.alias, found, host.settings.connection == "local")
     if problem is not None:
         row.record("python", False, problem.reason, problem.hint)
     else:
         row.record("python", True)
+
+
+def _check_gpus(inventory: Inventory, row: HostCheck) -> None:
+    """gpus: what nvidia-smi listed holds every GPU the host's worker groups ask for, as `up` plans them."""
+    if "gpus" in row.checks:  # failed already: no nvidia-smi, or no GPU
+        return
+    if row.gpus is None:
+        skipped = row.checks.get("versions")  # `environment: {sync: true}` and no venv yet
+        row.record("gpus", None, "host not reachable" if not row.passed("reachable") else
+                   skipped.reason if skipped is not None else "python did not run")
+        return
+    for group in inventory.workers:
+        if group.host == row.host and group.gpus is not None:
+            try:
+                chosen_gpus(group, row.gpus)
+            except HostError as exc:
+                row.record("gpus", False, f"worker group {group.group or group.name}: {exc.reason}", exc.hint)
+                return
+    row.record("gpus", True)
 
 
 def _use_venv(host: Host, row: HostCheck) -> bool:

@@ -33,9 +33,9 @@ from clusterctl.launch import (
     plan_worker_group,
 )
 from clusterctl.limit import cluster_hosts, limit_hosts
-from clusterctl.preflight import PreflightReport, VersionMismatchError, preflight
+from clusterctl.preflight import PreflightReport, VersionMismatchError, gpu_probes, preflight
 from clusterctl.progress import PasswordPrompt, Progress
-from clusterctl.records import ProcessRecord
+from clusterctl.records import Gpu, ProcessRecord
 from clusterctl.report import ClusterReport, build_report, dashboard_url
 from clusterctl.state import ClusterState
 from clusterctl.timing import LOST_WORKER_GRACE, RESTART_GRACE, WORKER_TIMEOUT
@@ -216,16 +216,6 @@ def _is_loopback(address: str) -> bool:
         return address == "localhost"
 
 
-def gpu_probes(inventory: Inventory) -> dict[str, dict[str, Any]]:
-    """Host -> the env and setup of its (first) worker group with `gpus:`, to run nvidia-smi as it would run."""
-    probes: dict[str, dict[str, Any]] = {}
-    for group in inventory.workers:
-        if group.gpus is not None and group.host not in probes:
-            settings = inventory.process_settings(group.host, group)
-            probes[group.host] = {"env": settings.env, "setup": list(group.setup)}
-    return probes
-
-
 def _dry_run(inventory: Inventory, hosts: HostGroup, plans: list[ProcessPlan], address: str) -> DryRun:
     result = DryRun(inventory.name, address)
     for plan in plans:
@@ -277,6 +267,8 @@ def reconcile(inventory: Inventory, endpoint: SchedulerEndpoint, plans: list[Pro
         if record.added and record.name not in wanted:
             group = WorkerGroup.model_validate(record.spec)
             wanted[record.name] = plan_worker_group(inventory, group, endpoint.address, run_dirs)
+            if record.gpu is not None:  # `add-worker --gpus`: its group carries the GPU env, the record the GPU
+                wanted[record.name] = replace(wanted[record.name], gpu=Gpu(**record.gpu))
             todo.added[record.name] = record.spec
             todo.wanted.append(wanted[record.name])
             if record.elastic:
