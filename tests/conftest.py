@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -8,6 +9,13 @@ import pytest
 from tests.helpers.cluster import kill_recorded
 
 pytest_plugins = ["tests.helpers.fixtures"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C is Ctrl-C in every process the tests start, however the suite was launched: a shell's
+    background job (`make test &`, nohup) starts with SIGINT ignored, which every child would inherit
+    across exec, and the tests of interrupts would see clusterctl ignore them."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
