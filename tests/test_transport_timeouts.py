@@ -6,8 +6,10 @@ Over SSH, closing the channel does not end a command (sshd leaves it running, an
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -70,3 +72,29 @@ def test_an_ssh_command_past_its_timeout_is_ended_on_the_host_with_its_children(
         assert wait_until(lambda: not alive(shell) and not alive(child), timeout=30), "left running on the host"
         assert transport.run(["sh", "-c", "echo out; echo err >&2; exit 3"]).stderr == "err\n", \
             "the pid line the wrapper announces never reaches a caller"
+
+
+
+def test_a_local_command_that_floods_one_stream_is_cut_off_at_the_cap_not_at_its_timeout(pids: Path) -> None:
+    """Past 64 MiB on stdout the command is ended at once: waiting for its silent stderr would wait
+    out the timeout (an hour here), since the command, blocked on the unread stdout, never ends."""
+    line = f"echo $$ > {pids}.tmp && mv {pids}.tmp {pids}; yes 0123456789abcdef; sleep 3600"
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            LocalTransport("me").run(["sh", "-c", line], timeout=3600)
+        except BaseException as exc:  # noqa: BLE001 (handed to the test)
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)  # a run() that waits out the hour fails here, not hangs
+    thread.start()
+    try:
+        thread.join(120)  # far less than the hour; a slow, loaded machine needs a few seconds
+        assert not thread.is_alive(), "still waiting for a command whose output passed the cap"
+        assert len(outcome) == 1 and isinstance(outcome[0], HostError), outcome
+        assert "wrote more than 64 MiB of output" in str(outcome[0])
+    finally:
+        if pids.exists():  # the shell leads its own group (a new session): `yes` and `sleep` with it
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(pids.read_text()), signal.SIGKILL)

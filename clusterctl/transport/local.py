@@ -21,14 +21,16 @@ def host_environment() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if not key.startswith("CLUSTERCTL_")}
 
 
-def _drain(stream: IO[bytes] | None, sink: bytearray) -> None:
-    """Read ``stream`` into ``sink``, stopping once it holds more than the cap."""
+def _drain(stream: IO[bytes] | None, sink: bytearray, full: threading.Event) -> None:
+    """Read ``stream`` into ``sink``, stopping once it holds more than the cap (then ``full`` is set)."""
     assert stream is not None
     try:
         while len(sink) <= MAX_OUTPUT_BYTES and (chunk := stream.read1(65536)):  # type: ignore[attr-defined]
             sink.extend(chunk)
     except (OSError, ValueError):
         pass  # closed under us: the command was killed
+    if len(sink) > MAX_OUTPUT_BYTES:
+        full.set()
 
 
 def _feed(stream: IO[bytes] | None, data: bytes) -> None:
@@ -79,17 +81,20 @@ class LocalTransport:
 
     def _exchange(self, process: subprocess.Popen[bytes], argv: list[str], stdin: bytes | None,
                   timeout: float) -> CommandResult:
-        stdout, stderr = bytearray(), bytearray()
+        stdout, stderr, full = bytearray(), bytearray(), threading.Event()
         # Both streams at once (an unread one would stall the other), each read up to the cap.
-        readers = [threading.Thread(target=_drain, args=(process.stdout, stdout), daemon=True),
-                   threading.Thread(target=_drain, args=(process.stderr, stderr), daemon=True)]
+        readers = [threading.Thread(target=_drain, args=(process.stdout, stdout, full), daemon=True),
+                   threading.Thread(target=_drain, args=(process.stderr, stderr, full), daemon=True)]
         if stdin is not None:
             readers.append(threading.Thread(target=_feed, args=(process.stdin, stdin), daemon=True))
         for reader in readers:
             reader.start()
         deadline = time.monotonic() + timeout
         for reader in readers:
-            reader.join(max(0.0, deadline - time.monotonic()))
+            # A full stream ends the wait at once: the other reader would wait for a command that,
+            # blocked on the unread one, never ends, until the timeout.
+            while reader.is_alive() and not full.is_set() and (left := deadline - time.monotonic()) > 0:
+                reader.join(min(left, 0.05))
         status: int | None = None
         overflow = len(stdout) > MAX_OUTPUT_BYTES or len(stderr) > MAX_OUTPUT_BYTES
         try:
