@@ -293,6 +293,9 @@ def alive(request):
 def stop(request):
     """SIGTERM each process group, SIGKILL what is left after the grace period, verify.
 
+    With ``wait``, the processes first get that many seconds to exit by themselves (`check`'s
+    listener, which ends once every worker host has connected).
+
     With ``run_dir``, every live process that a pid file there names is stopped too: what a
     failed or interrupted start left behind is found even when nobody recorded its pid.
     """
@@ -301,6 +304,9 @@ def stop(request):
     if request.get("run_dir"):
         known = {p["pid"] for p in processes}
         processes += [p for p in listing(request)["processes"] if p["pid"] not in known]
+    deadline = time.monotonic() + float(request.get("wait", 0))  # first, time to exit by themselves
+    while time.monotonic() < deadline and any(_alive(p["pid"], p.get("start_time")) for p in processes):
+        time.sleep(0.02)
     targets = [p for p in processes if _alive(p["pid"], p.get("start_time"))]
     for p in targets:
         _signal(p, signal.SIGTERM)
@@ -417,6 +423,8 @@ def versions(request):
             found.setdefault("errors", {})[module] = why
     if request.get("free_port"):  # `up`: is the scheduler's port free? (asked here to save a round trip)
         found["free_port"] = listen(dict(request["free_port"], seconds=0))
+    if request.get("listen"):  # `check`: the same, and a listener left for the worker hosts to reach
+        found["listen"] = listen(request["listen"])
     if request.get("gpus") is not None:  # asked in the same round trip: a fleet's preflight stays one call per host
         found.update(gpus(request["gpus"]))
     return found
@@ -550,8 +558,9 @@ def listen(request):
 
     Binding here proves the port is free; the listener then lets other hosts prove they can
     reach it. It runs in its own session with no link to this agent's output, so the transport
-    returns at once, and it exits by itself after ``seconds``; clusterctl stops it earlier with
-    the ``stop`` operation, by the pid and start time returned here.
+    returns at once, and it exits by itself after ``seconds``, or once ``accepts`` connections
+    came; clusterctl stops it (or sees it gone) with the ``stop`` operation, by the pid and start
+    time returned here.
     """
     host, port = request.get("host") or None, int(request["port"])
     try:
@@ -578,7 +587,7 @@ def listen(request):
             devnull = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(devnull, fd)
-            _accept_until(sock, time.monotonic() + float(request.get("seconds", 30)))
+            _accept_until(sock, time.monotonic() + float(request.get("seconds", 30)), request.get("accepts"))
         finally:
             os._exit(0)
     sock.close()
@@ -591,11 +600,14 @@ def listen(request):
     return {"listening": True, "pid": pid, "start_time": _start_time(pid), "address": list(address[:2])}
 
 
-def _accept_until(sock, deadline):
-    while True:
+def _accept_until(sock, deadline, accepts=None):
+    """Accept (and close) connections until ``deadline``, or until ``accepts`` of them came."""
+    while accepts is None or accepts > 0:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
+        if accepts is not None:
+            accepts -= 1
         sock.settimeout(remaining)
         try:
             connection = sock.accept()[0]

@@ -285,19 +285,26 @@ class Host:
         return versions, gpus
 
     def check(self, packages: list[str] | None = None, gpu_probe: dict[str, Any] | None = None,
-              free_port: tuple[str, int] | None = None
+              free_port: tuple[str, int] | None = None, listen: dict[str, Any] | None = None
               ) -> tuple[dict[str, Any], list[Gpu] | str | None, dict[str, Any] | None]:
         """``versions_and_gpus``, and in the same round trip, given ``free_port`` (address, port): whether
-        that port is free here (``listening``), else its ``error`` and whether it is ``in_use``."""
+        that port is free here (``listening``), else its ``error`` and whether it is ``in_use``; or,
+        given ``listen`` ({host, port, seconds, accepts}), the answer of ``listen``: a listener left
+        running there (its ``pid`` and ``start_time``) for `check`'s worker hosts to reach."""
         request: dict[str, Any] = {"packages": list(packages or [])}
         if gpu_probe is not None:
             request["gpus"] = gpu_probe
         if free_port is not None:
             request["free_port"] = {"host": free_port[0], "port": free_port[1]}
+        if listen is not None:
+            request["listen"] = listen
         answer = self.call("versions", **request)
         port = answer.pop("free_port", None)
+        listening = answer.pop("listen", None)
 
         def parse_port() -> dict[str, Any] | None:
+            if listen is not None:
+                return listening_of(listening)
             if free_port is None:
                 return None
             if field_of(port, "listening", bool):
@@ -317,9 +324,11 @@ class Host:
         answer = self.call("connect", host=host, port=port, timeout=timeout)
         return self._checked("connect", lambda: connected_of(answer))
 
-    def stop_listener(self, pid: int, start_time: int | None) -> bool:
-        """Stop what ``listen`` started; True once it is verified gone."""
-        answer = self.call("stop", processes=[{"pid": pid, "start_time": start_time}], grace=2.0)
+    def stop_listener(self, pid: int, start_time: int | None, wait: float = 0.0) -> bool:
+        """Stop what ``listen`` started (after ``wait`` seconds for it to end by itself); True once it
+        is verified gone."""
+        answer = self.call("stop", timeout=wait + AGENT_TIMEOUT, processes=[{"pid": pid, "start_time": start_time}],
+                           grace=2.0, wait=wait)
 
         def parse() -> bool:
             items = list_of(answer, "processes")

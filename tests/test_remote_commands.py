@@ -1,6 +1,7 @@
-"""How much `up` and `down` ask of each host, counted from the `-v` log (one `→ host:` line per remote
-command): at most two on any host however long the wait — one check and one start whose agent stays
-attached to report an exit — and at most two for `down`. A structural goal, not a timed one."""
+"""How much `check`, `up` and `down` ask of each host, counted from the `-v` log (one `→ host:` line per
+remote command): at most two on any host for `check`; for `up` however long the wait — one check and
+one start whose agent stays attached to report an exit — and at most two for `down`. A structural goal,
+not a timed one."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def commands_per_host(verbose_log: str) -> Counter[str]:
     return Counter(COMMAND.findall(verbose_log))
 
 
-def test_up_and_down_run_at_most_two_commands_on_each_host(testbed: Testbed, tmp_path: Path) -> None:
+def test_check_up_and_down_run_at_most_two_commands_on_each_host(testbed: Testbed, tmp_path: Path) -> None:
     cluster = BedCluster.write(
         testbed, tmp_path, "counted", SshEnv.under(tmp_path),
         scheduler={"host": "h1", "port": PORT, "dashboard_address": None},
@@ -33,6 +34,13 @@ def test_up_and_down_run_at_most_two_commands_on_each_host(testbed: Testbed, tmp
     )
     with cluster.env.applied():
         try:
+            # check: the versions (the scheduler host's with the port's listener), then the port reached
+            # from each worker host while the scheduler host waits for its listener to end and verifies it.
+            checked = cluster.cli("-v", "check", str(cluster.config))
+            assert checked.exit_code == 0, checked.stdout + checked.stderr
+            asked = commands_per_host(checked.stderr)
+            assert set(asked) == {"h1", "h2", "h3"}, checked.stderr
+            assert max(asked.values()) <= 2, f"remote commands per host during check: {dict(asked)}\n{checked.stderr}"
             up = cluster.cli("-v", "up", str(cluster.config))
             assert up.exit_code == 0, up.stderr
             started = commands_per_host(up.stderr)

@@ -2,7 +2,7 @@
 
 Per host, in order (a check that cannot run because an earlier one failed is skipped):
 
-    reachable          the transport connects and authenticates, and runs a command
+    reachable          the transport connects and authenticates
     python             the host's python runs and imports dask and distributed
     versions           the fingerprint (python major.minor, what distributed compares, `environment:
                        packages`) equals the scheduler host's; this machine differing is a warning
@@ -12,8 +12,10 @@ Per host, in order (a check that cannot run because an earlier one failed is ski
     reaches_scheduler  (worker hosts) a TCP connection to that port succeeds from the host
 
 The last two are one honest experiment: the scheduler host's agent binds the port and leaves a
-listener running in the background (it exits by itself within seconds); each worker host then
-connects to it; finally the listener is stopped by pid and verified gone.
+listener running in the background (it exits by itself once every worker host connected, or within
+seconds); each worker host then connects to it; finally the listener is stopped by pid and verified
+gone. Two remote commands per host: the versions (on the scheduler host with the listener), then
+the connection to the port (on the scheduler host the stop, which waits for the listener to end).
 """
 
 from __future__ import annotations
@@ -27,16 +29,15 @@ from clusterctl.errors import EXIT_FAILED, EXIT_OK, ClusterctlError, HostError
 from clusterctl.group import HostGroup, connect, located
 from clusterctl.host import Host
 from clusterctl.inventory import Inventory, load_inventory
-from clusterctl.launch import chosen_gpus
+from clusterctl.launch import SchedulerEndpoint, chosen_gpus
 from clusterctl.limit import cluster_hosts, limit_hosts
 from clusterctl.progress import PasswordPrompt, Progress, SilentProgress
 from clusterctl.records import Gpu
-from clusterctl.remote_log import log_command
 from clusterctl.report import JSON_SCHEMA_VERSION
 
 CONNECT_TIMEOUT = 5.0  # seconds for a worker host's TCP connect to the scheduler port
 LISTEN_SECONDS = 30.0  # the test listener's own deadline (plus the connect timeout), should clusterctl not stop it
-PROBE_ARGV = ["true"]  # any command proves the connection and the login work
+AGENT_MARGIN = 2.0  # seconds a worker host's agent may take to start before its connect begins
 
 
 @dataclass
@@ -146,8 +147,16 @@ def check(config: str, progress: Progress | None = None, connect_timeout: float 
         with connect(inventory, aliases, password_prompt) as hosts:
             progress.step(f"checking {len(hosts)} host(s)")
             probes = {alias: probe for alias, probe in preflight.gpu_probes(inventory).items() if alias in chosen}
+            endpoint = lifecycle.scheduler_endpoint(inventory, hosts)
+            report.scheduler_address = endpoint.address
+            # The scheduler host starts the port's listener with its versions: one round trip less there.
+            listener = {"host": endpoint.listen_host, "port": endpoint.port,
+                        "seconds": LISTEN_SECONDS + connect_timeout,
+                        "accepts": sum(1 for row in rows.values() if "worker" in row.roles)}
+            listening: dict[str, Any] = {}
             hosts.run(lambda host: _reach_and_ask(host, rows[host.alias], report.packages,
-                                                  inventory.environment.sync, probes.get(host.alias)))
+                                                  inventory.environment.sync, probes.get(host.alias),
+                                                  listener if host.alias == scheduler_alias else None, listening))
             for alias in [alias for alias in probes if alias in rows]:
                 _check_gpus(inventory, rows[alias])
             _compare_versions(rows, scheduler_alias, report.packages)
@@ -156,7 +165,7 @@ def check(config: str, progress: Progress | None = None, connect_timeout: float 
                                                            f"the scheduler host {scheduler_alias}", report.packages)
             if rows[scheduler_alias].passed("python"):  # else there is no port to check there
                 progress.step(f"checking port {inventory.scheduler.port} on {scheduler_alias}")
-            _check_port(inventory, hosts, rows, report, connect_timeout)
+            _check_port(inventory, hosts, rows, endpoint, listening or None, connect_timeout)
     finally:
         progress.done()
     if scheduler_alias not in chosen:
@@ -172,11 +181,12 @@ def _roles(inventory: Inventory, alias: str) -> list[str]:
 
 
 def _reach_and_ask(host: Host, row: HostCheck, packages: tuple[str, ...], sync: bool = False,
-                   gpu_probe: dict[str, Any] | None = None) -> None:
-    """reachable, then python (and with ``gpu_probe`` the GPUs, as `up`'s preflight asks): one round trip each."""
+                   gpu_probe: dict[str, Any] | None = None, listener: dict[str, Any] | None = None,
+                   listening: dict[str, Any] | None = None) -> None:
+    """reachable (the connection), then python, with ``gpu_probe`` the GPUs (as `up`'s preflight asks)
+    and with ``listener`` the scheduler port's listener (its answer into ``listening``): one round trip."""
     try:
-        log_command(host.alias, PROBE_ARGV)
-        host.transport.run(PROBE_ARGV, timeout=60.0)
+        host.transport.connect()
     except ClusterctlError as exc:
         exc = located(host, exc)
         row.record("reachable", False, _reason(exc), exc.hint)
@@ -187,11 +197,13 @@ def _reach_and_ask(host: Host, row: HostCheck, packages: tuple[str, ...], sync: 
     if sync and not _use_venv(host, row):
         return
     try:
-        found, gpus = host.versions_and_gpus([p for p in packages if p not in preflight.COMPARED],
-                                             gpu_probe)  # creates nothing there
+        found, gpus, port = host.check([p for p in packages if p not in preflight.COMPARED], gpu_probe,
+                                       listen=listener)  # creates nothing there but the listener
     except ClusterctlError as exc:
         row.record("python", False, _reason(exc), exc.hint)
         return
+    if port is not None and listening is not None:
+        listening.update(port)
     if gpu_probe is not None:
         problem = preflight.gpu_problem(host.alias, gpus)
         if problem is not None:
@@ -268,24 +280,28 @@ def _compare_versions(rows: dict[str, HostCheck], scheduler_alias: str, packages
                 row.record("versions", True)
 
 
-def _check_port(inventory: Inventory, hosts: HostGroup, rows: dict[str, HostCheck], report: CheckReport,
-                connect_timeout: float) -> None:
-    """port_free on the scheduler host, then reaches_scheduler from every worker host."""
+def _check_port(inventory: Inventory, hosts: HostGroup, rows: dict[str, HostCheck], endpoint: SchedulerEndpoint,
+                listening: dict[str, Any] | None, connect_timeout: float) -> None:
+    """port_free on the scheduler host, then reaches_scheduler from every worker host.
+
+    ``listening``: what the scheduler host's versions call said of the listener it started, if it did.
+    """
     scheduler_row = rows[inventory.scheduler.host]
+    scheduler = hosts[inventory.scheduler.host]
     workers = [row for row in rows.values() if "worker" in row.roles]
-    port = inventory.scheduler.port
+    port, listen_host = inventory.scheduler.port, endpoint.listen_host
     if not scheduler_row.passed("python"):
+        if listening and listening["listening"]:  # python runs, but without dask: no port to check
+            _stop_listener(scheduler, scheduler_row, listening, LISTEN_SECONDS + connect_timeout, record=False)
         scheduler_row.record("port_free", None, "python did not run on the scheduler host")
         for row in workers:
             row.record("reaches_scheduler", None, "the scheduler host could not be checked")
         return
-    endpoint = lifecycle.scheduler_endpoint(inventory, hosts)
-    listen_host, report.scheduler_address = endpoint.listen_host, endpoint.address
-    scheduler = hosts[inventory.scheduler.host]
-    try:
-        listening = scheduler.listen(listen_host, port, LISTEN_SECONDS + connect_timeout)
-    except ClusterctlError as exc:
-        listening = {"listening": False, "error": _reason(exc)}
+    if listening is None:  # not asked with the versions (`environment: {sync: true}` before the venv exists)
+        try:
+            listening = scheduler.listen(listen_host, port, LISTEN_SECONDS + connect_timeout)
+        except ClusterctlError as exc:
+            listening = {"listening": False, "error": _reason(exc)}
     if not listening["listening"]:
         if listening.get("in_use"):
             scheduler_row.record("port_free", False, f"port {port} is in use on {scheduler.alias}",
@@ -298,15 +314,27 @@ def _check_port(inventory: Inventory, hosts: HostGroup, rows: dict[str, HostChec
             row.record("reaches_scheduler", None, f"nothing could listen on port {port}")
         return
     scheduler_row.record("port_free", True)
-    try:
-        ready = [row for row in workers if row.passed("python")]
-        for row in workers:
-            if row not in ready:
-                row.record("reaches_scheduler", None, "python did not run")
-        hosts.run(lambda host: _reach_scheduler(host, rows[host.alias], listen_host, port, connect_timeout),
-                  only=[row.host for row in ready])
-    finally:
-        _stop_listener(scheduler, scheduler_row, listening, LISTEN_SECONDS + connect_timeout)
+    ready = [row for row in workers if row.passed("python")]
+    for row in workers:
+        if row not in ready:
+            row.record("reaches_scheduler", None, "python did not run")
+    lifetime = LISTEN_SECONDS + connect_timeout
+    if len(ready) != len(workers):
+        # The listener waits for every worker host: with some not asking, it is stopped once the rest did.
+        try:
+            hosts.run(lambda host: _reach_scheduler(host, rows[host.alias], listen_host, port, connect_timeout),
+                      only=[row.host for row in ready])
+        finally:
+            _stop_listener(scheduler, scheduler_row, listening, lifetime)
+        return
+
+    def reach_or_stop(host: Host) -> None:  # all at once: the stop waits for the listener to end by itself
+        if host.alias in rows and host.alias in {row.host for row in ready}:
+            _reach_scheduler(host, rows[host.alias], listen_host, port, connect_timeout)
+        if host is scheduler:
+            _stop_listener(scheduler, scheduler_row, listening, lifetime, wait=connect_timeout + AGENT_MARGIN)
+
+    hosts.run(reach_or_stop, only=list(dict.fromkeys([scheduler.alias, *(row.host for row in ready)])))
 
 
 def _reach_scheduler(host: Host, row: HostCheck, listen_host: str, port: int, timeout: float) -> None:
@@ -324,16 +352,18 @@ def _reach_scheduler(host: Host, row: HostCheck, listen_host: str, port: int, ti
                    "the workers can reach")
 
 
-def _stop_listener(scheduler: Host, row: HostCheck, listening: dict[str, Any], lifetime: float) -> None:
-    """Leave nothing behind: stop the test listener by pid (and start time) and verify it is gone."""
+def _stop_listener(scheduler: Host, row: HostCheck, listening: dict[str, Any], lifetime: float,
+                   wait: float = 0.0, record: bool = True) -> None:
+    """Leave nothing behind: stop the test listener by pid (and start time), after ``wait`` seconds for it
+    to end by itself, and verify it is gone."""
     process = {"pid": listening["pid"], "start_time": listening.get("start_time")}
     try:
-        gone = scheduler.stop_listener(process["pid"], process["start_time"])
+        gone = scheduler.stop_listener(process["pid"], process["start_time"], wait)
     except ClusterctlError as exc:
         gone, why = False, _reason(exc)
     else:
         why = "still running after SIGKILL"
-    if not gone:
+    if not gone and record:
         row.record("port_free", False, f"the test listener (pid {process['pid']}) could not be stopped: {why}",
                    f"it exits by itself within {lifetime:g}s")
 

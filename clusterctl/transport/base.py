@@ -86,6 +86,10 @@ class Transport(Protocol):
     #: else the alias. ``127.0.0.1`` for a local host without an address.
     address: str
 
+    def connect(self) -> None:
+        """Connect and authenticate now, if not yet (nothing to do for this machine); ``HostError`` if not."""
+        ...
+
     def run(self, argv: list[str], *, stdin: bytes | None = None, timeout: float = 60.0) -> CommandResult:
         """Run ``argv`` on the host and wait for it.
 

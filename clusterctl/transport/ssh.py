@@ -184,6 +184,12 @@ class SSHTransport:
 
     # -- commands and files ------------------------------------------------------------------
 
+    def connect(self) -> None:
+        try:
+            self._client()
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise HostError(self.host, f"ssh error while connecting: {_one_line(exc)}") from None
+
     def run(self, argv: list[str], *, stdin: bytes | None = None, timeout: float = 60.0) -> CommandResult:
         deadline = time.monotonic() + timeout
         result = None
