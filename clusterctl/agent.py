@@ -399,17 +399,14 @@ def versions(request):
     findable as modules (a spec lookup, not an import)."""
     import importlib.util
     import platform
-    from importlib import metadata
 
     found = {"python": platform.python_version(), "executable": sys.executable, "host": _platform()}  # type: dict
-    for name in FINGERPRINT + tuple(request.get("packages") or ()):
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = None
-        except Exception as exc:  # noqa: BLE001 - unreadable metadata is a finding to report
-            found[name] = None
-            found.setdefault("errors", {})[name] = "%s: %s" % (type(exc).__name__, exc)
+    names = FINGERPRINT + tuple(request.get("packages") or ())
+    try:
+        found.update(installed_versions(names))
+    except Exception as exc:  # noqa: BLE001 - unreadable metadata is a finding to report
+        found.update(dict.fromkeys(names))
+        found.setdefault("errors", {})["metadata"] = "%s: %s" % (type(exc).__name__, exc)
     for module in ("dask", "distributed"):
         if module in found.get("errors", {}):
             continue
@@ -428,6 +425,61 @@ def versions(request):
     if request.get("gpus") is not None:  # asked in the same round trip: a fleet's preflight stays one call per host
         found.update(gpus(request["gpus"]))
     return found
+
+
+def installed_versions(names):
+    """Name -> version (None: not installed) of each distribution in ``names``, found as
+    importlib.metadata finds it: the first ``*.dist-info`` or ``*.egg-info`` directory (or egg's
+    EGG-INFO) of that normalized name along sys.path, its version read from its METADATA/PKG-INFO.
+    Without importing importlib.metadata (email, zipfile, pathlib...): that import alone cost more
+    than every other part of this answer."""
+    import re
+
+    def normalized(name):
+        return re.sub(r"[-_.]+", "_", name).lower()
+
+    wanted = {}  # type: dict
+    for name in names:
+        wanted.setdefault(normalized(name), []).append(name)
+    found = {}
+    for entry in sys.path:
+        try:
+            children = os.listdir(entry or ".")
+        except OSError:  # not a directory (a zip), or gone
+            continue
+        folders = []
+        for child in children:
+            low = child.lower()
+            if low.endswith((".dist-info", ".egg-info")):
+                folders.append((low.rpartition(".")[0].partition("-")[0], os.path.join(entry or ".", child)))
+            elif low == "egg-info" and entry.lower().endswith(".egg"):  # an egg on sys.path itself
+                folders.append((os.path.basename(entry).rpartition(".")[0].partition("-")[0],
+                                os.path.join(entry, child)))
+        for base, folder in folders:
+            key = normalized(base)
+            if key in wanted and key not in found:
+                version = _metadata_version(folder)
+                if version is not None:
+                    found[key] = version
+    return {name: found.get(normalized(name)) for name in names}
+
+
+def _metadata_version(folder):
+    """The ``Version:`` header of a dist-info's METADATA (an egg-info's PKG-INFO, or the egg-info
+    file itself, as distributions' own packages have them), else None."""
+    files = [folder] if os.path.isfile(folder) else [os.path.join(folder, leaf) for leaf in ("METADATA", "PKG-INFO")]
+    for path in files:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                for line in handle:
+                    if not line.strip():
+                        return None  # the headers ended
+                    key, _, value = line.partition(":")
+                    if key.strip().lower() == "version":
+                        return value.strip()
+        except OSError:
+            continue
+    return None
 
 
 GPU_QUERY = ["nvidia-smi", "--query-gpu=index,uuid,name,memory.total", "--format=csv,noheader,nounits"]

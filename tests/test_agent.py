@@ -322,3 +322,38 @@ def test_versions_reports_this_interpreter(host: Host) -> None:
     found = host.versions()
     assert found["executable"] == PYTHON
     assert found["distributed"] == distributed.__version__
+
+
+def test_versions_are_read_as_importlib_metadata_reads_them_without_importing_it(tmp_path: Path) -> None:
+    """The fingerprint's versions, found along sys.path as importlib.metadata finds them: every
+    distribution of this venv, names spelled any way, an egg-info file (as Debian's packages have
+    them), one shadowed by an earlier sys.path entry, and one not installed."""
+    import subprocess
+    from importlib import metadata
+
+    from clusterctl import agent
+
+    site = tmp_path / "site"
+    (site / "shadowed_pkg-9.9.dist-info").mkdir(parents=True)
+    (site / "shadowed_pkg-9.9.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: shadowed-pkg\n"
+                                                                  "Version: 9.9\n\nVersion: 0 (the body)\n")
+    (site / "legacy_thing-1.2.egg-info").write_text("Metadata-Version: 1.1\nName: legacy-thing\nVersion: 1.2\n")
+    later = tmp_path / "later"
+    (later / "shadowed_pkg-1.0.dist-info").mkdir(parents=True)
+    (later / "shadowed_pkg-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: shadowed-pkg\n"
+                                                                   "Version: 1.0\n")
+    names = sorted({d.metadata["Name"] for d in metadata.distributions()})
+    names += ["Dask", "typing-extensions", "Shadowed.Pkg", "legacy_thing", "not-installed-anywhere"]
+    code = ("import json, sys\nfrom importlib import metadata\nnames = json.loads(sys.argv[1])\n"
+            "def version(name):\n    try:\n        return metadata.version(name)\n"
+            "    except metadata.PackageNotFoundError:\n        return None\n"
+            "print(json.dumps([{n: version(n) for n in names}, AGENT(tuple(names))]))\n")
+    source = Path(agent.__file__).read_text().replace('if __name__ == "__main__":', "if False:")
+    script = tmp_path / "compare.py"
+    script.write_text(source + "\n" + code.replace("AGENT", "installed_versions"))
+    done = subprocess.run([sys.executable, str(script), json.dumps(names)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": f"{site}:{later}"}, check=True)
+    expected, found = json.loads(done.stdout)
+    assert found == expected
+    assert found["Shadowed.Pkg"] == "9.9" and found["legacy_thing"] == "1.2"
+    assert found["not-installed-anywhere"] is None and found["Dask"] == metadata.version("dask")
