@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from clusterctl import agent, state
+from clusterctl import state
 from clusterctl.errors import ClusterctlError
 from clusterctl.records import SupervisorRecord
 
@@ -28,6 +28,8 @@ def log_path(name: str) -> Path:
 def alive(record: SupervisorRecord) -> bool:
     """The recorded supervisor still runs: its pid is held by a live (not zombie) process with the
     recorded start time."""
+    from clusterctl import agent  # only when a supervisor is recorded: `status` stays light
+
     stat = agent._stat(record.pid)
     return stat is not None and stat[0] != "Z" and record.start_time in (None, stat[2])
 
@@ -49,6 +51,8 @@ def stop(record: SupervisorRecord, grace: float) -> bool:
 
 def record_self(name: str, minimum: int, maximum: int | None, interval: float, log: str | None) -> SupervisorRecord:
     """Record this process as the cluster's supervisor; refuse when another one runs."""
+    from clusterctl import agent
+
     with state.locked(name, wait=30.0):  # a scale may hold the lock for a while
         st = state.load(name)
         if st is None:

@@ -8,6 +8,8 @@ directory. So `down CONFIG` works with no local state at all (another machine, a
 from __future__ import annotations
 
 import shlex
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from clusterctl import lifecycle, scheduler_api, state, supervisor
@@ -63,8 +65,6 @@ def down(progress: Progress, cluster: str | None = None, config: str | None = No
             result.stopped.append(stopped_supervisor)
         if st is not None:
             inventory = st.inventory
-            if st.process("scheduler") is not None:
-                result.scheduler_note = _retire_and_close(st, progress)
         assert inventory is not None
         records = st.processes if st else []
         used = [inventory.scheduler.host, *(g.host for g in inventory.workers), *(r.host for r in records)]
@@ -74,17 +74,56 @@ def down(progress: Progress, cluster: str | None = None, config: str | None = No
         if st is None:  # and hosts outside the inventory that add-worker used, as the scheduler's host notes them
             spare += [a for a in _noted_elsewhere(inventory, password_prompt) if a not in used and a not in spare]
         aliases = list(dict.fromkeys(used + spare))
-        progress.step(f"stopping the processes on {len(aliases)} host(s) and verifying they are gone")
         with connect(inventory, aliases, password_prompt) as hosts:
+            if st is not None and st.process("scheduler") is not None:
+                # Graceful first, through the scheduler, while the hosts are being connected to.
+                connected = _connect_while(hosts, lambda: _retire_and_close(st, progress), progress)
+                result.scheduler_note = connected.note
+            else:
+                connected = _connect_while(hosts, lambda: None, progress)
+            progress.step(f"stopping the processes on {len(aliases)} host(s) and verifying they are gone")
             if st is None:
                 result.unrecorded_scheduler = _close_unrecorded_scheduler(inventory, hosts, progress)
-            swept = hosts.run(lambda host: _sweep(host, [r for r in records if r.host == host.alias], grace, progress))
+            swept = hosts.run(lambda host: _sweep(host, [r for r in records if r.host == host.alias], grace, progress),
+                              only=[alias for alias in aliases if alias not in connected.failed])
         progress.done()
-        unreachable_spares = {alias: error for alias, error in swept.failed.items() if alias in spare}
+        unreached = {**connected.failed, **swept.failed}
+        unreachable_spares = {alias: error for alias, error in unreached.items() if alias in spare}
         result.notes += [f"{error.message}: not checked; it runs no process of the inventory"
                          for error in unreachable_spares.values()]
-        failed = {alias: error for alias, error in swept.failed.items() if alias not in unreachable_spares}
+        failed = {alias: error for alias, error in unreached.items() if alias not in unreachable_spares}
         return _conclude(name, st, result, records, swept.succeeded, failed)
+
+
+@dataclass
+class _Connected:
+    failed: dict[str, HostError]  # the hosts that could not be connected to, and why
+    note: str | None  # what ``meanwhile`` returned
+
+
+def _connect_while(hosts: HostGroup, meanwhile: Callable[[], str | None], progress: Progress) -> _Connected:
+    """Connect to every host at once while ``meanwhile`` runs (the scheduler retiring its workers):
+    the two waits overlap. A host that fails is not tried again by the sweep (its timeout once)."""
+    outcome: list[str | None] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(meanwhile())
+        except BaseException as exc:  # noqa: BLE001 - raised again in the calling thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    try:
+        connected = hosts.run(lambda host: host.transport.connect())
+    finally:
+        worker.join()
+    if errors:
+        raise errors[0]
+    for alias, error in connected.failed.items():
+        progress.host(alias, "failed", error.reason)
+    return _Connected(connected.failed, outcome[0] if outcome else None)
 
 
 def _down_limited(progress: Progress, name: str, inventory: Inventory | None, limit: list[str], grace: float,

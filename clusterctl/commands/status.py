@@ -7,7 +7,6 @@ from collections.abc import Iterator
 
 from clusterctl import scheduler_api, state
 from clusterctl.errors import ClusterctlError, ForeignSchedulerError, SchedulerUnreachableError
-from clusterctl.group import connect
 from clusterctl.limit import cluster_hosts, limit_hosts
 from clusterctl.records import ProcessRecord
 from clusterctl.report import ClusterReport, ProcessRow, build_report
@@ -49,6 +48,8 @@ def _idle_exit(st: ClusterState) -> str | None:
     record = st.process("scheduler")
     if idle is None or record is None:
         return None
+    from clusterctl.group import connect  # SSH only when asked: `status` alone talks to the scheduler
+
     try:
         with connect(st.inventory, [record.host]) as hosts:
             if hosts[record.host].alive([record]).get(record.pid, True):
@@ -61,6 +62,8 @@ def _idle_exit(st: ClusterState) -> str | None:
 
 def check_processes(st: ClusterState, records: list[ProcessRecord] | None = None) -> list[ProcessRow]:
     """Every recorded pid (or those of ``records``), asked on its host: alive, dead, or the host could not be asked."""
+    from clusterctl.group import connect
+
     records = st.processes if records is None else records
     with connect(st.inventory, [r.host for r in records]) as hosts:
         results = hosts.run_each(records, lambda host, mine: host.alive(mine))
