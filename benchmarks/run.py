@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from benchmarks.adapt import ADAPT_GOAL, ADAPT_HOSTS, measure_adapt
 from benchmarks.report import Results, markdown_table, text_table
 from benchmarks.sync import SYNC_HOSTS, measure_sync
 from benchmarks.tools import (
@@ -170,6 +171,12 @@ def measure(bed: Any, tools: list[Tool], counts: list[int], repeat: int, samples
                 results.add(f"`check` ({hosts})", "clusterctl", clusterctl.check(worker_hosts))
                 results.add(f"`check` ({hosts})", "paramiko probe",
                             wall_time(ssh_probe_argv(addresses, bed.client_key_path)))
+        if len(bed.hosts) > len(ADAPT_HOSTS):  # the scheduler's h1 and the elastic pool
+            print(f"[{rep + 1}/{repeat}] clusterctl adapt: 200 sleeps, pool of {len(ADAPT_HOSTS)} hosts", file=sys.stderr)
+            require_empty(bed, results)
+            adapted = measure_adapt(bed, clusterctl.workdir)
+            results.add(f"adapt: 3 more workers (200 × sleep(0.5); goal {ADAPT_GOAL:g} s)", "clusterctl", adapted["grow"])
+            results.add("adapt: back to 1 worker, processes gone", "clusterctl", adapted["shrink"])
 
 
 def measure_status(clusterctl: Clusterctl, bed: Any, samples: int, results: Results) -> None:

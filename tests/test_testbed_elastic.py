@@ -2,8 +2,9 @@
 moved, stopped and verified gone on their hosts; `clusterctl adapt --detach` outliving its client.
 
 Every cluster has a fixed worker `fixed` on h2, which scaling counts and never removes. The machine
-running the tests is shared and loaded: every wait is on a condition, with generous bounds, except
-the one the issue sets (at least 3 more workers within 15 s of 200 half-second tasks).
+running the tests is shared and loaded: every wait is on a condition, with generous bounds. The
+issue's speed goal (at least 3 more workers within 15 s of 200 half-second tasks) is a figure of
+`make bench` (benchmarks/adapt.py), not a timed assertion.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.netns
 
 PORT = 8796  # not the lecture's 8786: each test's cluster has its scheduler on h1
 # 200 tasks of sleep(0.5) are 100 s of work for the one fixed worker: adapt must grow well before they end.
-# The issue's 15 s figure is a speed goal, measured by `make bench`; here we wait on the condition.
+# The issue's 15 s figure is a speed goal, measured by `make bench` (benchmarks/adapt.py); here we wait on the condition.
 SCALE_UP_WITHIN = 90.0
 SETTLE_WITHIN = 120.0  # generous: the machine is shared
 
