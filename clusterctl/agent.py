@@ -293,9 +293,6 @@ def alive(request):
 def stop(request):
     """SIGTERM each process group, SIGKILL what is left after the grace period, verify.
 
-    With ``wait``, the processes first get that many seconds to exit by themselves (`check`'s
-    listener, which ends once every worker host has connected).
-
     With ``run_dir``, every live process that a pid file there names is stopped too: what a
     failed or interrupted start left behind is found even when nobody recorded its pid.
     """
@@ -304,9 +301,6 @@ def stop(request):
     if request.get("run_dir"):
         known = {p["pid"] for p in processes}
         processes += [p for p in listing(request)["processes"] if p["pid"] not in known]
-    deadline = time.monotonic() + float(request.get("wait", 0))  # first, time to exit by themselves
-    while time.monotonic() < deadline and any(_alive(p["pid"], p.get("start_time")) for p in processes):
-        time.sleep(0.02)
     targets = [p for p in processes if _alive(p["pid"], p.get("start_time"))]
     for p in targets:
         _signal(p, signal.SIGTERM)
@@ -400,6 +394,8 @@ def versions(request):
     import importlib.util
     import platform
 
+    # `check`: the port bound first, so that the worker hosts, asked at the same moment, can reach it.
+    bound = _bind(request["serve"]) if request.get("serve") else None
     found = {"python": platform.python_version(), "executable": sys.executable, "host": _platform()}  # type: dict
     names = FINGERPRINT + tuple(request.get("packages") or ())
     try:
@@ -420,8 +416,13 @@ def versions(request):
             found.setdefault("errors", {})[module] = why
     if request.get("free_port"):  # `up`: is the scheduler's port free? (asked here to save a round trip)
         found["free_port"] = listen(dict(request["free_port"], seconds=0))
-    if request.get("listen"):  # `check`: the same, and a listener left for the worker hosts to reach
-        found["listen"] = listen(request["listen"])
+    if request.get("reach"):  # `check` on a worker host: the scheduler's port, retried while refused
+        found["reach"] = connect(dict(request["reach"], retry_refused=True))
+    if bound is not None:  # `check` on the scheduler host: served here until every worker host connected
+        sock, error = bound
+        found["serve"] = error if sock is None else {
+            "listening": True, "accepted": _accept_until(sock, time.monotonic() + float(request["serve"]["seconds"]),
+                                                         request["serve"].get("accepts"))}
     if request.get("gpus") is not None:  # asked in the same round trip: a fleet's preflight stays one call per host
         found.update(gpus(request["gpus"]))
     return found
@@ -614,20 +615,10 @@ def listen(request):
     came; clusterctl stops it (or sees it gone) with the ``stop`` operation, by the pid and start
     time returned here.
     """
-    host, port = request.get("host") or None, int(request["port"])
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)[0]
-    except socket.gaierror as exc:
-        return {"listening": False, "error": "cannot resolve %s: %s" % (host, exc.strerror)}
-    sock = socket.socket(family, kind, proto)
-    try:
-        # As dask's own listener does: a connection still in TIME_WAIT does not make the port busy.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(64)
-    except OSError as exc:
-        sock.close()
-        return {"listening": False, "error": exc.strerror or str(exc), "in_use": exc.errno == errno.EADDRINUSE}
+    sock, error = _bind(request)
+    if sock is None:
+        return error
+    address = sock.getsockname()
     if float(request.get("seconds", 30)) <= 0:  # only "is it free?" (`up`): no listener left behind
         sock.close()
         return {"listening": True}
@@ -652,33 +643,64 @@ def listen(request):
     return {"listening": True, "pid": pid, "start_time": _start_time(pid), "address": list(address[:2])}
 
 
+def _bind(request):
+    """(a listening socket on ``host``:``port``, None), or (None, why not: ``error``, ``in_use``)."""
+    host, port = request.get("host") or None, int(request["port"])
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        return None, {"listening": False, "error": "cannot resolve %s: %s" % (host, exc.strerror)}
+    sock = socket.socket(family, kind, proto)
+    try:
+        # As dask's own listener does: a connection still in TIME_WAIT does not make the port busy.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(64)
+    except OSError as exc:
+        sock.close()
+        return None, {"listening": False, "error": exc.strerror or str(exc), "in_use": exc.errno == errno.EADDRINUSE}
+    return sock, None
+
+
 def _accept_until(sock, deadline, accepts=None):
-    """Accept (and close) connections until ``deadline``, or until ``accepts`` of them came."""
-    while accepts is None or accepts > 0:
+    """Accept (and close) connections until ``deadline``, or until ``accepts`` of them came; then close
+    the socket. How many came."""
+    accepted = 0
+    while accepts is None or accepted < accepts:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
-        if accepts is not None:
-            accepts -= 1
         sock.settimeout(remaining)
         try:
             connection = sock.accept()[0]
         except OSError:  # includes the timeout
             break
         connection.close()
+        accepted += 1
     sock.close()
+    return accepted
 
 
 def connect(request):
-    """Open (and close) a TCP connection from this host: can it reach ``host:port``?"""
+    """Open (and close) a TCP connection from this host: can it reach ``host:port``? With
+    ``retry_refused``, a refused connection is tried again until ``timeout`` (its listener, asked at
+    the same moment on another host, may not be bound yet)."""
     started = time.monotonic()
-    try:
-        socket.create_connection((request["host"], int(request["port"])), timeout=float(request.get("timeout", 5))).close()
-    except socket.gaierror as exc:
-        return {"connected": False, "error": "cannot resolve %s: %s" % (request["host"], exc.strerror)}
-    except OSError as exc:
-        return {"connected": False, "error": exc.strerror or str(exc) or type(exc).__name__}
-    return {"connected": True, "seconds": round(time.monotonic() - started, 3)}
+    deadline = started + float(request.get("timeout", 5))
+    while True:
+        try:
+            socket.create_connection((request["host"], int(request["port"])),
+                                     timeout=max(0.05, deadline - time.monotonic())).close()
+        except socket.gaierror as exc:
+            return {"connected": False, "error": "cannot resolve %s: %s" % (request["host"], exc.strerror)}
+        except ConnectionRefusedError as exc:
+            if request.get("retry_refused") and time.monotonic() + 0.05 < deadline:
+                time.sleep(0.05)
+                continue
+            return {"connected": False, "error": exc.strerror or str(exc)}
+        except OSError as exc:
+            return {"connected": False, "error": exc.strerror or str(exc) or type(exc).__name__}
+        return {"connected": True, "seconds": round(time.monotonic() - started, 3)}
 
 
 def _sync_paths(request):

@@ -285,26 +285,19 @@ class Host:
         return versions, gpus
 
     def check(self, packages: list[str] | None = None, gpu_probe: dict[str, Any] | None = None,
-              free_port: tuple[str, int] | None = None, listen: dict[str, Any] | None = None
+              free_port: tuple[str, int] | None = None
               ) -> tuple[dict[str, Any], list[Gpu] | str | None, dict[str, Any] | None]:
         """``versions_and_gpus``, and in the same round trip, given ``free_port`` (address, port): whether
-        that port is free here (``listening``), else its ``error`` and whether it is ``in_use``; or,
-        given ``listen`` ({host, port, seconds, accepts}), the answer of ``listen``: a listener left
-        running there (its ``pid`` and ``start_time``) for `check`'s worker hosts to reach."""
+        that port is free here (``listening``), else its ``error`` and whether it is ``in_use``."""
         request: dict[str, Any] = {"packages": list(packages or [])}
         if gpu_probe is not None:
             request["gpus"] = gpu_probe
         if free_port is not None:
             request["free_port"] = {"host": free_port[0], "port": free_port[1]}
-        if listen is not None:
-            request["listen"] = listen
         answer = self.call("versions", **request)
         port = answer.pop("free_port", None)
-        listening = answer.pop("listen", None)
 
         def parse_port() -> dict[str, Any] | None:
-            if listen is not None:
-                return listening_of(listening)
             if free_port is None:
                 return None
             if field_of(port, "listening", bool):
@@ -313,6 +306,36 @@ class Host:
                     "in_use": bool(field_of(port, "in_use", bool, optional=True))}
 
         return self._checked("versions", lambda: (versions_of(answer), gpus_of(answer), parse_port()))
+
+    def check_port(self, packages: list[str], gpu_probe: dict[str, Any] | None, serve: dict[str, Any] | None,
+                   reach: dict[str, Any] | None) -> tuple[dict[str, Any], list[Gpu] | str | None, dict[str, Any]]:
+        """`check`'s one round trip: ``versions_and_gpus``, and the scheduler port's experiment. Given
+        ``serve`` ({host, port, seconds, accepts}) the port is bound first and served until ``accepts``
+        connections came or ``seconds`` passed, then closed: ``{"serve": {listening, accepted} or {listening:
+        False, error, in_use}}``; given ``reach`` ({host, port, timeout}) a connection to it is tried, again
+        while refused: ``{"reach": {connected, error}}``."""
+        request: dict[str, Any] = {"packages": list(packages)}
+        if gpu_probe is not None:
+            request["gpus"] = gpu_probe
+        if serve is not None:
+            request["serve"] = serve
+        if reach is not None:
+            request["reach"] = reach
+        answer = self.call("versions", timeout=AGENT_TIMEOUT + float(serve["seconds"] if serve else 0), **request)
+        served, reached = answer.pop("serve", None), answer.pop("reach", None)
+
+        def parse_ports() -> dict[str, Any]:
+            ports: dict[str, Any] = {}
+            if serve is not None:
+                ports["serve"] = ({"listening": True, "accepted": field_of(served, "accepted", int)}
+                                  if field_of(served, "listening", bool) else
+                                  {"listening": False, "error": field_of(served, "error", str),
+                                   "in_use": bool(field_of(served, "in_use", bool, optional=True))})
+            if reach is not None:
+                ports["reach"] = connected_of(reached)
+            return ports
+
+        return self._checked("versions", lambda: (versions_of(answer), gpus_of(answer), parse_ports()))
 
     def listen(self, host: str, port: int, seconds: float) -> dict[str, Any]:
         """A test listener on ``host:port`` for `check` (see the agent's ``listen``)."""
@@ -324,11 +347,9 @@ class Host:
         answer = self.call("connect", host=host, port=port, timeout=timeout)
         return self._checked("connect", lambda: connected_of(answer))
 
-    def stop_listener(self, pid: int, start_time: int | None, wait: float = 0.0) -> bool:
-        """Stop what ``listen`` started (after ``wait`` seconds for it to end by itself); True once it
-        is verified gone."""
-        answer = self.call("stop", timeout=wait + AGENT_TIMEOUT, processes=[{"pid": pid, "start_time": start_time}],
-                           grace=2.0, wait=wait)
+    def stop_listener(self, pid: int, start_time: int | None) -> bool:
+        """Stop what ``listen`` started; True once it is verified gone."""
+        answer = self.call("stop", processes=[{"pid": pid, "start_time": start_time}], grace=2.0)
 
         def parse() -> bool:
             items = list_of(answer, "processes")

@@ -11,11 +11,12 @@ Per host, in order (a check that cannot run because an earlier one failed is ski
     port_free          (scheduler host) the scheduler port can be bound where `up` would listen
     reaches_scheduler  (worker hosts) a TCP connection to that port succeeds from the host
 
-The last two are one honest experiment: the scheduler host's agent binds the port and leaves a
-listener running in the background (it exits by itself once every worker host connected, or within
-seconds); each worker host then connects to it; finally the listener is stopped by pid and verified
-gone. Two remote commands per host: the versions (on the scheduler host with the listener), then
-the connection to the port (on the scheduler host the stop, which waits for the listener to end).
+The last two are one honest experiment, in the same round trip as the versions: the scheduler
+host's agent binds the port first and serves it until every worker host connected (or a few seconds
+passed), then closes it; each worker host's agent connects to it, trying again while refused (the
+listener is bound at the same moment, on another host). One remote command per host. Before a
+synced environment exists (`environment: {sync: true}`) the port is checked in rounds of its own: a
+listener left in the background, the connections, its stop, verified.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from clusterctl.report import JSON_SCHEMA_VERSION
 
 CONNECT_TIMEOUT = 5.0  # seconds for a worker host's TCP connect to the scheduler port
 LISTEN_SECONDS = 30.0  # the test listener's own deadline (plus the connect timeout), should clusterctl not stop it
-AGENT_MARGIN = 2.0  # seconds a worker host's agent may take to start before its connect begins
+AGENT_MARGIN = 2.0  # seconds an agent may take to start: the listener's and the connects' windows allow for it
 
 
 @dataclass
@@ -149,23 +150,29 @@ def check(config: str, progress: Progress | None = None, connect_timeout: float 
             probes = {alias: probe for alias, probe in preflight.gpu_probes(inventory).items() if alias in chosen}
             endpoint = lifecycle.scheduler_endpoint(inventory, hosts)
             report.scheduler_address = endpoint.address
-            # The scheduler host starts the port's listener with its versions: one round trip less there.
-            listener = {"host": endpoint.listen_host, "port": endpoint.port,
-                        "seconds": LISTEN_SECONDS + connect_timeout,
-                        "accepts": sum(1 for row in rows.values() if "worker" in row.roles)}
-            listening: dict[str, Any] = {}
-            hosts.run(lambda host: _reach_and_ask(host, rows[host.alias], report.packages,
-                                                  inventory.environment.sync, probes.get(host.alias),
-                                                  listener if host.alias == scheduler_alias else None, listening))
+            hosts.run(lambda host: _reach(host, rows[host.alias]))  # first: the listener waits for those that are
+            window = connect_timeout + AGENT_MARGIN
+            serve = {"host": endpoint.listen_host, "port": endpoint.port, "seconds": window + AGENT_MARGIN,
+                     "accepts": sum(1 for row in rows.values() if "worker" in row.roles and row.passed("reachable"))}
+            # Nothing to reach when the scheduler host is not (its row says why): no worker waits out the window.
+            reach = ({"host": endpoint.listen_host, "port": endpoint.port, "timeout": window}
+                     if rows[scheduler_alias].passed("reachable") else None)
+            ports: dict[str, dict[str, Any]] = {}
+            hosts.run(lambda host: _ask(host, rows[host.alias], report.packages, inventory.environment.sync,
+                                        probes.get(host.alias), serve if host.alias == scheduler_alias else None,
+                                        reach if "worker" in rows[host.alias].roles else None, ports),
+                      only=[alias for alias, row in rows.items() if row.passed("reachable")])
             for alias in [alias for alias in probes if alias in rows]:
                 _check_gpus(inventory, rows[alias])
             _compare_versions(rows, scheduler_alias, report.packages)
             if rows[scheduler_alias].passed("python") and rows[scheduler_alias].versions:
                 report.warnings = preflight.local_warnings(report.local, rows[scheduler_alias].versions,
                                                            f"the scheduler host {scheduler_alias}", report.packages)
-            if rows[scheduler_alias].passed("python"):  # else there is no port to check there
+            if _asked_in_rounds(rows, ports, scheduler_alias):
                 progress.step(f"checking port {inventory.scheduler.port} on {scheduler_alias}")
-            _check_port(inventory, hosts, rows, endpoint, listening or None, connect_timeout)
+                _check_port(inventory, hosts, rows, endpoint, connect_timeout)
+            else:
+                _record_ports(rows, scheduler_alias, endpoint, ports)
     finally:
         progress.done()
     if scheduler_alias not in chosen:
@@ -180,11 +187,8 @@ def _roles(inventory: Inventory, alias: str) -> list[str]:
     return roles + (["worker"] if any(group.host == alias for group in inventory.workers) else [])
 
 
-def _reach_and_ask(host: Host, row: HostCheck, packages: tuple[str, ...], sync: bool = False,
-                   gpu_probe: dict[str, Any] | None = None, listener: dict[str, Any] | None = None,
-                   listening: dict[str, Any] | None = None) -> None:
-    """reachable (the connection), then python, with ``gpu_probe`` the GPUs (as `up`'s preflight asks)
-    and with ``listener`` the scheduler port's listener (its answer into ``listening``): one round trip."""
+def _reach(host: Host, row: HostCheck) -> None:
+    """reachable: the transport connects and authenticates (no command needed)."""
     try:
         host.transport.connect()
     except ClusterctlError as exc:
@@ -194,16 +198,21 @@ def _reach_and_ask(host: Host, row: HostCheck, packages: tuple[str, ...], sync: 
         return
     row.record("reachable", True)
     row.address = host.address
+
+
+def _ask(host: Host, row: HostCheck, packages: tuple[str, ...], sync: bool, gpu_probe: dict[str, Any] | None,
+         serve: dict[str, Any] | None, reach: dict[str, Any] | None, ports: dict[str, dict[str, Any]]) -> None:
+    """python and versions, with ``gpu_probe`` the GPUs (as `up`'s preflight asks), and the port's
+    experiment (``serve`` on the scheduler host, ``reach`` on worker hosts, answers into ``ports``)."""
     if sync and not _use_venv(host, row):
         return
     try:
-        found, gpus, port = host.check([p for p in packages if p not in preflight.COMPARED], gpu_probe,
-                                       listen=listener)  # creates nothing there but the listener
+        found, gpus, port = host.check_port([p for p in packages if p not in preflight.COMPARED], gpu_probe,
+                                            serve, reach)  # creates nothing there
     except ClusterctlError as exc:
         row.record("python", False, _reason(exc), exc.hint)
         return
-    if port is not None and listening is not None:
-        listening.update(port)
+    ports[host.alias] = port
     if gpu_probe is not None:
         problem = preflight.gpu_problem(host.alias, gpus)
         if problem is not None:
@@ -280,69 +289,54 @@ def _compare_versions(rows: dict[str, HostCheck], scheduler_alias: str, packages
                 row.record("versions", True)
 
 
-def _check_port(inventory: Inventory, hosts: HostGroup, rows: dict[str, HostCheck], endpoint: SchedulerEndpoint,
-                listening: dict[str, Any] | None, connect_timeout: float) -> None:
-    """port_free on the scheduler host, then reaches_scheduler from every worker host.
+def _asked_in_rounds(rows: dict[str, HostCheck], ports: dict[str, dict[str, Any]], scheduler_alias: str) -> bool:
+    """The port is checked in rounds of its own when some host's python runs but no versions call of its
+    carried the port's experiment (`environment: {sync: true}` before the venv exists)."""
+    if not rows[scheduler_alias].passed("python"):
+        return False  # there is no port to check: `_record_ports` says so
+    return any(row.passed("python") and row.host not in ports for row in rows.values())
 
-    ``listening``: what the scheduler host's versions call said of the listener it started, if it did.
-    """
-    scheduler_row = rows[inventory.scheduler.host]
-    scheduler = hosts[inventory.scheduler.host]
+
+def _record_ports(rows: dict[str, HostCheck], scheduler_alias: str, endpoint: SchedulerEndpoint,
+                  ports: dict[str, dict[str, Any]]) -> None:
+    """port_free and reaches_scheduler from the answers of the one round trip."""
+    scheduler_row = rows[scheduler_alias]
     workers = [row for row in rows.values() if "worker" in row.roles]
-    port, listen_host = inventory.scheduler.port, endpoint.listen_host
-    if not scheduler_row.passed("python"):
-        if listening and listening["listening"]:  # python runs, but without dask: no port to check
-            _stop_listener(scheduler, scheduler_row, listening, LISTEN_SECONDS + connect_timeout, record=False)
-        scheduler_row.record("port_free", None, "python did not run on the scheduler host")
-        for row in workers:
-            row.record("reaches_scheduler", None, "the scheduler host could not be checked")
+    if not scheduler_row.passed("python"):  # its agent closed the port itself: nothing runs there
+        _no_port_check(scheduler_row, workers)
         return
-    if listening is None:  # not asked with the versions (`environment: {sync: true}` before the venv exists)
-        try:
-            listening = scheduler.listen(listen_host, port, LISTEN_SECONDS + connect_timeout)
-        except ClusterctlError as exc:
-            listening = {"listening": False, "error": _reason(exc)}
-    if not listening["listening"]:
-        if listening.get("in_use"):
-            scheduler_row.record("port_free", False, f"port {port} is in use on {scheduler.alias}",
-                                 "is the cluster already running (`clusterctl status`)? else stop what holds the "
-                                 "port, or choose another `scheduler.port`")
-        else:
-            scheduler_row.record("port_free", False, f"cannot listen on {listen_host}:{port}: {listening['error']}",
-                                 "set the scheduler host's `address:` to one of its own addresses")
-        for row in workers:
-            row.record("reaches_scheduler", None, f"nothing could listen on port {port}")
+    served = ports[scheduler_alias]["serve"]
+    if not served["listening"]:
+        _port_refused(scheduler_row, workers, scheduler_alias, endpoint.listen_host, endpoint.port, served)
         return
     scheduler_row.record("port_free", True)
-    ready = [row for row in workers if row.passed("python")]
     for row in workers:
-        if row not in ready:
+        if not row.passed("python"):
             row.record("reaches_scheduler", None, "python did not run")
-    lifetime = LISTEN_SECONDS + connect_timeout
-    if len(ready) != len(workers):
-        # The listener waits for every worker host: with some not asking, it is stopped once the rest did.
-        try:
-            hosts.run(lambda host: _reach_scheduler(host, rows[host.alias], listen_host, port, connect_timeout),
-                      only=[row.host for row in ready])
-        finally:
-            _stop_listener(scheduler, scheduler_row, listening, lifetime)
-        return
-
-    def reach_or_stop(host: Host) -> None:  # all at once: the stop waits for the listener to end by itself
-        if host.alias in rows and host.alias in {row.host for row in ready}:
-            _reach_scheduler(host, rows[host.alias], listen_host, port, connect_timeout)
-        if host is scheduler:
-            _stop_listener(scheduler, scheduler_row, listening, lifetime, wait=connect_timeout + AGENT_MARGIN)
-
-    hosts.run(reach_or_stop, only=list(dict.fromkeys([scheduler.alias, *(row.host for row in ready)])))
+        else:
+            _record_reached(row, ports[row.host]["reach"], endpoint.listen_host, endpoint.port)
 
 
-def _reach_scheduler(host: Host, row: HostCheck, listen_host: str, port: int, timeout: float) -> None:
-    try:
-        answer = host.connect(listen_host, port, timeout)
-    except ClusterctlError as exc:
-        row.record("reaches_scheduler", False, _reason(exc), exc.hint)
-        return
+def _no_port_check(scheduler_row: HostCheck, workers: list[HostCheck]) -> None:
+    scheduler_row.record("port_free", None, "python did not run on the scheduler host")
+    for row in workers:
+        row.record("reaches_scheduler", None, "the scheduler host could not be checked")
+
+
+def _port_refused(scheduler_row: HostCheck, workers: list[HostCheck], alias: str, listen_host: str, port: int,
+                  listening: dict[str, Any]) -> None:
+    if listening.get("in_use"):
+        scheduler_row.record("port_free", False, f"port {port} is in use on {alias}",
+                             "is the cluster already running (`clusterctl status`)? else stop what holds the "
+                             "port, or choose another `scheduler.port`")
+    else:
+        scheduler_row.record("port_free", False, f"cannot listen on {listen_host}:{port}: {listening['error']}",
+                             "set the scheduler host's `address:` to one of its own addresses")
+    for row in workers:
+        row.record("reaches_scheduler", None, f"nothing could listen on port {port}")
+
+
+def _record_reached(row: HostCheck, answer: dict[str, Any], listen_host: str, port: int) -> None:
     if answer["connected"]:
         row.record("reaches_scheduler", True)
     else:
@@ -352,18 +346,55 @@ def _reach_scheduler(host: Host, row: HostCheck, listen_host: str, port: int, ti
                    "the workers can reach")
 
 
-def _stop_listener(scheduler: Host, row: HostCheck, listening: dict[str, Any], lifetime: float,
-                   wait: float = 0.0, record: bool = True) -> None:
-    """Leave nothing behind: stop the test listener by pid (and start time), after ``wait`` seconds for it
-    to end by itself, and verify it is gone."""
+def _check_port(inventory: Inventory, hosts: HostGroup, rows: dict[str, HostCheck], endpoint: SchedulerEndpoint,
+                connect_timeout: float) -> None:
+    """port_free on the scheduler host, then reaches_scheduler from every worker host, in rounds of their
+    own: a listener left in the background, the connections, its stop (verified)."""
+    scheduler_row = rows[inventory.scheduler.host]
+    scheduler = hosts[inventory.scheduler.host]
+    workers = [row for row in rows.values() if "worker" in row.roles]
+    port, listen_host = inventory.scheduler.port, endpoint.listen_host
+    if not scheduler_row.passed("python"):
+        _no_port_check(scheduler_row, workers)
+        return
+    try:
+        listening = scheduler.listen(listen_host, port, LISTEN_SECONDS + connect_timeout)
+    except ClusterctlError as exc:
+        listening = {"listening": False, "error": _reason(exc)}
+    if not listening["listening"]:
+        _port_refused(scheduler_row, workers, scheduler.alias, listen_host, port, listening)
+        return
+    scheduler_row.record("port_free", True)
+    ready = [row for row in workers if row.passed("python")]
+    for row in workers:
+        if row not in ready:
+            row.record("reaches_scheduler", None, "python did not run")
+    try:
+        hosts.run(lambda host: _reach_scheduler(host, rows[host.alias], listen_host, port, connect_timeout),
+                  only=[row.host for row in ready])
+    finally:
+        _stop_listener(scheduler, scheduler_row, listening, LISTEN_SECONDS + connect_timeout)
+
+
+def _reach_scheduler(host: Host, row: HostCheck, listen_host: str, port: int, timeout: float) -> None:
+    try:
+        answer = host.connect(listen_host, port, timeout)
+    except ClusterctlError as exc:
+        row.record("reaches_scheduler", False, _reason(exc), exc.hint)
+        return
+    _record_reached(row, answer, listen_host, port)
+
+
+def _stop_listener(scheduler: Host, row: HostCheck, listening: dict[str, Any], lifetime: float) -> None:
+    """Leave nothing behind: stop the test listener by pid (and start time) and verify it is gone."""
     process = {"pid": listening["pid"], "start_time": listening.get("start_time")}
     try:
-        gone = scheduler.stop_listener(process["pid"], process["start_time"], wait)
+        gone = scheduler.stop_listener(process["pid"], process["start_time"])
     except ClusterctlError as exc:
         gone, why = False, _reason(exc)
     else:
         why = "still running after SIGKILL"
-    if not gone and record:
+    if not gone:
         row.record("port_free", False, f"the test listener (pid {process['pid']}) could not be stopped: {why}",
                    f"it exits by itself within {lifetime:g}s")
 
