@@ -402,7 +402,7 @@ def versions(request):
         found.update(installed_versions(names))
     except Exception as exc:  # noqa: BLE001 - unreadable metadata is a finding to report
         found.update(dict.fromkeys(names))
-        found.setdefault("errors", {})["metadata"] = "%s: %s" % (type(exc).__name__, exc)
+        found["errors"] = dict.fromkeys(names, "%s: %s" % (type(exc).__name__, exc))
     for module in ("dask", "distributed"):
         if module in found.get("errors", {}):
             continue
@@ -611,9 +611,8 @@ def listen(request):
 
     Binding here proves the port is free; the listener then lets other hosts prove they can
     reach it. It runs in its own session with no link to this agent's output, so the transport
-    returns at once, and it exits by itself after ``seconds``, or once ``accepts`` connections
-    came; clusterctl stops it (or sees it gone) with the ``stop`` operation, by the pid and start
-    time returned here.
+    returns at once, and it exits by itself after ``seconds``; clusterctl stops it earlier with
+    the ``stop`` operation, by the pid and start time returned here.
     """
     sock, error = _bind(request)
     if sock is None:
@@ -630,7 +629,7 @@ def listen(request):
             devnull = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(devnull, fd)
-            _accept_until(sock, time.monotonic() + float(request.get("seconds", 30)), request.get("accepts"))
+            _accept_until(sock, time.monotonic() + float(request.get("seconds", 30)))
         finally:
             os._exit(0)
     sock.close()

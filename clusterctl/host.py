@@ -33,6 +33,7 @@ from clusterctl.records import (
     field_of,
     gpus_of,
     list_of,
+    listener_of,
     listening_of,
     pid_of,
     versions_of,
@@ -298,12 +299,7 @@ class Host:
         port = answer.pop("free_port", None)
 
         def parse_port() -> dict[str, Any] | None:
-            if free_port is None:
-                return None
-            if field_of(port, "listening", bool):
-                return {"listening": True}
-            return {"listening": False, "error": field_of(port, "error", str),
-                    "in_use": bool(field_of(port, "in_use", bool, optional=True))}
+            return None if free_port is None else listening_of(port)
 
         return self._checked("versions", lambda: (versions_of(answer), gpus_of(answer), parse_port()))
 
@@ -327,10 +323,7 @@ class Host:
         def parse_ports() -> dict[str, Any]:
             ports: dict[str, Any] = {}
             if serve is not None:
-                ports["serve"] = ({"listening": True, "accepted": field_of(served, "accepted", int)}
-                                  if field_of(served, "listening", bool) else
-                                  {"listening": False, "error": field_of(served, "error", str),
-                                   "in_use": bool(field_of(served, "in_use", bool, optional=True))})
+                ports["serve"] = listening_of(served, accepted=int)
             if reach is not None:
                 ports["reach"] = connected_of(reached)
             return ports
@@ -340,7 +333,7 @@ class Host:
     def listen(self, host: str, port: int, seconds: float) -> dict[str, Any]:
         """A test listener on ``host:port`` for `check` (see the agent's ``listen``)."""
         answer = self.call("listen", host=host, port=port, seconds=seconds)
-        return self._checked("listen", lambda: listening_of(answer))
+        return self._checked("listen", lambda: listener_of(answer))
 
     def connect(self, host: str, port: int, timeout: float) -> dict[str, Any]:
         """Can this host open a TCP connection to ``host:port``?"""

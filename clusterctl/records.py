@@ -250,13 +250,22 @@ def versions_of(document: Any) -> dict[str, Any]:
     return found
 
 
-def listening_of(document: Any) -> dict[str, Any]:
-    """A ``listen`` answer: ``listening`` with the listener's ``pid`` and ``start_time``, or an ``error``."""
+def listening_of(document: Any, **fields: type) -> dict[str, Any]:
+    """An answer about binding a port: ``listening`` (with ``fields``, name -> type, of what listened:
+    a background listener's ``pid``/``start_time``, a served port's ``accepted``), or an ``error`` and
+    whether the port is ``in_use``."""
     if field_of(document, "listening", bool):
-        return {"listening": True, "pid": pid_of(document),
-                "start_time": field_of(document, "start_time", int, optional=True)}
+        return {"listening": True, **{name: field_of(document, name, kind) for name, kind in fields.items()}}
     return {"listening": False, "error": field_of(document, "error", str),
             "in_use": bool(field_of(document, "in_use", bool, optional=True))}
+
+
+def listener_of(document: Any) -> dict[str, Any]:
+    """A ``listen`` answer: ``listening`` with the listener's ``pid`` and ``start_time``, or an ``error``."""
+    answer = listening_of(document)
+    if answer["listening"]:
+        answer.update(pid=pid_of(document), start_time=field_of(document, "start_time", int, optional=True))
+    return answer
 
 
 def connected_of(document: Any) -> dict[str, Any]:
