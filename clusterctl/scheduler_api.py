@@ -252,22 +252,27 @@ def wait_for_workers(
         time.sleep(poll_interval)
 
 
-async def _retire_and_close(address: str, timeout: float, comm_args: dict[str, Any], expect: str | None) -> None:
+async def _close(address: str, connect_timeout: float, comm_args: dict[str, Any], expect: str | None) -> None:
     from distributed.core import rpc
 
-    async with rpc(address, timeout=timeout, connection_args=comm_args) as scheduler:
+    async with rpc(address, timeout=connect_timeout, connection_args=comm_args) as scheduler:
         check_identity(await scheduler.identity(), expect, address)  # on the connection that closes it
-        # Retiring moves results off the workers and closes them and their nannies.
-        await scheduler.retire_workers(close_workers=True, remove=True)
         try:
+            # The scheduler tells each worker to close (and its nanny with it), then stops: what
+            # `SSHCluster.close()` does. No retiring: every worker goes, there is nowhere to move data to.
             await scheduler.terminate()
         except OSError:
             pass  # the scheduler closes the connection as it goes: that is the answer we want
 
 
-def retire_and_close(address: str, expect: str | None, timeout: float = 15.0, tls: TlsFiles | None = None) -> None:
-    """Ask the scheduler to retire every worker and to close itself, once it proved to be ``expect``."""
-    _run(lambda: _retire_and_close(address, timeout, connection_args(tls), expect), address, timeout)
+def close(address: str, expect: str | None, timeout: float = 15.0, tls: TlsFiles | None = None,
+          connect_timeout: float = 2.0) -> None:
+    """Ask the scheduler to close itself and its workers, once it proved to be ``expect``.
+
+    A scheduler that does not answer within ``connect_timeout`` is reported at once (the processes
+    are stopped by pid anyway); one that answers has ``timeout`` to close.
+    """
+    _run(lambda: _close(address, connect_timeout, connection_args(tls), expect), address, timeout)
 
 
 async def _retire(address: str, workers: list[str], timeout: float, comm_args: dict[str, Any],

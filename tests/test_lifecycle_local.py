@@ -84,6 +84,12 @@ def test_the_lecture_story(inventory_file: Path, clusterctl_home: Path) -> None:
     assert {"host": "me", "name": "me-add1", "pid": pid} in down.json()["stopped"]
     assert not any(is_running(p) for p in state_before_down["processes"])
     assert not (clusterctl_home / "clusters" / "t").exists()
+    # `down` closes through the scheduler, which closes its workers: nothing is retired (no worker stays
+    # to take their data); only remove-worker's me-add2 was.
+    scheduler_log = Path(next(p["log"] for p in state_before_down["processes"] if p["role"] == "scheduler"))
+    lines = scheduler_log.read_text().splitlines()
+    assert any("Closing scheduler" in line for line in lines)
+    assert len([line for line in lines if "Retired worker" in line]) == 1, lines
 
     again = clusterctl("down")
     assert again.exit_code == 0, again.stderr

@@ -1,4 +1,4 @@
-"""`clusterctl down`: retire through the scheduler, stop every process by pid, verify, forget.
+"""`clusterctl down`: close through the scheduler, stop every process by pid, verify, forget.
 
 Processes are found twice over: in the local state, and in the pid files of each host's run
 directory. So `down CONFIG` works with no local state at all (another machine, a deleted
@@ -77,7 +77,7 @@ def down(progress: Progress, cluster: str | None = None, config: str | None = No
         with connect(inventory, aliases, password_prompt) as hosts:
             if st is not None and st.process("scheduler") is not None:
                 # Graceful first, through the scheduler, while the hosts are being connected to.
-                connected = _connect_while(hosts, lambda: _retire_and_close(st, progress), progress)
+                connected = _connect_while(hosts, lambda: _close_scheduler(st, progress), progress)
                 result.scheduler_note = connected.note
             else:
                 connected = _connect_while(hosts, lambda: None, progress)
@@ -252,22 +252,21 @@ def _close_unrecorded_scheduler(inventory: Inventory, hosts: HostGroup, progress
         scheduler_api.query(address, timeout=2.0, expect=expect)
     except ClusterctlError:
         return None
-    progress.step(f"a scheduler answers at {address}: retiring its workers and closing it")
+    progress.step(f"a scheduler answers at {address}: closing it and its workers")
     try:
-        scheduler_api.retire_and_close(address, expect)
+        scheduler_api.close(address, expect)
     except (SchedulerUnreachableError, ForeignSchedulerError):
         pass
     return address
 
 
-def _retire_and_close(st: ClusterState, progress: Progress) -> str | None:
-    """Graceful first: ask the scheduler to retire the workers and close. A note if it can't."""
-    progress.step(f"retiring workers and closing the scheduler at {st.scheduler_address}")
+def _close_scheduler(st: ClusterState, progress: Progress) -> str | None:
+    """Graceful first: ask the scheduler to close, and its workers with it. A note if it can't."""
+    progress.step(f"closing the scheduler and its workers at {st.scheduler_address}")
     try:
-        # A quick question first: a dead scheduler would make the retire call wait out its timeout.
-        expect = st.expected_scheduler_id()  # another cluster's scheduler at our address is never closed
-        scheduler_api.query(st.scheduler_address, timeout=2.0, tls=st.client_tls(), expect=expect)
-        scheduler_api.retire_and_close(st.scheduler_address, expect, tls=st.client_tls())
+        # Another cluster's scheduler at our address is never closed: its id is checked on the
+        # connection that closes it. A dead one is told within the connect timeout.
+        scheduler_api.close(st.scheduler_address, st.expected_scheduler_id(), tls=st.client_tls())
     except (SchedulerUnreachableError, ForeignSchedulerError) as exc:
         return exc.message  # stopping by pid still cleans up
     return None
