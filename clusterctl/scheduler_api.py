@@ -163,16 +163,21 @@ async def _query(address: str, timeout: float, comm_args: dict[str, Any], expect
                  tasks: bool = False) -> SchedulerView:
     from distributed.core import rpc
 
-    counts: TaskCounts | None = None
     async with rpc(address, timeout=timeout, connection_args=comm_args) as scheduler:
-        answer = await _snapshot(scheduler) if tasks else None
-        if answer is not None:
-            identity, processing = answer["identity"], answer["processing"]
-            counts = _task_counts(answer)
-        else:
-            identity = await scheduler.identity()
-            processing = {addr: len(keys) for addr, keys in (await scheduler.processing()).items()}
-        check_identity(identity, expect, address)
+        return await _view(scheduler, address, expect, tasks)
+
+
+async def _view(scheduler: Any, address: str, expect: str | None = None, tasks: bool = False) -> SchedulerView:
+    """The scheduler's view, asked on ``scheduler`` (an open ``rpc``)."""
+    counts: TaskCounts | None = None
+    answer = await _snapshot(scheduler) if tasks else None
+    if answer is not None:
+        identity, processing = answer["identity"], answer["processing"]
+        counts = _task_counts(answer)
+    else:
+        identity = await scheduler.identity()
+        processing = {addr: len(keys) for addr, keys in (await scheduler.processing()).items()}
+    check_identity(identity, expect, address)
     services = identity.get("services") or {}
     workers = [
         _worker_view(addr, info, int(processing.get(addr, 0)))
@@ -228,28 +233,38 @@ def wait_for_workers(
     timeout: float,
     on_poll: Callable[[SchedulerView | None], None],
     tls: TlsFiles | None = None,
-    poll_interval: float = 0.25,
+    poll_interval: float = 0.1,
     expect: str | None = None,
 ) -> SchedulerView | None:
     """Poll until the scheduler answers and reports every name in ``names``.
 
     ``on_poll`` sees each answer (None while the scheduler does not answer yet) and may raise to
     stop early, e.g. when a process it watches has died. Returns the last view, complete or not.
+    One connection serves every poll (made again if it breaks), so a poll costs the scheduler two
+    light calls and this process no new connection: it can come every ``poll_interval`` seconds.
     """
     deadline = time.monotonic() + timeout
+    return asyncio.run(_wait(address, names, deadline, on_poll, connection_args(tls), poll_interval, expect))
+
+
+async def _wait(address: str, names: set[str], deadline: float, on_poll: Callable[[SchedulerView | None], None],
+                comm_args: dict[str, Any], poll_interval: float, expect: str | None) -> SchedulerView | None:
+    from distributed.core import rpc
+
     view: SchedulerView | None = None
-    while True:
-        try:
-            view = query(address, timeout=min(QUERY_TIMEOUT, max(1.0, deadline - time.monotonic())),
-                         tls=tls, expect=expect)
-        except SchedulerUnreachableError:
-            view = None
-        on_poll(view)
-        if view is not None and names <= view.names():
-            return view
-        if time.monotonic() >= deadline:
-            return view
-        time.sleep(poll_interval)
+    async with rpc(address, timeout=QUERY_TIMEOUT, connection_args=comm_args) as scheduler:
+        while True:
+            left = max(1.0, min(QUERY_TIMEOUT, deadline - time.monotonic()))
+            try:
+                view = await asyncio.wait_for(_view(scheduler, address, expect), left + 1)
+            except (OSError, asyncio.TimeoutError, ValueError, struct.error):
+                view = None  # not listening yet (or not answering): asked again at the next poll
+            on_poll(view)
+            if view is not None and names <= view.names():
+                return view
+            if time.monotonic() >= deadline:
+                return view
+            await asyncio.sleep(poll_interval)
 
 
 async def _close(address: str, connect_timeout: float, comm_args: dict[str, Any], expect: str | None) -> None:
