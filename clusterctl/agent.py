@@ -251,10 +251,10 @@ def start_watched(request):
     children = []  # type: list
     answer = start(request, children)
     _answer(answer)
-    watch(children, float(request["watch_seconds"]), int(request.get("tail_lines", 200)))
+    watch(children, float(request["watch_seconds"]), int(request.get("tail_lines", 200)), request.get("held"))
 
 
-def watch(children, seconds, tail_lines):
+def watch(children, seconds, tail_lines, input_open=False):
     deadline = time.monotonic() + seconds
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
@@ -264,6 +264,8 @@ def watch(children, seconds, tail_lines):
     poller = select.poll()
     poller.register(sys.stdout.fileno(), 0)  # no events asked: POLLERR/POLLHUP come anyway
     poller.register(wake_read, select.POLLIN)
+    if input_open:  # a held agent's input is still open: its end is the controller's, at once
+        poller.register(sys.stdin.fileno(), select.POLLIN)
     pending = list(children)
     while pending:
         for record, process in list(pending):
@@ -277,7 +279,7 @@ def watch(children, seconds, tail_lines):
         events = dict(poller.poll(remaining * 1000))
         if events.get(wake_read):
             os.read(wake_read, 4096)
-        if events.get(sys.stdout.fileno()):
+        if events.get(sys.stdout.fileno()) or (input_open and events.get(sys.stdin.fileno())):
             break  # the controller closed the stream: it watches no more
 
 
@@ -841,8 +843,20 @@ def main():
     # A Ctrl-C at clusterctl's terminal reaches this agent too (same process group, for a local
     # host): it must not cut a start between the process and its pid file. clusterctl waits for us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # The request comes on stdin (not argv, which every user of the host can read).
-    request = json.loads(sys.stdin.read())
+    # The request comes on stdin (not argv, which every user of the host can read), one JSON line.
+    line, held = sys.stdin.readline(), False
+    while line.strip():
+        request = json.loads(line)
+        request["held"] = held  # its input still open: a watch sees the controller go by its end too
+        serve(request)
+        # ``hold``: stay for the next request on the same stdin (`up` sends its start once every host
+        # is checked, with no second command); the end of input (nothing to start here, or the
+        # controller gone) ends this agent having started nothing more.
+        held = bool(request.get("hold"))
+        line = sys.stdin.readline() if held else ""
+
+
+def serve(request):
     operation = OPERATIONS[request["op"]]
     if request["op"] == "start" and request.get("watch_seconds"):
         operation = start_watched  # answers by itself, then reports exits

@@ -150,4 +150,5 @@ def connect(inventory: Inventory, aliases: Iterable[str], password_prompt: Passw
         yield HostGroup(hosts)
     finally:
         for host in hosts.values():
+            host.release()
             host.transport.close()

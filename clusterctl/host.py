@@ -38,7 +38,7 @@ from clusterctl.records import (
     pid_of,
     versions_of,
 )
-from clusterctl.remote_log import AGENT_PLACEHOLDER, log_command, mask
+from clusterctl.remote_log import AGENT_PLACEHOLDER, log_command, log_more, mask
 from clusterctl.transport import CommandResult, Transport
 from clusterctl.transport.base import CommandStream
 
@@ -110,6 +110,9 @@ class Host:
         self.run_dir = default_run_dir(cluster, settings)
         self._absolute_run_dir: str | None = None
         self.where: str | None = None  # the inventory line that names the host, when known
+        # `up`: the agent that answers the versions stays, waiting for the start (one remote command)
+        self.hold_agent = False
+        self._held: CommandStream | None = None
 
     @property
     def address(self) -> str:
@@ -147,7 +150,13 @@ class Host:
         return ["/bin/sh", "-c", script, "clusterctl-agent", *argv]
 
     def call(self, op: str, timeout: float = AGENT_TIMEOUT, **request: Any) -> dict[str, Any]:
-        """One agent round trip: the answer object, or a ``HostError`` saying what went wrong."""
+        """One agent round trip: the answer object, or a ``HostError`` saying what went wrong.
+
+        With ``hold_agent``, the first ``versions`` call leaves its agent waiting for one more request
+        on the same command: ``start_watched`` sends it, ``release`` ends it.
+        """
+        if self.hold_agent and self._held is None and op == "versions":
+            return self._call_and_hold(op, timeout, request)
         argv, payload = self.agent_argv(), json.dumps({"op": op, **request})
         source = agent_source()
         log_command(self.alias, [AGENT_PLACEHOLDER if arg == source else arg for arg in argv], payload)  # `-v`
@@ -156,6 +165,39 @@ class Host:
             if line.startswith(AGENT_MARKER):
                 return self._answer(op, line)
         raise self._no_answer(result)
+
+    def _call_and_hold(self, op: str, timeout: float, request: dict[str, Any]) -> dict[str, Any]:
+        argv, payload = self.agent_argv(), json.dumps({"op": op, **request, "hold": True})
+        log_command(self.alias, [AGENT_PLACEHOLDER if arg == agent_source() else arg for arg in argv], payload)  # `-v`
+        stream = self.transport.stream(argv, stdin=(payload + "\n").encode(), keep_input=True)
+        try:
+            answer = self._read_answer(op, stream, argv[0], timeout)
+        except BaseException:
+            stream.close()
+            raise
+        self._held = stream
+        return answer
+
+    def _read_answer(self, op: str, stream: CommandStream, command: str, timeout: float) -> dict[str, Any]:
+        """The agent's answer line on ``stream``; what it printed before, and its exit status, if none came."""
+        output: list[str] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            line = stream.readline(max(0.0, deadline - time.monotonic()))
+            if line is None:
+                raise HostError(self.alias, f"{command} did not answer within {timeout:g}s")
+            if line.startswith(AGENT_MARKER):
+                return self._answer(op, line)
+            if line == "":
+                status = stream.exit_status(max(0.0, min(5.0, deadline - time.monotonic())))
+                raise self._no_answer(CommandResult(1 if status is None else status, "".join(output), ""))
+            output.append(line)
+
+    def release(self) -> None:
+        """End the agent that ``hold_agent`` left waiting, if no start took it: it exits, having started nothing."""
+        held, self._held = self._held, None
+        if held is not None:
+            held.close()
 
     def _answer(self, op: str, line: str) -> dict[str, Any]:
         try:
@@ -200,24 +242,23 @@ class Host:
         argv = self.agent_argv()
         payload = json.dumps({"op": "start", "run_dir": self.run_dir, "processes": [_agent_request(p) for p in plans],
                               "watch_seconds": seconds, "tail_lines": WATCH_TAIL_LINES})
-        log_command(self.alias, [AGENT_PLACEHOLDER if arg == agent_source() else arg for arg in argv], payload)  # `-v`
-        stream = self.transport.stream(argv, stdin=payload.encode())
+        stream, self._held = self._held, None
         try:
-            output: list[str] = []
-            deadline = time.monotonic() + AGENT_TIMEOUT
-            while True:
-                line = stream.readline(max(0.0, deadline - time.monotonic()))
-                if line is None:
-                    raise HostError(self.alias, f"{argv[0]} did not answer within {AGENT_TIMEOUT:g}s")
-                if line.startswith(AGENT_MARKER):
-                    answer = self._answer("start", line)
-                    break
-                if line == "":
-                    raise self._no_answer(CommandResult(1, "".join(output), ""))
-                output.append(line)
-            records = self._started(plans, answer)
+            if stream is not None:  # the agent that checked this host waits for it: no second command
+                log_more(self.alias, payload)  # `-v`
+                try:
+                    stream.send((payload + "\n").encode())
+                except OSError as exc:
+                    raise HostError(self.alias, f"the agent that checked the host is gone: {exc}",
+                                    "run `clusterctl up` again") from None
+            else:
+                log_command(self.alias, [AGENT_PLACEHOLDER if arg == agent_source() else arg for arg in argv],
+                            payload)  # `-v`
+                stream = self.transport.stream(argv, stdin=payload.encode())
+            records = self._started(plans, self._read_answer("start", stream, argv[0], AGENT_TIMEOUT))
         except BaseException:
-            stream.close()
+            if stream is not None:
+                stream.close()
             raise
         return records, ExitWatch(self.alias, stream)
 

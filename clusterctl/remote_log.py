@@ -42,6 +42,12 @@ def log_command(host: str, argv: list[str], stdin: str | None = None) -> None:
         logger.debug("%s: %s%s", host, describe(argv), fed)
 
 
+def log_more(host: str, stdin: str) -> None:
+    """Log a further request to an agent already running on ``host`` (no new command): shown with ``↳``."""
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug("%s: <<< %s", host, shlex.quote(mask(stdin)), extra={"continued": True})
+
+
 def describe(argv: list[str]) -> str:
     """``argv`` as one shell-quoted line, secrets masked; the caller puts ``AGENT_PLACEHOLDER``
     where the agent's source would be."""

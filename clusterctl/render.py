@@ -859,7 +859,8 @@ def sync_result(result: SyncReport | CleanReport, json_output: bool) -> None:
 class _RemoteLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            _console(stderr=True).print(f"[dim]→ {safe(record.getMessage())}[/]", soft_wrap=True)
+            arrow = "↳" if getattr(record, "continued", False) else "→"  # ↳: to an agent already running
+            _console(stderr=True).print(f"[dim]{arrow} {safe(record.getMessage())}[/]", soft_wrap=True)
         except (OSError, ValueError):
             self.handleError(record)
 

@@ -357,3 +357,29 @@ def test_versions_are_read_as_importlib_metadata_reads_them_without_importing_it
     assert found == expected
     assert found["Shadowed.Pkg"] == "9.9" and found["legacy_thing"] == "1.2"
     assert found["not-installed-anywhere"] is None and found["Dask"] == metadata.version("dask")
+
+
+def test_a_held_agent_starts_on_its_second_request_and_leaves_by_itself_when_its_input_ends(
+        host: Host, started: Started, run_dir: Path) -> None:
+    """`up`'s one command per host: the agent that answered the versions waits on the same input for the
+    start, starts and watches; when the controller ends its input it leaves at once by itself (exit 0,
+    not terminated: its output is still open), and what it started runs on."""
+    host.hold_agent = True
+    assert host.call("versions", packages=[])["python"]
+    assert not list(run_dir.glob("*.pid")), "nothing starts before the start request"
+    (record,), watch = host.start_watched([plan("held", "import time; time.sleep(60)")], 120)
+    assert isinstance(record, ProcessRecord)
+    started.record([record])
+    agent = watch._stream._process  # type: ignore[attr-defined]  # the local agent's Popen
+    watch.close()
+    assert agent.poll() == 0, "the agent left when its input ended, not killed at the close"
+    assert proc.start_time(record.pid) == record.start_time, "the started process runs on"
+
+
+def test_a_held_agent_that_gets_no_start_ends_having_started_nothing(host: Host, run_dir: Path) -> None:
+    host.hold_agent = True
+    host.call("versions", packages=[])
+    agent = host._held._process  # type: ignore[union-attr]  # the local agent's Popen
+    host.release()
+    assert agent.poll() == 0
+    assert not list(run_dir.glob("*.pid"))

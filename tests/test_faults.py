@@ -8,7 +8,6 @@ own cluster name and its own run directory per host, so no test sees another's p
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -24,7 +23,7 @@ from distributed import Client
 from clusterctl.state import LOCK_WAIT_SECONDS
 from testbed import Testbed
 from testbed.client_env import SshEnv
-from tests.helpers.bed_cluster import BedCluster
+from tests.helpers.bed_cluster import BedCluster, process_groups
 from tests.helpers.cluster import CliResult, Running, error_lines, wait_until
 
 pytestmark = pytest.mark.netns
@@ -109,15 +108,6 @@ def worker_children(testbed: Testbed, host: str, group: int) -> list[int]:
         if pgid == group and pid != group and "spawn_main" in cmdline:
             children.append(pid)
     return children
-
-
-def process_groups(testbed: Testbed, host: str) -> set[int]:
-    """The process groups (sessions, as the agent starts them) of everything running in ``host``."""
-    groups = set()
-    for pid in testbed.pids_in(host):
-        with contextlib.suppress(ProcessLookupError):
-            groups.add(os.getpgid(pid))
-    return groups
 
 
 def status_until(cluster: FaultCluster, exit_code: int, timeout: float = 30.0) -> CliResult:

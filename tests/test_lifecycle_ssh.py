@@ -96,6 +96,8 @@ def test_a_version_mismatch_is_refused_with_the_table(sshd: SshdTestBed, ssh_env
     table = refused.stderr.split("error:")[0]
     assert "msgpack" in table and "0.9.9" in table and "(scheduler)" in table
     assert not (ssh_env.clusterctl_home / "clusters" / "remote").exists(), "nothing was started"
+    # node1's agent waited for a start that never came: it ended without starting anything
+    assert not list((tmp_path / "run").glob("*.pid")), "nothing was started on node1"
 
 
 def test_an_unreachable_host_is_one_line_naming_it(ssh_env: SshEnv, tmp_path: Path, sshd: SshdTestBed) -> None:

@@ -88,6 +88,23 @@ def test_stdin_stdout_stderr_and_exit_status(sshd: SshdTestBed, ssh_env: SshEnv)
         assert result.exit_status == 0 and len(result.stdout) == len(result.stderr) == len(big)
 
 
+def test_a_stream_with_open_input_takes_more_and_its_close_waits_for_the_command_to_end(
+        sshd: SshdTestBed, ssh_env: SshEnv, tmp_path: Path) -> None:
+    """`up`'s held agent: a first line, an answer, a second line later on the same command; and the
+    end of its input, at close, lets it finish by itself before the channel goes (nothing outlives
+    `up`). The command here takes a while to finish after its input ends."""
+    done = tmp_path / "finished"
+    script = ('read first; echo "got $first"; read second; echo "got $second"; '
+              f'cat >/dev/null; sleep 0.5; touch {shlex.quote(str(done))}')
+    with connect(sshd) as transport:
+        stream = transport.stream(["sh", "-c", script], stdin=b"one\n", keep_input=True)
+        assert stream.readline(30) == "got one\n"
+        stream.send(b"two\n")
+        assert stream.readline(30) == "got two\n"
+        stream.close()
+        assert done.exists(), "close returned before the command ended on its input's end"
+
+
 def test_slow_command_times_out_and_the_connection_survives(sshd: SshdTestBed, ssh_env: SshEnv) -> None:
     with connect(sshd) as transport:
         started = time.monotonic()

@@ -98,3 +98,18 @@ def test_a_local_command_that_floods_one_stream_is_cut_off_at_the_cap_not_at_its
         if pids.exists():  # the shell leads its own group (a new session): `yes` and `sleep` with it
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(int(pids.read_text()), signal.SIGKILL)
+
+
+def test_a_local_stream_with_open_input_takes_more_and_its_close_waits_for_the_command_to_end(
+        tmp_path: Path) -> None:
+    """`up`'s held agent on a `connection: local` host: a second line later on the same command, and
+    the end of its input, at close, lets it finish by itself (it is not killed, nothing outlives `up`)."""
+    done = tmp_path / "finished"
+    script = ('read first; echo "got $first"; read second; echo "got $second"; '
+              f'cat >/dev/null; sleep 0.5; touch "{done}"')
+    stream = LocalTransport("me").stream(["sh", "-c", script], stdin=b"one\n", keep_input=True)
+    assert stream.readline(30) == "got one\n"
+    stream.send(b"two\n")
+    assert stream.readline(30) == "got two\n"
+    stream.close()
+    assert done.exists(), "close returned before the command ended on its input's end"

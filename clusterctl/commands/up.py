@@ -110,6 +110,8 @@ def up(config: str, progress: Progress, password_prompt: PasswordPrompt | None =
                 inventory = environment.synced_inventory(inventory, environment.use_venvs(hosts, synced))
                 plans = plan_cluster(inventory, endpoint, run_dirs, scheduler_id)
             progress.step(f"checking {len(looked_at)} host(s)")
+            for alias in looked_at:  # each agent that checks a host stays for its start: one command per host
+                hosts[alias].hold_agent = True
             free_port = (endpoint.listen_host, endpoint.port) if new_cluster else None
             report = _preflight(HostGroup({alias: hosts[alias] for alias in looked_at}), inventory,
                                 allow_version_mismatch, progress, free_port,

@@ -40,6 +40,14 @@ class CommandStream(Protocol):
         """The next line; ``""`` once the output ended; None if no line came within ``timeout`` seconds."""
         ...
 
+    def exit_status(self, timeout: float) -> int | None:
+        """The command's exit status once it ended, waiting up to ``timeout`` seconds; None if not known by then."""
+        ...
+
+    def send(self, data: bytes) -> None:
+        """More input, for a stream started with ``keep_input``; ``OSError`` if the command's input is gone."""
+        ...
+
     def close(self) -> None:
         """Stop reading: the command sees its output closed (and should exit). Safe to call twice."""
         ...
@@ -51,6 +59,7 @@ class LineReader:
     def __init__(self, readline: Callable[[], bytes]) -> None:
         self._lines: queue.Queue[str] = queue.Queue()
         self._readline = readline
+        self.ended = threading.Event()  # the output ended (the command closed it, or it was closed under us)
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -62,6 +71,7 @@ class LineReader:
         except (OSError, ValueError, EOFError):
             pass  # closed under us
         self._lines.put("")
+        self.ended.set()
 
     def readline(self, timeout: float | None = None) -> str | None:
         try:
@@ -100,11 +110,12 @@ class Transport(Protocol):
         """
         ...
 
-    def stream(self, argv: list[str], *, stdin: bytes) -> CommandStream:
+    def stream(self, argv: list[str], *, stdin: bytes, keep_input: bool = False) -> CommandStream:
         """Start ``argv`` on the host with ``stdin`` (then its end), and hand its output over as it comes.
 
         For a command that answers and then keeps reporting (the agent's watched start); ``run`` waits
-        for the end instead. Failing to reach the host raises ``HostError``.
+        for the end instead. With ``keep_input`` its input stays open for ``send`` (an agent that waits
+        for its next request); ``close`` ends it. Failing to reach the host raises ``HostError``.
         """
         ...
 

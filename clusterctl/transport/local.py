@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -13,6 +14,8 @@ from typing import IO
 
 from clusterctl.errors import HostError
 from clusterctl.transport.base import MAX_OUTPUT_BYTES, CommandResult, LineReader, too_much_output
+
+STREAM_END_WAIT = 2.0  # seconds a closed stream waits for its command to end, once its input ended
 
 
 def host_environment() -> dict[str, str]:
@@ -33,22 +36,47 @@ def _drain(stream: IO[bytes] | None, sink: bytearray, full: threading.Event) -> 
         full.set()
 
 
-def _feed(stream: IO[bytes] | None, data: bytes) -> None:
+def _feed(stream: IO[bytes] | None, data: bytes, keep_open: bool = False) -> None:
     assert stream is not None
     try:
         stream.write(data)
-        stream.close()
+        if keep_open:
+            stream.flush()
+        else:
+            stream.close()
     except OSError:
         pass  # the command exited without reading all its input, like a closed pipe
 
 
 class LocalStream(LineReader):
-    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], feeder: threading.Thread, input_open: bool = False) -> None:
         assert process.stdout is not None
         self._process = process
+        self._feeder = feeder
+        self._input_open = input_open
         super().__init__(process.stdout.readline)
 
+    def exit_status(self, timeout: float) -> int | None:
+        try:
+            return self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def send(self, data: bytes) -> None:
+        self._feeder.join()  # the first input goes first
+        assert self._process.stdin is not None
+        self._process.stdin.write(data)  # OSError (a closed pipe) when the command is gone
+        self._process.stdin.flush()
+
     def close(self) -> None:
+        if self._input_open:  # the end of its input first: an agent waiting on it exits by itself
+            self._input_open = False
+            self._feeder.join()
+            assert self._process.stdin is not None
+            with contextlib.suppress(OSError):
+                self._process.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(STREAM_END_WAIT)
         # Not by closing our end of its output: our reader thread holds that file's lock while it waits.
         if self._process.poll() is None:
             self._process.terminate()
@@ -112,15 +140,16 @@ class LocalTransport:
                             else f"{argv[0]} did not finish within {timeout:g}s")
         return CommandResult(status, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
 
-    def stream(self, argv: list[str], *, stdin: bytes) -> LocalStream:
+    def stream(self, argv: list[str], *, stdin: bytes, keep_input: bool = False) -> LocalStream:
         try:
             process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                        env=host_environment())
         except FileNotFoundError:
             raise HostError(self.host, f"command not found: {argv[0]}",
                             "install it or set `python:` in the inventory to an interpreter that exists") from None
-        threading.Thread(target=_feed, args=(process.stdin, stdin), daemon=True).start()
-        return LocalStream(process)
+        feeder = threading.Thread(target=_feed, args=(process.stdin, stdin, keep_input), daemon=True)
+        feeder.start()
+        return LocalStream(process, feeder, keep_input)
 
     def put_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
         target = Path(path).expanduser()

@@ -13,6 +13,7 @@ to a server whose host key was trusted before this connection: a key first seen 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
 import os
@@ -41,6 +42,7 @@ PASSWORD_ENV = "CLUSTERCTL_SSH_PASSWORD"
 MAX_HOPS = 8  # ProxyJump chains, including a first hop's own ProxyJump
 # sshd allows 10 sessions per connection (MaxSessions); keep one free for SFTP and one spare.
 MAX_CONCURRENT_RUNS = 8
+STREAM_END_WAIT = 2.0  # seconds a closed stream waits for its command to end, once its input ended
 # Every command runs as `sh -c '<say pid>; exec "$@"' sh ARGV...`: the same process, exit status and
 # streams, plus one first line on stderr naming its pid, so that a command that outlives its timeout can
 # be ended on the host with everything it started (sshd does not end it when the channel closes, and
@@ -125,12 +127,33 @@ class _Transport(paramiko.Transport):
 
 
 class SSHStream(LineReader):
-    def __init__(self, channel: paramiko.Channel, release: Callable[[], None]) -> None:
+    def __init__(self, channel: paramiko.Channel, release: Callable[[], None], feeder: threading.Thread,
+                 input_open: bool = False) -> None:
         self._channel = channel
         self._release: Callable[[], None] | None = release
+        self._feeder = feeder
+        self._input_open = input_open
         super().__init__(channel.makefile("rb").readline)
 
+    def exit_status(self, timeout: float) -> int | None:
+        if not self._channel.status_event.wait(timeout):
+            return None
+        return self._channel.recv_exit_status()
+
+    def send(self, data: bytes) -> None:
+        self._feeder.join()  # the first input goes first
+        try:
+            self._channel.sendall(data)
+        except (EOFError, paramiko.SSHException) as exc:
+            raise OSError(f"cannot send to the command: {_one_line(exc)}") from None
+
     def close(self) -> None:
+        if self._input_open:  # the end of its input first: an agent waiting on it exits, and we see it go
+            self._input_open = False
+            self._feeder.join()
+            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                self._channel.shutdown_write()
+            self.ended.wait(STREAM_END_WAIT)
         self._channel.close()  # sshd closes the command's output: the agent exits
         release, self._release = self._release, None
         if release is not None:
@@ -254,7 +277,7 @@ class SSHTransport:
             del stderr[:stderr.find(b"\n") + 1]
         return CommandResult(status, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
 
-    def stream(self, argv: list[str], *, stdin: bytes) -> SSHStream:
+    def stream(self, argv: list[str], *, stdin: bytes, keep_input: bool = False) -> SSHStream:
         if not self._sessions.acquire(timeout=CONNECT_TIMEOUT):
             raise HostError(self.host, f"no free session to run {argv[0]} within {CONNECT_TIMEOUT:g}s")
         try:
@@ -267,8 +290,9 @@ class SSHTransport:
         except BaseException:
             self._sessions.release()
             raise
-        threading.Thread(target=_feed, args=(channel, stdin), daemon=True).start()
-        return SSHStream(channel, self._sessions.release)
+        feeder = threading.Thread(target=_feed, args=(channel, stdin, keep_input), daemon=True)
+        feeder.start()
+        return SSHStream(channel, self._sessions.release, feeder, keep_input)
 
     def put_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
         with self._sftp_lock:
@@ -619,10 +643,11 @@ def _drain(read: Callable[[int], bytes], sink: bytearray) -> None:
         sink.extend(chunk)
 
 
-def _feed(channel: paramiko.Channel, data: bytes) -> None:
+def _feed(channel: paramiko.Channel, data: bytes, keep_open: bool = False) -> None:
     try:
         channel.sendall(data)
-        channel.shutdown_write()
+        if not keep_open:
+            channel.shutdown_write()
     except (OSError, EOFError, paramiko.SSHException):
         pass  # the command exited without reading all its input, like a closed pipe
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,3 +89,12 @@ class BedCluster:
                     self.cli("down", str(self.config), *down_options)
         finally:
             self.kill_leftovers()
+
+
+def process_groups(testbed: Testbed, host: str) -> set[int]:
+    """The process groups (sessions, as the agent starts them) of everything running in ``host``."""
+    groups = set()
+    for pid in testbed.pids_in(host):
+        with contextlib.suppress(ProcessLookupError):
+            groups.add(os.getpgid(pid))
+    return groups
