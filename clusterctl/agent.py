@@ -1,9 +1,10 @@
 """The host side of clusterctl: a stdlib-only script run by the host's own python.
 
 clusterctl never types process management into a remote shell. It runs this file's source as
-``python -c SOURCE`` through any transport (local or SSH), writes a JSON request to its stdin,
-and reads one JSON line back. That keeps one code path for every host, needs nothing installed there but python, and
-passes argv and environment values as data, never through a shell.
+``python -c SOURCE`` through any transport (local or SSH), writes a JSON request (one line) to its
+stdin, and reads one JSON line back; a request with ``hold`` keeps the agent for one more request on
+the same stdin (`up`'s check, then its start). That keeps one code path for every host, needs nothing
+installed there but python, and passes argv and environment values as data, never through a shell.
 
 Processes are started in their own session, so the process group id equals the pid we record
 and a whole ``dask worker`` tree (nanny and worker children) is signalled at once. A recorded

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from clusterctl.errors import ClusterctlError, HostError, PartialFailureError, UnresolvableHostError
-from clusterctl.host import Host
+from clusterctl.host import Host, close_all
 from clusterctl.inventory import Inventory
 from clusterctl.progress import PasswordPrompt
 from clusterctl.transport import open_transport
@@ -149,6 +149,6 @@ def connect(inventory: Inventory, aliases: Iterable[str], password_prompt: Passw
             hosts[alias].where = inventory.where(alias)
         yield HostGroup(hosts)
     finally:
+        close_all([host.release for host in hosts.values()])  # agents `up` held and no start took
         for host in hosts.values():
-            host.release()
             host.transport.close()

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import shlex
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -73,6 +75,17 @@ class ProcessExit:
     pid: int
     status: int | None
     tail: str
+
+
+def close_all(closers: list[Callable[[], None]]) -> None:
+    """Call every ``close`` at once: each may wait (up to its bound) for its host's agent to end, and a
+    host cut off must not make the others wait in turn."""
+    if len(closers) < 2:
+        for close in closers:
+            close()
+        return
+    with ThreadPoolExecutor(max_workers=min(32, len(closers)), thread_name_prefix="close") as pool:
+        list(pool.map(lambda close: close(), closers))
 
 
 class ExitWatch:

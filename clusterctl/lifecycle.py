@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from clusterctl import scheduler_api, state, tls
 from clusterctl.errors import ClusterctlError, ForeignSchedulerError, HostError, SchedulerUnreachableError
 from clusterctl.group import HostGroup, connect
-from clusterctl.host import WATCH_TAIL_LINES, ExitWatch, Host
+from clusterctl.host import WATCH_TAIL_LINES, ExitWatch, Host, close_all
 from clusterctl.inventory import Inventory, TlsFilesSpec, select_hosts
 from clusterctl.launch import ProcessPlan, SchedulerEndpoint
 from clusterctl.progress import PasswordPrompt, Progress
@@ -214,8 +214,8 @@ def start_and_wait(st: ClusterState, hosts: HostGroup, plans: list[ProcessPlan],
             progress.step(f"waiting for the scheduler and {len(names)} worker(s)")
             view = wait_until_ready(st, hosts, started, names, timeout, progress, watches)
         finally:
-            for watch in watches:  # before any undo: the agents must not report the processes it stops
-                watch.close()
+            # before any undo: the agents must not report the processes it stops
+            close_all([watch.close for watch in watches])
     except BaseException as exc:
         if isinstance(exc, HostError):
             progress.host(exc.host, "failed", exc.reason)

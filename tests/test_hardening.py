@@ -298,13 +298,20 @@ def test_a_worker_named_with_markup_and_escapes_breaks_neither_status_nor_logs(t
 
 def hostile_python(tmp_path: Path, op: str, script: str) -> str:
     """A host `python:` that answers ``op`` with what ``script`` (python) writes, and runs the real
-    agent for every other request: a compromised host, or a shell profile that talks too much."""
+    agent for every other request: a compromised host, or a shell profile that talks too much.
+
+    It speaks the agent's protocol: one JSON request per line; after a request with ``hold`` (`up`'s
+    check) the next one (the start) comes on the same input."""
     path = tmp_path / f"hostile-{op}.py"
-    path.write_text(f"#!{PYTHON}\nimport json, subprocess, sys\ndata = sys.stdin.read()\n"
-                    f"if json.loads(data)['op'] == {op!r}:\n"
-                    + "".join(f"    {line}\n" for line in script.splitlines())
-                    + "    sys.exit(0)\n"
-                    f"sys.exit(subprocess.run([{PYTHON!r}, *sys.argv[1:]], input=data.encode()).returncode)\n")
+    path.write_text(f"#!{PYTHON}\nimport json, subprocess, sys\nline = sys.stdin.readline()\n"
+                    "while line.strip():\n"
+                    f"    if json.loads(line)['op'] == {op!r}:\n"
+                    + "".join(f"        {text}\n" for text in script.splitlines())
+                    + "        sys.exit(0)\n"
+                    f"    done = subprocess.run([{PYTHON!r}, *sys.argv[1:]], input=line.encode())\n"
+                    "    if done.returncode or not json.loads(line).get('hold'):\n"
+                    "        sys.exit(done.returncode)\n"
+                    "    line = sys.stdin.readline()\n")
     path.chmod(0o755)
     return str(path)
 
