@@ -123,7 +123,7 @@ class Host:
         self.run_dir = default_run_dir(cluster, settings)
         self._absolute_run_dir: str | None = None
         self.where: str | None = None  # the inventory line that names the host, when known
-        # `up`: the agent that answers the versions stays, waiting for the start (one remote command)
+        # `up`: the agent of the next call (its check) stays, waiting for the start (one remote command)
         self.hold_agent = False
         self._held: CommandStream | None = None
 
@@ -165,23 +165,28 @@ class Host:
     def call(self, op: str, timeout: float = AGENT_TIMEOUT, **request: Any) -> dict[str, Any]:
         """One agent round trip: the answer object, or a ``HostError`` saying what went wrong.
 
-        With ``hold_agent``, the first ``versions`` call leaves its agent waiting for one more request
+        With ``hold_agent`` (it holds for this one call), the agent stays waiting for one more request
         on the same command: ``start_watched`` sends it, ``release`` ends it.
         """
-        if self.hold_agent and self._held is None and op == "versions":
+        if self.hold_agent:
+            self.hold_agent = False
             return self._call_and_hold(op, timeout, request)
         argv, payload = self.agent_argv(), json.dumps({"op": op, **request})
-        source = agent_source()
-        log_command(self.alias, [AGENT_PLACEHOLDER if arg == source else arg for arg in argv], payload)  # `-v`
+        self._log(argv, payload)
         result = self.transport.run(argv, stdin=payload.encode(), timeout=timeout)
         for line in result.stdout.splitlines():
             if line.startswith(AGENT_MARKER):
                 return self._answer(op, line)
         raise self._no_answer(result)
 
+    def _log(self, argv: list[str], payload: str) -> None:
+        """`-v`: the command about to run here, the agent's source abbreviated, and its request."""
+        source = agent_source()
+        log_command(self.alias, [AGENT_PLACEHOLDER if arg == source else arg for arg in argv], payload)
+
     def _call_and_hold(self, op: str, timeout: float, request: dict[str, Any]) -> dict[str, Any]:
         argv, payload = self.agent_argv(), json.dumps({"op": op, **request, "hold": True})
-        log_command(self.alias, [AGENT_PLACEHOLDER if arg == agent_source() else arg for arg in argv], payload)  # `-v`
+        self._log(argv, payload)
         stream = self.transport.stream(argv, stdin=(payload + "\n").encode(), keep_input=True)
         try:
             answer = self._read_answer(op, stream, argv[0], timeout)
@@ -265,8 +270,7 @@ class Host:
                     raise HostError(self.alias, f"the agent that checked the host is gone: {exc}",
                                     "run `clusterctl up` again") from None
             else:
-                log_command(self.alias, [AGENT_PLACEHOLDER if arg == agent_source() else arg for arg in argv],
-                            payload)  # `-v`
+                self._log(argv, payload)
                 stream = self.transport.stream(argv, stdin=payload.encode())
             records = self._started(plans, self._read_answer("start", stream, argv[0], AGENT_TIMEOUT))
         except BaseException:

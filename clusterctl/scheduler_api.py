@@ -17,6 +17,9 @@ from clusterctl.errors import ForeignSchedulerError, SchedulerUnreachableError
 from clusterctl.tls import TlsFiles
 
 QUERY_TIMEOUT = 5.0
+# What asking a scheduler that does not answer raises. ValueError: tornado's "cannot convert to SSL" when
+# something else answers on the port; struct.error: distributed's framing when a plain-text server does.
+NO_ANSWER = (OSError, asyncio.TimeoutError, ValueError, struct.error)
 
 
 @dataclass(frozen=True)
@@ -205,9 +208,7 @@ async def _snapshot(scheduler: Any) -> dict[str, Any] | None:
 def _run(coroutine_factory: Callable[[], Any], address: str, timeout: float) -> Any:
     try:
         return asyncio.run(asyncio.wait_for(coroutine_factory(), timeout + 1))
-    except (OSError, asyncio.TimeoutError, ValueError, struct.error) as exc:
-        # ValueError: tornado's "cannot convert to SSL" when something else answers on the port;
-        # struct.error: distributed's framing when a plain-text server answers instead of a scheduler.
+    except NO_ANSWER as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SchedulerUnreachableError(
             f"scheduler at {address} does not answer: {reason}",
@@ -257,7 +258,7 @@ async def _wait(address: str, names: set[str], deadline: float, on_poll: Callabl
             left = max(1.0, min(QUERY_TIMEOUT, deadline - time.monotonic()))
             try:
                 view = await asyncio.wait_for(_view(scheduler, address, expect), left + 1)
-            except (OSError, asyncio.TimeoutError, ValueError, struct.error):
+            except NO_ANSWER:
                 view = None  # not listening yet (or not answering): asked again at the next poll
             on_poll(view)
             if view is not None and names <= view.names():

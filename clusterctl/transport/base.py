@@ -18,6 +18,7 @@ from typing import Protocol
 #: What clusterctl reads of one remote command's stdout (and, apart, its stderr): a host that
 #: writes more is answered with a ``HostError``, not with all of this machine's memory.
 MAX_OUTPUT_BYTES = 64 * 1024 * 1024
+STREAM_END_WAIT = 2.0  # seconds a closed stream waits for its command to end, once its input ended
 
 
 def too_much_output(command: str) -> str:

@@ -13,9 +13,13 @@ from pathlib import Path
 from typing import IO
 
 from clusterctl.errors import HostError
-from clusterctl.transport.base import MAX_OUTPUT_BYTES, CommandResult, LineReader, too_much_output
-
-STREAM_END_WAIT = 2.0  # seconds a closed stream waits for its command to end, once its input ended
+from clusterctl.transport.base import (
+    MAX_OUTPUT_BYTES,
+    STREAM_END_WAIT,
+    CommandResult,
+    LineReader,
+    too_much_output,
+)
 
 
 def host_environment() -> dict[str, str]:

@@ -33,7 +33,13 @@ from clusterctl import paths
 from clusterctl.errors import HostError, InvalidInputError, UnresolvableHostError
 from clusterctl.inventory import HostSettings
 from clusterctl.transport import certificates, identities, known_hosts, ssh_config
-from clusterctl.transport.base import MAX_OUTPUT_BYTES, CommandResult, LineReader, too_much_output
+from clusterctl.transport.base import (
+    MAX_OUTPUT_BYTES,
+    STREAM_END_WAIT,
+    CommandResult,
+    LineReader,
+    too_much_output,
+)
 from clusterctl.transport.ssh_config import SshOptions
 
 CONNECT_TIMEOUT = 10.0  # seconds for TCP connect, SSH handshake, authentication and opening a channel
@@ -42,7 +48,6 @@ PASSWORD_ENV = "CLUSTERCTL_SSH_PASSWORD"
 MAX_HOPS = 8  # ProxyJump chains, including a first hop's own ProxyJump
 # sshd allows 10 sessions per connection (MaxSessions); keep one free for SFTP and one spare.
 MAX_CONCURRENT_RUNS = 8
-STREAM_END_WAIT = 2.0  # seconds a closed stream waits for its command to end, once its input ended
 # Every command runs as `sh -c '<say pid>; exec "$@"' sh ARGV...`: the same process, exit status and
 # streams, plus one first line on stderr naming its pid, so that a command that outlives its timeout can
 # be ended on the host with everything it started (sshd does not end it when the channel closes, and
